@@ -1,0 +1,35 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Everything they need is installed here, from locked versions, into folders inside the clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+LS_VENV := .labelstudio-venv
+
+.PHONY: setup test demo lint clean-state
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+# Label Studio's server pins clash with the pipeline's (Django, pytz, pyarrow): own environment.
+$(LS_VENV)/.installed: tools/labelstudio-requirements.txt $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LS_VENV)
+	VIRTUAL_ENV=$(LS_VENV) $(UV) pip install --quiet --require-hashes -r tools/labelstudio-requirements.txt
+	touch $@
+
+setup: .venv/.synced $(LS_VENV)/.installed
+
+test: setup
+	.venv/bin/pytest
+
+demo: setup
+	.venv/bin/hitl-pipeline demo
+
+lint: setup
+	.venv/bin/ruff check hitl_pipeline hitl_pipeline_tests
+	.venv/bin/ruff format --check hitl_pipeline hitl_pipeline_tests
