@@ -141,6 +141,9 @@ class DatasetVersion:
     md5: str  # DVC content hash of the data file
     rows: int
     path: str  # path of the data file inside the dataset repository
+    # every data file of the version (path inside the dataset repository -> DVC md5), so
+    # that side files (edge cases, holdout...) are pinned and restorable too
+    files: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- labelling -----------------------------------------------------------------------

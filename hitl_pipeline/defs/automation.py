@@ -1,0 +1,188 @@
+"""Jobs, sensors and the weekly schedule that keep the flywheel turning by itself."""
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,
+)
+
+from hitl_pipeline.core.triggers import (
+    AnnotationAction,
+    LandedBatch,
+    annotation_action,
+    batches_to_score,
+    retrain_due,
+)
+from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
+from hitl_pipeline.resources.label_studio import LabelStudioResource
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
+from hitl_pipeline.resources.production import ProductionSource
+
+TRIGGER_TAG = "hitl/trigger"
+DRIFT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("drift_report"), NO_DRIFT_CHECK)
+CANDIDATE_KEY = dg.AssetKey("candidate_model")
+
+score_batch_job = dg.define_asset_job(
+    "score_batch_job",
+    selection=["production_batch", "predictions", "drift_report", "review_queue", "labeling_tasks"],
+    description="A new production batch: validate, score with the champion, check drift, "
+    "route, and push the items to review into Label Studio.",
+)
+drift_review_job = dg.define_asset_job(
+    "drift_review_job",
+    selection=["review_queue", "labeling_tasks"],
+    config={"ops": {"review_queue": {"config": {"drift_response": True}}}},
+    description="The drift alert's response: re-route a drifted batch with the larger "
+    "review capacity; only the newly selected items are pushed.",
+)
+collect_labels_job = dg.define_asset_job(
+    "collect_labels_job",
+    selection=["human_labels"],
+    description="Pull finished annotations from Label Studio into the label ledger.",
+)
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=["human_labels", "training_dataset", "candidate_model", "champion_model"],
+    description="Pull labels, version the dataset with DVC, retrain, gate, and promote.",
+)
+
+
+@dg.sensor(
+    job=score_batch_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
+)
+def landing_sensor(context: dg.SensorEvaluationContext, production: ProductionSource):
+    """Scores each batch file that lands (and again when a corrected file replaces it)."""
+    valid = set(BATCH_PARTITIONS.get_partition_keys())
+    landed = [LandedBatch(b.partition_key, b.fingerprint) for b in production.list_batches()]
+    outside = [b.partition_key for b in landed if b.partition_key not in valid]
+    if outside:
+        context.log.warning(f"ignoring batches outside the partition range: {outside}")
+    todo, cursor = batches_to_score(
+        [b for b in landed if b.partition_key in valid], json.loads(context.cursor or "{}")
+    )
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    if not todo:
+        return dg.SkipReason("no new or changed batch files")
+    return [
+        dg.RunRequest(
+            run_key=f"batch:{b.partition_key}:{b.fingerprint}",
+            partition_key=b.partition_key,
+            tags={TRIGGER_TAG: "new_batch"},
+        )
+        for b in todo
+    ]
+
+
+@dg.sensor(
+    job=drift_review_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
+)
+def drift_alert_sensor(context: dg.SensorEvaluationContext):
+    """A failed drift check starts a boosted review of the drifted batch.
+
+    The early retrain follows from the annotation sensor once that review is finished.
+    """
+    last_id = int(context.cursor or 0)
+    failed = [
+        record
+        for record in context.instance.event_log_storage.get_asset_check_execution_history(
+            DRIFT_CHECK_KEY, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
+        )
+        if record.id > last_id
+    ]
+    if not failed:
+        return dg.SkipReason("no new drift alerts")
+    context.update_cursor(str(max(r.id for r in failed)))
+    requests = []
+    for record in sorted(failed, key=lambda r: r.id):
+        run = context.instance.get_run_by_id(record.run_id)
+        partition = record.partition or (run.tags.get("dagster/partition") if run else None)
+        if partition:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"drift:{record.id}",
+                    partition_key=partition,
+                    tags={TRIGGER_TAG: "drift_alert"},
+                )
+            )
+    return requests or dg.SkipReason("drift alerts without a partition")
+
+
+def drift_outstanding(instance: dg.DagsterInstance) -> bool:
+    """Whether a drift alert came after the last retrain."""
+    alerts = instance.event_log_storage.get_asset_check_execution_history(
+        DRIFT_CHECK_KEY, limit=1, status={AssetCheckExecutionRecordStatus.FAILED}
+    )
+    if not alerts:
+        return False
+    trained = instance.get_latest_materialization_event(CANDIDATE_KEY)
+    return trained is None or alerts[0].create_timestamp > trained.timestamp
+
+
+def last_training_at(instance: dg.DagsterInstance) -> datetime | None:
+    event = instance.get_latest_materialization_event(CANDIDATE_KEY)
+    return datetime.fromtimestamp(event.timestamp, tz=UTC) if event else None
+
+
+@dg.sensor(
+    jobs=[collect_labels_job, retrain_job],
+    minimum_interval_seconds=20,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelStudioResource):
+    """Finished annotations in Label Studio: collect them, or retrain early after drift."""
+    try:
+        status = label_studio.queue_status()
+    except Exception as exc:  # the sensor must keep ticking while Label Studio is down
+        return dg.SkipReason(f"Label Studio not reachable: {exc}")
+    last_seen = datetime.fromisoformat(context.cursor) if context.cursor else None
+    action = annotation_action(
+        latest_completed_at=status.latest_completed_at,
+        last_seen=last_seen,
+        pending_tasks=status.pending_tasks,
+        drift_outstanding=drift_outstanding(context.instance),
+    )
+    if action is AnnotationAction.NOTHING:
+        return dg.SkipReason(f"no new annotations ({status.pending_tasks} tasks pending)")
+    assert status.latest_completed_at is not None
+    stamp = status.latest_completed_at.isoformat()
+    context.update_cursor(stamp)
+    if action is AnnotationAction.EARLY_RETRAIN:
+        return dg.RunRequest(
+            run_key=f"early-retrain:{stamp}",
+            job_name=retrain_job.name,
+            tags={TRIGGER_TAG: "drift_early_retrain"},
+        )
+    return dg.RunRequest(
+        run_key=f"collect:{stamp}",
+        job_name=collect_labels_job.name,
+        tags={TRIGGER_TAG: "annotations"},
+    )
+
+
+@dg.schedule(
+    job=retrain_job,
+    cron_schedule="0 6 * * 1",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def weekly_retrain_schedule(
+    context: dg.ScheduleEvaluationContext,
+    label_studio: LabelStudioResource,
+    registry: MlflowRegistryResource,
+):
+    """Every Monday 06:00 UTC: retrain when people labelled something since last time."""
+    try:
+        latest = label_studio.queue_status().latest_completed_at
+    except Exception as exc:
+        return dg.SkipReason(f"Label Studio not reachable: {exc}")
+    why = retrain_due(
+        has_champion=registry.champion() is not None,
+        latest_annotation_at=latest,
+        last_training_at=last_training_at(context.instance),
+    )
+    if why is None:
+        return dg.SkipReason("no new human labels since the last training")
+    return dg.RunRequest(tags={TRIGGER_TAG: "weekly_schedule", "hitl/why": why})

@@ -1,0 +1,41 @@
+"""The one place where outside systems are bound, from ``HITL_*`` environment variables.
+
+The environment is read when Dagster loads the definitions (this function runs then),
+not when the module is imported.
+"""
+
+import dagster as dg
+
+from hitl_pipeline.resources.dvc_store import DvcDatasetStore
+from hitl_pipeline.resources.label_studio import LabelStudioResource
+from hitl_pipeline.resources.local_store import LocalStore
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
+from hitl_pipeline.resources.production import ProductionSource
+from hitl_pipeline.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Resources of one loop, keyed as the assets ask for them."""
+    return {
+        "production": ProductionSource(
+            landing_dir=str(settings.landing),
+            quarantine_dir=str(settings.quarantine),
+            schema_path=str(settings.schema_path),
+        ),
+        "registry": MlflowRegistryResource(
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_location=settings.mlflow_artifacts.as_uri(),
+        ),
+        "label_studio": LabelStudioResource(
+            url=settings.label_studio_url, api_key=settings.label_studio_api_key
+        ),
+        "dataset_store": DvcDatasetStore(
+            repo_path=str(settings.dataset_repo), remote_url=settings.dvc_remote
+        ),
+        "local_store": LocalStore(home=str(settings.home)),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=build_resources(Settings.from_env()))

@@ -1,0 +1,85 @@
+"""Monitoring: Evidently drift of the batch against the champion's training data.
+
+The ``no_dataset_drift`` check failing is the drift alert that the drift sensor reacts to.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from hitl_pipeline.core.drift import compute_drift
+from hitl_pipeline.core.inference import score_batch
+from hitl_pipeline.core.types import MODEL_VERSION, DriftSummary
+from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+from hitl_pipeline.resources.dvc_store import DvcDatasetStore
+from hitl_pipeline.resources.local_store import LocalStore
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
+from hitl_pipeline.resources.production import ProductionSource
+
+DATASET_VERSION_TAG = "hitl.dataset_version"
+NO_DRIFT_CHECK = "no_dataset_drift"
+
+
+class DriftConfig(dg.Config):
+    drift_share: float = 0.5  # share of drifted feature columns that makes dataset drift
+
+
+@dg.asset(
+    partitions_def=BATCH_PARTITIONS,
+    group_name="s03_monitoring",
+    kinds={"evidently"},
+    check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset="drift_report")],
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    predictions: pd.DataFrame,
+    registry: MlflowRegistryResource,
+    dataset_store: DvcDatasetStore,
+    production: ProductionSource,
+    local_store: LocalStore,
+):
+    """Per-column, prediction and confidence drift; the HTML report is kept on disk."""
+    schema = production.schema()
+    champion = registry.get_version(version=str(predictions[MODEL_VERSION].iloc[0]))
+    reference = dataset_store.load(version_id=champion.tags[DATASET_VERSION_TAG])
+    reference_scores = score_batch(
+        registry.load_model(ref=champion), reference, schema, model_version=champion.version
+    )
+    summary, html = compute_drift(
+        reference,
+        predictions,
+        schema,
+        reference_scores=reference_scores,
+        current_scores=predictions,
+        drift_share=config.drift_share,
+    )
+    report = local_store.write_report(kind="drift", name=context.partition_key, html=html)
+    figures = {
+        "partition": context.partition_key,
+        "drift_share": summary.drift_share,
+        "drifted_columns": dg.MetadataValue.json(list(summary.drifted_columns)),
+        "prediction_drift": summary.prediction_drift,
+        "confidence_drift": summary.confidence_drift,
+    }
+    yield dg.Output(
+        summary,
+        metadata={
+            **figures,
+            "report": dg.MetadataValue.path(str(report)),
+            "reference_dataset": champion.tags[DATASET_VERSION_TAG],
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=NO_DRIFT_CHECK,
+        passed=not summary.dataset_drift,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={**figures, "threshold": summary.drift_share_threshold},
+        description=_describe(summary),
+    )
+
+
+def _describe(summary: DriftSummary) -> str:
+    if not summary.dataset_drift:
+        return f"{summary.drift_share:.0%} of columns drifted, below the alert threshold"
+    columns = ", ".join(summary.drifted_columns) or "none"
+    return f"dataset drift: {summary.drift_share:.0%} of columns drifted ({columns})"

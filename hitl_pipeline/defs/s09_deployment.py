@@ -1,0 +1,22 @@
+"""Deployment: the gated challenger becomes the MLflow ``champion``."""
+
+import dagster as dg
+
+from hitl_pipeline.core.types import ModelRef
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
+
+
+@dg.asset(group_name="s09_deployment", kinds={"mlflow"})
+def champion_model(
+    candidate_model: ModelRef, registry: MlflowRegistryResource
+) -> dg.Output[ModelRef]:
+    """The serving model. Only reached when ``passes_gate`` passed (it is blocking)."""
+    previous = registry.promote(ref=candidate_model, reason="passed the deployment gate")
+    return dg.Output(
+        candidate_model,
+        metadata={
+            "champion_version": candidate_model.version,
+            "previous_champion": previous.version if previous else "none",
+            "model_uri": candidate_model.uri,
+        },
+    )

@@ -1,0 +1,93 @@
+"""The loop's own files under HITL_HOME: seed data, the annotation ledger, reports.
+
+Not an outside system, but kept behind a resource like one so that assets never build
+paths themselves and tests can point a loop at a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from hitl_pipeline.core.types import Annotation
+
+_LEDGER = "annotations.parquet"
+_ANNOTATION_COLUMNS = [f.name for f in fields(Annotation)]
+
+
+def annotations_to_frame(annotations: list[Annotation]) -> pd.DataFrame:
+    """Annotations as a frame with one row each (features kept as a dict column)."""
+    rows = [asdict(a) for a in annotations]
+    frame = pd.DataFrame(rows, columns=_ANNOTATION_COLUMNS)
+    for column in ("completed_at", "updated_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+class LocalStore(dg.ConfigurableResource):
+    """Seed data, the ledger of pulled annotations and the HTML reports of one loop."""
+
+    home: str
+
+    @property
+    def _home(self) -> Path:
+        return Path(self.home)
+
+    # --- seed -----------------------------------------------------------------------
+    def read_seed(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The initial labelled training rows and the fixed held-out set."""
+        seed = self._home / "seed"
+        train, holdout = seed / "train.parquet", seed / "holdout.parquet"
+        if not (train.is_file() and holdout.is_file()):
+            raise FileNotFoundError(
+                f"no seed data in {seed}: put the initial labelled rows in train.parquet and "
+                "a held-out set in holdout.parquet (the demo writes both)"
+            )
+        return pd.read_parquet(train), pd.read_parquet(holdout)
+
+    # --- annotation ledger ----------------------------------------------------------
+    def read_ledger(self) -> pd.DataFrame:
+        """Every annotation pulled so far, one row per annotation id."""
+        path = self._home / "labels" / _LEDGER
+        if not path.is_file():
+            return annotations_to_frame([])
+        frame = pd.read_parquet(path)
+        frame["features"] = frame["features"].map(json.loads)
+        frame["reasons"] = frame["reasons"].map(lambda r: tuple(json.loads(r)))
+        if "flags" in frame:
+            frame["flags"] = frame["flags"].map(lambda r: tuple(json.loads(r)))
+        return frame
+
+    def write_ledger(self, frame: pd.DataFrame) -> Path:
+        """Replace the ledger atomically (a crash leaves the previous ledger intact)."""
+        path = self._home / "labels" / _LEDGER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored = frame.copy()
+        stored["features"] = stored["features"].map(lambda f: json.dumps(f, sort_keys=True))
+        stored["reasons"] = stored["reasons"].map(lambda r: json.dumps(list(r)))
+        if "flags" in stored:
+            stored["flags"] = stored["flags"].map(lambda r: json.dumps(list(r)))
+        tmp = path.with_suffix(".tmp")
+        stored.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    # --- reports --------------------------------------------------------------------
+    def write_report(self, *, kind: str, name: str, html: str) -> Path:
+        """Keep an HTML report as ``reports/<kind>/<name>.html``."""
+        path = self._home / "reports" / kind / f"{name}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html, encoding="utf-8")
+        return path
+
+    def write_table(self, *, kind: str, name: str, frame: pd.DataFrame) -> Path:
+        """Keep a table (e.g. each batch's routing decisions) as Parquet for later audits."""
+        path = self._home / kind / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        return path

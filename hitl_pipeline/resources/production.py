@@ -1,0 +1,112 @@
+"""The production source: a landing folder with one batch file per day.
+
+A batch for partition ``2026-06-01`` is ``<landing>/2026-06-01.parquet`` or ``.csv``. A
+SQL table or an object store can stand in later behind the same three methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from hitl_pipeline.core.schema import load_schema
+from hitl_pipeline.core.types import BatchSchema
+
+_BATCH_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(parquet|csv)$")
+
+
+class BatchNotFound(FileNotFoundError):
+    """No file in the landing folder for the requested partition."""
+
+
+@dataclass(frozen=True)
+class BatchFile:
+    """One batch file waiting in the landing folder."""
+
+    partition_key: str
+    path: Path
+    fingerprint: str  # content hash: a corrected file re-dropped gets a new one
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class ProductionSource(dg.ConfigurableResource):
+    """Reads production batches from the landing folder and keeps quarantined rows."""
+
+    landing_dir: str
+    quarantine_dir: str
+    schema_path: str
+
+    def list_batches(self) -> list[BatchFile]:
+        """Every well-named batch file, oldest partition first."""
+        landing = Path(self.landing_dir)
+        if not landing.is_dir():
+            return []
+        files = []
+        for path in sorted(landing.iterdir()):
+            match = _BATCH_NAME.match(path.name)
+            if match is None or not path.is_file():
+                continue
+            try:
+                date.fromisoformat(match.group(1))
+            except ValueError:
+                continue
+            files.append(BatchFile(match.group(1), path, _fingerprint(path)))
+        return files
+
+    def batch_file(self, *, partition_key: str) -> BatchFile:
+        """The file of one partition; a clear error when it is missing or ambiguous."""
+        found = [b for b in self.list_batches() if b.partition_key == partition_key]
+        if not found:
+            raise BatchNotFound(
+                f"no batch for partition {partition_key}: expected "
+                f"{Path(self.landing_dir) / (partition_key + '.parquet')} (or .csv)"
+            )
+        if len(found) > 1:
+            names = ", ".join(b.path.name for b in found)
+            raise ValueError(f"partition {partition_key} has several files ({names}); keep one")
+        return found[0]
+
+    def read_batch(self, *, partition_key: str) -> pd.DataFrame:
+        """Read one partition's rows as they landed (validation happens in ``core``)."""
+        path = self.batch_file(partition_key=partition_key).path
+        try:
+            if path.suffix == ".csv":
+                return pd.read_csv(path, dtype={"item_id": str}, encoding="utf-8")
+            return pd.read_parquet(path)
+        except Exception as exc:  # unreadable file: say which file, keep the cause
+            raise ValueError(f"cannot read batch file {path}: {exc}") from exc
+
+    def schema(self) -> BatchSchema:
+        """The declared batch schema."""
+        path = Path(self.schema_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no batch schema at {path}: declare the batch columns there "
+                "(`hitl-pipeline demo` writes one for the demo stream)"
+            )
+        return load_schema(path)
+
+    def write_quarantine(self, *, partition_key: str, rows: pd.DataFrame) -> Path | None:
+        """Keep quarantined rows with their reasons; ``None`` when there are none."""
+        target = Path(self.quarantine_dir) / f"{partition_key}.parquet"
+        if rows.empty:
+            target.unlink(missing_ok=True)  # a corrected re-run clears the old quarantine
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rows.astype({c: str for c in rows.columns if rows[c].dtype == object}).to_parquet(
+            target, index=False
+        )
+        return target

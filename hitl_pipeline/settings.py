@@ -1,0 +1,106 @@
+"""Where a loop keeps its state and which outside services it talks to.
+
+Everything a loop owns (Dagster instance, MLflow store, DVC repository and remote, Label
+Studio data, landing folder, reports) lives under one folder, ``HITL_HOME``, so two loops
+(or a test and a demo) can run side by side. Each outside endpoint can be swapped for a
+shared deployment through an environment variable; see the README's configuration table.
+
+The environment is read only when :meth:`Settings.from_env` is called (when Dagster loads
+the definitions or when the CLI starts), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".hitl"
+DEFAULT_LABEL_STUDIO_PORT = 8080
+# The local Label Studio is bound to 127.0.0.1 and seeded with this token on first start;
+# a shared deployment sets HITL_LABEL_STUDIO_API_KEY instead.
+DEFAULT_LABEL_STUDIO_TOKEN = "hitl-local-dev-token-0123456789abcdef"
+DEFAULT_LABEL_STUDIO_USER = "admin@hitl.local"
+DEFAULT_LABEL_STUDIO_PASSWORD = "hitl-admin-password"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations and endpoints of one loop."""
+
+    home: Path
+    label_studio_url: str
+    label_studio_api_key: str
+    label_studio_is_local: bool  # True when we manage the server ourselves
+    label_studio_port: int
+    mlflow_tracking_uri: str
+    dvc_remote: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Resolve settings from ``HITL_*`` environment variables, with embedded defaults."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("HITL_HOME", DEFAULT_HOME)).expanduser().resolve()
+        port = int(env.get("HITL_LABEL_STUDIO_PORT", DEFAULT_LABEL_STUDIO_PORT))
+        external_ls = env.get("HITL_LABEL_STUDIO_URL")
+        return cls(
+            home=home,
+            label_studio_url=(external_ls or f"http://127.0.0.1:{port}").rstrip("/"),
+            label_studio_api_key=env.get("HITL_LABEL_STUDIO_API_KEY", DEFAULT_LABEL_STUDIO_TOKEN),
+            label_studio_is_local=not external_ls,
+            label_studio_port=port,
+            mlflow_tracking_uri=env.get(
+                "HITL_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+            ),
+            dvc_remote=env.get("HITL_DVC_REMOTE", str(home / "dvc-remote")),
+        )
+
+    # --- folders under HITL_HOME -----------------------------------------------------
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def dataset_repo(self) -> Path:
+        return self.home / "dataset-repo"
+
+    @property
+    def label_studio_data(self) -> Path:
+        return self.home / "labelstudio"
+
+    @property
+    def landing(self) -> Path:
+        """Production batches arrive here, one file per day: ``YYYY-MM-DD.parquet|csv``."""
+        return self.home / "landing"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def labels(self) -> Path:
+        """The ledger of every annotation pulled from Label Studio."""
+        return self.home / "labels"
+
+    @property
+    def seed(self) -> Path:
+        """The initial labelled data (``train.parquet``, ``holdout.parquet``)."""
+        return self.home / "seed"
+
+    @property
+    def schema_path(self) -> Path:
+        return self.home / "config" / "schema.json"
+
+    @property
+    def demo(self) -> Path:
+        """Demo-only state: the stream's ground truth for simulated reviewers."""
+        return self.home / "demo"
