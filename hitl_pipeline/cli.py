@@ -1,0 +1,177 @@
+"""``hitl-pipeline``: what people run by hand.
+
+hitl-pipeline labelstudio start|stop|status   the local Label Studio server
+hitl-pipeline demo [--cycles N] [--no-ui]     the drifting-stream demo
+hitl-pipeline rollback [--to VERSION]         move ``champion`` back
+hitl-pipeline dataset list|restore            DVC dataset versions
+hitl-pipeline paths                           where this loop keeps its state
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hitl_pipeline.settings import Settings
+
+
+def _local_label_studio(settings: Settings, port: int | None = None):
+    from hitl_pipeline.resources.label_studio_server import LocalLabelStudio
+    from hitl_pipeline.settings import DEFAULT_LABEL_STUDIO_PASSWORD, DEFAULT_LABEL_STUDIO_USER
+
+    return LocalLabelStudio(
+        data_dir=settings.label_studio_data,
+        port=port or settings.label_studio_port,
+        username=DEFAULT_LABEL_STUDIO_USER,
+        password=DEFAULT_LABEL_STUDIO_PASSWORD,
+        token=settings.label_studio_api_key,
+    )
+
+
+def cmd_labelstudio(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.label_studio_is_local:
+        print(
+            f"HITL_LABEL_STUDIO_URL is set ({settings.label_studio_url}): that server is not "
+            "managed here; unset it to use the local one",
+            file=sys.stderr,
+        )
+        return 2
+    server = _local_label_studio(settings, args.port)
+    if args.action == "start":
+        status = server.start()
+    elif args.action == "stop":
+        status = server.stop()
+    else:
+        status = server.status()
+    print(status.message)
+    if args.action == "start" and status.running:
+        print(f"  URL:      {status.url}  (user {server.username}, password {server.password})")
+        print(f"  API token: {server.token}")
+    return 0 if (status.running or args.action != "start") else 1
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from hitl_pipeline.demo.app import run_demo
+    from hitl_pipeline.demo.runner import DemoOptions
+
+    options = DemoOptions(
+        cycles=args.cycles,
+        rows_per_batch=args.rows_per_batch,
+        drift_at_batch=args.drift_at,
+        reviewer_error_rate=args.reviewer_error_rate,
+    )
+    return run_demo(
+        settings,
+        options,
+        ui=not args.no_ui,
+        summary_path=Path(args.summary) if args.summary else None,
+        batch_interval_s=args.interval,
+    )
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from hitl_pipeline.defs.resources import build_resources
+
+    registry = build_resources(settings)["registry"]
+    before = registry.champion()
+    ref = registry.rollback(to_version=args.to, reason=args.reason, actor=args.actor)
+    print(
+        f"champion: v{before.version if before else 'none'} -> v{ref.version} "
+        f"({args.actor}: {args.reason}); the next inference run uses it"
+    )
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from hitl_pipeline.defs.resources import build_resources
+
+    store = build_resources(settings)["dataset_store"]
+    if args.action == "list":
+        for version in store.list_versions():
+            print(
+                f"{version.version_id}  rows={version.rows}  md5={version.md5}  git={version.git_rev[:10]}"
+            )
+        return 0
+    path = store.restore(version_id=args.version, dest=Path(args.to), name=args.name)
+    print(f"restored {args.version} ({args.name}) to {path}")
+    return 0
+
+
+def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
+    print(
+        json.dumps(
+            {
+                "HITL_HOME": str(settings.home),
+                "DAGSTER_HOME": str(settings.dagster_home),
+                "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+                "label_studio_url": settings.label_studio_url,
+                "dvc_repository": str(settings.dataset_repo),
+                "dvc_remote": settings.dvc_remote,
+                "landing": str(settings.landing),
+                "schema": str(settings.schema_path),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hitl-pipeline", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("labelstudio", help="manage the local Label Studio server")
+    ls.add_argument("action", choices=["start", "stop", "status"])
+    ls.add_argument(
+        "--port", type=int, default=None, help="default: $HITL_LABEL_STUDIO_PORT or 8080"
+    )
+    ls.set_defaults(func=cmd_labelstudio)
+
+    demo = sub.add_parser("demo", help="replay a drifting stream and close the loop")
+    demo.add_argument("--cycles", type=int, default=6, help="weekly cycles to run (default 6)")
+    demo.add_argument("--no-ui", action="store_true", help="headless: no Dagster/MLflow UI")
+    demo.add_argument("--summary", default=None, help="write the JSON summary here")
+    demo.add_argument("--rows-per-batch", type=int, default=400)
+    demo.add_argument("--drift-at", type=int, default=2, help="first drifted batch (1-based)")
+    demo.add_argument("--reviewer-error-rate", type=float, default=0.05)
+    demo.add_argument(
+        "--interval", type=float, default=90.0, help="UI mode: seconds between landed batches"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    rollback = sub.add_parser("rollback", help="move the champion alias back")
+    rollback.add_argument(
+        "--to", default=None, help="model version (default: the previous champion)"
+    )
+    rollback.add_argument("--reason", required=True, help="why, recorded in the registry")
+    rollback.add_argument("--actor", default=getpass.getuser(), help="who (default: you)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    dataset = sub.add_parser("dataset", help="DVC dataset versions")
+    dataset.add_argument("action", choices=["list", "restore"])
+    dataset.add_argument("version", nargs="?", help="with restore: e.g. dataset-v0002")
+    dataset.add_argument("--to", default=".", help="with restore: destination file or folder")
+    dataset.add_argument("--name", default="training", help="training | holdout | human_holdout")
+    dataset.set_defaults(func=cmd_dataset)
+
+    paths = sub.add_parser("paths", help="print where this loop keeps its state")
+    paths.set_defaults(func=cmd_paths)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "action", None) == "restore" and not args.version:
+        print(
+            "dataset restore needs a version id (see `hitl-pipeline dataset list`)", file=sys.stderr
+        )
+        return 2
+    return int(args.func(args, Settings.from_env()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

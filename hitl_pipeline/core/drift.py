@@ -1,0 +1,272 @@
+"""Data, prediction and confidence drift with Evidently's current (0.7) API.
+
+One Evidently ``Report`` per call: a ``DataDriftPreset`` over the schema's features plus
+a ``ValueDrift`` for ``predicted_label`` and one for ``confidence`` when scores are
+given, so the people reading the HTML see all of it on one page. The verdict per column
+is the outcome of Evidently's own per-column test; the dataset verdict is "drifted share
+of features >= drift_share", as Evidently's preset defines it.
+
+Two places where Evidently's automatic choices are not robust enough, and what we do:
+
+- With a reference of at most 1,000 rows Evidently picks a chi-square *goodness-of-fit*
+  test for a categorical column, with the reference proportions as expected counts. A
+  category unseen in the reference then has an expected count of 0, the statistic is
+  infinite and a single new value flags the column whatever the rest looks like. We
+  register (once, on first use) a chi-square test of *homogeneity* of the two samples,
+  which treats both as samples and handles a new category as evidence in proportion to
+  how often it appears.
+- A column with no value at all on one side makes Evidently raise. Such a column is
+  left out of the report and judged here: values present on one side only is drift
+  (the column became or stopped being empty), empty on both sides is not.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import pandas as pd
+
+from hitl_pipeline.core.schema import canonical_text
+from hitl_pipeline.core.types import CONFIDENCE, PREDICTED_LABEL, BatchSchema, DriftSummary
+
+# Evidently switches from p-value tests to distances above this many reference rows
+# (legacy/calculations/stattests/registry.py, _get_default_stattest).
+SMALL_SAMPLE_ROWS = 1000
+HOMOGENEITY_TEST = "chisquare_homogeneity"
+_NO_VALUES = "no values on one side"
+_DRIFT_STATUSES = {"FAIL", "WARNING"}
+
+
+def _chi2_homogeneity(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    """p-value of a chi-square test that both samples come from one distribution."""
+    from scipy.stats import chi2_contingency
+
+    counts = pd.concat(
+        [reference.value_counts(), current.value_counts()], axis=1, sort=True
+    ).fillna(0)
+    table = counts.to_numpy(dtype="float64").T
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0, False  # one category on both sides: nothing can have moved
+    p_value = float(chi2_contingency(table, correction=False).pvalue)
+    return p_value, p_value < threshold
+
+
+def _register_homogeneity_test() -> None:
+    """Add our test to Evidently's registry; idempotent, done on first use, not import."""
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTest,
+        _registered_stat_tests,
+        register_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+
+    if HOMOGENEITY_TEST in _registered_stat_tests:
+        return
+    register_stattest(
+        StatTest(
+            name=HOMOGENEITY_TEST,
+            display_name="chi-square homogeneity p_value",
+            allowed_feature_types=[ColumnType.Categorical],
+            default_threshold=0.05,
+        ),
+        default_impl=_chi2_homogeneity,
+    )
+
+
+def _prepare(frame: pd.DataFrame, schema: BatchSchema, name: str) -> pd.DataFrame:
+    missing = [c for c in schema.feature_names if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} frame lacks feature column(s): {', '.join(missing)}")
+    out = pd.DataFrame(index=range(len(frame)))
+    for spec in schema.features:
+        column = frame[spec.name].reset_index(drop=True)
+        if spec.kind == "numeric":
+            out[spec.name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        else:
+            out[spec.name] = column.map(canonical_text).astype(object)
+    return out
+
+
+def _scores_part(scores: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in (PREDICTED_LABEL, CONFIDENCE) if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores frame lacks column(s): {', '.join(missing)}")
+    return pd.DataFrame(
+        {
+            PREDICTED_LABEL: scores[PREDICTED_LABEL].map(canonical_text).astype(object),
+            CONFIDENCE: pd.to_numeric(scores[CONFIDENCE], errors="coerce").astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
+def _side_by_side(features: pd.DataFrame, scores: pd.DataFrame | None) -> pd.DataFrame:
+    # Scores and features may differ in length (a sample of the training data was
+    # scored, say); drift is a comparison of distributions, so the shorter side is
+    # padded with nulls, which Evidently drops column by column before testing.
+    if scores is None:
+        return features
+    return pd.concat([features, scores], axis=1)
+
+
+def _column_verdicts(snapshot_dict: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
+    """column -> (score, method, drifted) from the Evidently snapshot's dict form."""
+    metrics: dict[str, tuple[str, float, str]] = {}
+    for metric in snapshot_dict.get("metrics", []):
+        config = metric.get("config", {})
+        if not str(config.get("type", "")).endswith(":ValueDrift"):
+            continue
+        metrics[metric["id"]] = (config["column"], float(metric["value"]), config.get("method"))
+    verdicts: dict[str, tuple[float, str, bool]] = {}
+    for test in snapshot_dict.get("tests", []):
+        metric_id = test.get("metric_config", {}).get("metric_id")
+        if metric_id not in metrics:
+            continue
+        column, score, method = metrics[metric_id]
+        status = str(getattr(test["status"], "value", test["status"]))
+        verdicts[column] = (score, str(method), status in _DRIFT_STATUSES)
+    return verdicts
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    schema: BatchSchema,
+    *,
+    reference_scores: pd.DataFrame | None = None,
+    current_scores: pd.DataFrame | None = None,
+    drift_share: float = 0.5,
+) -> tuple[DriftSummary, str]:
+    """Compare the current batch with the reference (the champion's training data).
+
+    Args:
+        reference: Reference rows with the schema's features.
+        current: Current rows with the schema's features.
+        schema: The declared schema (which features are numeric or categorical).
+        reference_scores: The champion's scores of the reference rows
+            (``core.inference.score_batch`` output); with ``current_scores`` it enables
+            prediction drift (``predicted_label``) and confidence drift (``confidence``).
+        current_scores: The champion's scores of the current rows.
+        drift_share: The dataset drifts when at least this share of the features do.
+
+    Returns:
+        ``(summary, html)``: the ``DriftSummary`` (``drift_share`` and
+        ``drifted_columns`` cover the features only; ``column_scores`` and
+        ``column_methods`` also hold ``predicted_label`` and ``confidence`` when scores
+        were given; a score is NaN for a column judged on emptiness alone) and the
+        self-contained HTML report.
+
+    Raises:
+        ValueError: When either frame has no rows or lacks a feature.
+    """
+    if len(reference) == 0 or len(current) == 0:
+        raise ValueError(
+            f"drift needs rows on both sides (reference {len(reference)}, current {len(current)})"
+        )
+    # importing Evidently takes 10+ s; only the callers that compute drift pay for it
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    _register_homogeneity_test()
+    ref = _prepare(reference, schema, "reference")
+    cur = _prepare(current, schema, "current")
+    with_scores = reference_scores is not None and current_scores is not None
+    ref_scores = _scores_part(reference_scores) if with_scores else None
+    cur_scores = _scores_part(current_scores) if with_scores else None
+    clash = {PREDICTED_LABEL, CONFIDENCE} & set(schema.feature_names)
+    if with_scores and clash:
+        raise ValueError(f"feature name(s) clash with score columns: {', '.join(sorted(clash))}")
+    ref_all = _side_by_side(ref, ref_scores)
+    cur_all = _side_by_side(cur, cur_scores)
+
+    numeric = list(schema.numeric_features)
+    categorical = list(schema.categorical_features)
+    score_columns: list[str] = []
+    if with_scores:
+        numeric.append(CONFIDENCE)
+        categorical.append(PREDICTED_LABEL)
+        score_columns = [PREDICTED_LABEL, CONFIDENCE]
+
+    # columns empty on one side never reach Evidently (it raises on them)
+    judged_here: dict[str, bool] = {}
+    assessed: list[str] = []
+    for column in [*schema.feature_names, *score_columns]:
+        ref_has = bool(ref_all[column].notna().any())
+        cur_has = bool(cur_all[column].notna().any())
+        if ref_has and cur_has:
+            assessed.append(column)
+        else:
+            judged_here[column] = ref_has != cur_has
+    methods: dict[str, str] = {
+        column: HOMOGENEITY_TEST
+        for column in assessed
+        if column in categorical and ref_all[column].notna().sum() <= SMALL_SAMPLE_ROWS
+    }
+
+    metrics: list[Any] = []
+    assessed_features = [c for c in assessed if c in schema.feature_names]
+    if assessed_features:
+        metrics.append(
+            DataDriftPreset(
+                columns=assessed_features,
+                drift_share=drift_share,
+                per_column_method={c: m for c, m in methods.items() if c in assessed_features}
+                or None,
+            )
+        )
+    metrics.extend(
+        ValueDrift(column=column, method=methods.get(column))
+        for column in score_columns
+        if column in assessed
+    )
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in numeric if c in assessed],
+        categorical_columns=[c for c in categorical if c in assessed],
+    )
+    verdicts: dict[str, tuple[float, str, bool]] = {}
+    html = _empty_report_html()
+    if metrics:
+        columns = [c for c in ref_all.columns if c in assessed]
+        with warnings.catch_warnings():
+            # scipy and plotly warn on degenerate inputs (constant columns...) that the
+            # tests handle; they would only flood the run log
+            warnings.simplefilter("ignore")
+            snapshot = Report(metrics, include_tests=True).run(
+                Dataset.from_pandas(cur_all[columns], data_definition=definition),
+                Dataset.from_pandas(ref_all[columns], data_definition=definition),
+            )
+            verdicts = _column_verdicts(snapshot.dict())
+            html = snapshot.get_html_str(as_iframe=False)
+    for column, drifted in judged_here.items():
+        verdicts[column] = (math.nan, _NO_VALUES, drifted)
+
+    ordered = [c for c in [*schema.feature_names, *score_columns] if c in verdicts]
+    drifted_features = tuple(c for c in schema.feature_names if verdicts[c][2])
+    share = len(drifted_features) / len(schema.feature_names)
+    summary = DriftSummary(
+        dataset_drift=bool(share >= drift_share),
+        drift_share=share,
+        drift_share_threshold=drift_share,
+        drifted_columns=drifted_features,
+        column_scores={c: verdicts[c][0] for c in ordered},
+        column_methods={c: verdicts[c][1] for c in ordered},
+        prediction_drift=bool(verdicts.get(PREDICTED_LABEL, (0.0, "", False))[2]),
+        confidence_drift=bool(verdicts.get(CONFIDENCE, (0.0, "", False))[2]),
+        reference_rows=len(reference),
+        current_rows=len(current),
+    )
+    return summary, html
+
+
+def _empty_report_html() -> str:
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Drift report</title>"
+        "</head><body><p>No column had values on both sides; nothing to compare.</p>"
+        "</body></html>"
+    )

@@ -1,0 +1,244 @@
+"""``hitl-pipeline demo``: services up, bootstrap, then the weekly cycles.
+
+With the UI (what ``make demo`` runs): Label Studio, the MLflow UI and ``dagster dev``
+(web server + daemon) start on 127.0.0.1, a batch lands every ``--interval`` seconds, the
+simulated reviewers answer in Label Studio, and Dagster's own sensors close the loop.
+Headless (``--no-ui``): the cycles run through real Dagster runs in this process and a
+JSON summary is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from hitl_pipeline.demo.reviewers import ReviewerPool, SimulatedReviewer
+from hitl_pipeline.demo.runner import (
+    DemoOptions,
+    HeadlessLoop,
+    land_batch,
+    load_definitions,
+    prepare_home,
+    read_truth,
+    run_headless,
+    use_home,
+)
+from hitl_pipeline.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAGSTER_PORT = 3000
+MLFLOW_PORT = 5000
+
+
+def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
+    """Three simulated annotators; the error rate is the one asked for, on average."""
+    rate = options.reviewer_error_rate
+    return ReviewerPool(
+        url=settings.label_studio_url,
+        api_key=settings.label_studio_api_key,
+        reviewers=[
+            SimulatedReviewer(email="ada@hitl.local", error_rate=rate * 0.5, seed=1),
+            SimulatedReviewer(email="grace@hitl.local", error_rate=rate, seed=2),
+            SimulatedReviewer(email="linus@hitl.local", error_rate=rate * 1.5, seed=3),
+        ],
+        data_dir=settings.label_studio_data if settings.label_studio_is_local else None,
+    )
+
+
+def ensure_label_studio(settings: Settings) -> bool:
+    """Start the local Label Studio when no external one is configured.
+
+    Returns:
+        True when this call started it (so the caller may stop it again).
+    """
+    if not settings.label_studio_is_local:
+        return False
+    from hitl_pipeline.cli import _local_label_studio
+
+    server = _local_label_studio(settings)
+    if server.status().running:
+        return False
+    print(
+        f"starting Label Studio on {settings.label_studio_url} (data in {settings.label_studio_data})"
+    )
+    status = server.start()
+    if not status.running:
+        raise RuntimeError(status.message)
+    return True
+
+
+def stop_label_studio(settings: Settings) -> None:
+    from hitl_pipeline.cli import _local_label_studio
+
+    _local_label_studio(settings).stop()
+
+
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    *,
+    ui: bool,
+    summary_path: Path | None,
+    batch_interval_s: float,
+) -> int:
+    use_home(settings)
+    started_ls = ensure_label_studio(settings)
+    pool = reviewer_pool(settings, options)
+    try:
+        if not ui:
+            summary = run_headless(
+                settings, options, answer_tasks=lambda truth: pool.answer_open_tasks(truth=truth)
+            )
+            _write_summary(summary, summary_path or settings.home / "demo-summary.json")
+            return 0
+        return _run_with_ui(settings, options, pool, batch_interval_s)
+    finally:
+        if started_ls and not ui:
+            stop_label_studio(settings)
+            print(
+                "Label Studio stopped; `hitl-pipeline labelstudio start` serves the same data again"
+            )
+
+
+def _write_summary(summary: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    print(f"summary written to {path}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _spawn(
+    name: str, command: list[str], env: Mapping[str, str], log_dir: Path
+) -> subprocess.Popen:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / f"{name}.log").open("ab")
+    print(f"starting {name}: logs in {log_dir / (name + '.log')}")
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+def _run_with_ui(
+    settings: Settings, options: DemoOptions, pool: ReviewerPool, interval: float
+) -> int:
+    for port, what in ((DAGSTER_PORT, "Dagster UI"), (MLFLOW_PORT, "MLflow UI")):
+        if not _port_free(port):
+            print(
+                f"port {port} for the {what} is busy: stop what uses it and run again",
+                file=sys.stderr,
+            )
+            return 1
+    stream = prepare_home(settings, options)
+    defs = load_definitions()
+    instance = dg.DagsterInstance.get()
+    loop = HeadlessLoop(settings, defs, instance)
+    if defs.resources["registry"].champion() is None:
+        print("bootstrap: training the first champion from the seed data (a Dagster run)")
+        loop.run_job("retrain_job", trigger="bootstrap")
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "HITL_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+    }
+    logs = settings.home / "logs"
+    processes = [
+        _spawn(
+            "mlflow-ui",
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                settings.mlflow_tracking_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(MLFLOW_PORT),
+            ],
+            env,
+            logs,
+        ),
+        _spawn(
+            "dagster-dev",
+            [
+                str(bin_dir / "dagster"),
+                "dev",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(DAGSTER_PORT),
+            ],
+            env,
+            logs,
+        ),
+    ]
+    print(
+        "\nThe loop is running. Open:\n"
+        f"  Dagster UI     http://127.0.0.1:{DAGSTER_PORT}  (asset graph, runs, sensors, checks)\n"
+        f"  MLflow UI      http://127.0.0.1:{MLFLOW_PORT}  (runs, registry, champion alias)\n"
+        f"  Label Studio   {settings.label_studio_url}  (see `hitl-pipeline labelstudio status`)\n"
+        f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks. Ctrl-C stops.\n"
+    )
+    try:
+        cycle, next_batch = 1, time.monotonic() + 30  # give the daemon time to start
+        while True:
+            if cycle <= options.cycles and time.monotonic() >= next_batch:
+                land_batch(settings, stream, cycle)
+                print(
+                    f"[cycle {cycle}] batch landed in {settings.landing}; the landing sensor picks it up"
+                )
+                cycle, next_batch = cycle + 1, time.monotonic() + interval
+            if (settings.demo / "truth.parquet").is_file():
+                answered = pool.answer_open_tasks(truth=read_truth(settings))
+                if answered:
+                    print(f"  reviewers submitted {answered} annotations in Label Studio")
+            if any(p.poll() is not None for p in processes):
+                print(
+                    "a service stopped unexpectedly; see the logs in " + str(logs), file=sys.stderr
+                )
+                return 1
+            time.sleep(10)
+    except KeyboardInterrupt:
+        print(
+            "\nstopping the Dagster and MLflow UIs (Label Studio keeps running: "
+            "`hitl-pipeline labelstudio stop`)"
+        )
+        return 0
+    finally:
+        for process in processes:
+            _stop(process)

@@ -1,0 +1,414 @@
+"""The demo: replay a drifting stream through real Dagster runs until the loop closes.
+
+Headless (``--no-ui``), each weekly cycle lands a batch and then evaluates the very
+sensors and schedule the Dagster daemon would, executing the runs they request in this
+process against the loop's Dagster instance, so every run can be inspected in the UI
+afterwards. With the UI, ``dagster dev`` runs the daemon and the sensors fire by
+themselves while this process lands batches and lets the simulated reviewers work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from hitl_pipeline.core.schema import save_schema
+from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
+from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
+from hitl_pipeline.settings import Settings
+
+FIRST_BATCH_DATE = date(2026, 6, 1)  # a Monday; batch i lands 7*i days later
+_CURSORS_FILE = "cursors.json"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    cycles: int = 4
+    rows_per_batch: int = 400
+    drift_at_batch: int = 2
+    reviewer_error_rate: float = 0.05
+    stream_seed: int = 7
+
+
+def partition_for(cycle: int) -> str:
+    return (FIRST_BATCH_DATE + timedelta(days=7 * (cycle - 1))).isoformat()
+
+
+def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream:
+    """Write the demo's schema and seed data under HITL_HOME (kept if already there)."""
+    stream = DriftingStream(
+        seed=options.stream_seed,
+        rows_per_batch=options.rows_per_batch,
+        drift_at_batch=options.drift_at_batch,
+    )
+    for folder in (settings.home, settings.dagster_home, settings.landing, settings.seed):
+        folder.mkdir(parents=True, exist_ok=True)
+    if not settings.schema_path.is_file():
+        save_schema(DEMO_SCHEMA, settings.schema_path)
+    if not (settings.seed / "train.parquet").is_file():
+        train, holdout = stream.seed_sets()
+        train.to_parquet(settings.seed / "train.parquet", index=False)
+        holdout.to_parquet(settings.seed / "holdout.parquet", index=False)
+    return stream
+
+
+def land_batch(settings: Settings, stream: DriftingStream, cycle: int) -> pd.DataFrame:
+    """Drop cycle ``cycle``'s batch (without its labels) into the landing folder.
+
+    The labels go to the demo's ground-truth file, which only the simulated reviewers and
+    the accuracy figures read.
+    """
+    batch = stream.batch(cycle)
+    landing_file = settings.landing / f"{partition_for(cycle)}.parquet"
+    if not landing_file.is_file():
+        batch.drop(columns=[LABEL]).to_parquet(landing_file, index=False)
+    truth_file = settings.demo / "truth.parquet"
+    truth_file.parent.mkdir(parents=True, exist_ok=True)
+    known = pd.read_parquet(truth_file) if truth_file.is_file() else batch.iloc[0:0]
+    truth = pd.concat([known, batch], ignore_index=True).drop_duplicates(ITEM_ID)
+    truth.to_parquet(truth_file, index=False)
+    return batch
+
+
+def read_truth(settings: Settings) -> dict[str, str]:
+    frame = pd.read_parquet(settings.demo / "truth.parquet")
+    return dict(zip(frame[ITEM_ID].astype(str), frame[LABEL].astype(str), strict=True))
+
+
+@dataclass
+class RunRecord:
+    """What one Dagster run did, for the summary."""
+
+    job: str
+    run_id: str
+    trigger: str
+    success: bool
+    step_seconds: dict[str, float]
+    materializations: dict[str, dict[str, Any]]
+    checks: dict[str, bool]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+class HeadlessLoop:
+    """Evaluates sensors and schedules like the daemon, executing their runs in-process."""
+
+    def __init__(self, settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance):
+        self.settings = settings
+        self.defs = defs
+        self.instance = instance
+        self._cursor_file = settings.demo / _CURSORS_FILE
+        self.cursors: dict[str, str | None] = (
+            json.loads(self._cursor_file.read_text(encoding="utf-8"))
+            if self._cursor_file.is_file()
+            else {}
+        )
+
+    def _save_cursors(self) -> None:
+        self._cursor_file.parent.mkdir(parents=True, exist_ok=True)
+        self._cursor_file.write_text(json.dumps(self.cursors, indent=1), encoding="utf-8")
+
+    def tick_sensor(self, name: str) -> list[RunRecord]:
+        """One evaluation of a sensor; runs whatever it requests."""
+        sensor = self.defs.get_sensor_def(name)
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursors.get(name),
+            definitions=self.defs,
+            resources=self.defs.resources,
+        )
+        result = sensor.evaluate_tick(context)
+        self.cursors[name] = result.cursor
+        self._save_cursors()
+        return [
+            self.execute(request, default_job=sensor.job_name)
+            for request in result.run_requests or []
+        ]
+
+    def tick_schedule(self, name: str) -> list[RunRecord]:
+        schedule = self.defs.get_schedule_def(name)
+        context = dg.build_schedule_context(instance=self.instance, resources=self.defs.resources)
+        data = schedule.evaluate_tick(context)
+        return [
+            self.execute(request, default_job=schedule.job_name)
+            for request in data.run_requests or []
+        ]
+
+    def execute(self, request: dg.RunRequest, *, default_job: str | None = None) -> RunRecord:
+        job_name = request.job_name or default_job
+        assert job_name is not None
+        job = self.defs.resolve_job_def(job_name)
+        result = job.execute_in_process(
+            instance=self.instance,
+            partition_key=request.partition_key,
+            run_config=request.run_config or None,
+            tags=dict(request.tags),
+            raise_on_error=False,
+        )
+        return self._record(job_name, request, result)
+
+    def run_job(self, job_name: str, *, trigger: str) -> RunRecord:
+        return self.execute(dg.RunRequest(job_name=job_name, tags={"hitl/trigger": trigger}))
+
+    def _record(self, job_name: str, request: dg.RunRequest, result: Any) -> RunRecord:
+        materializations: dict[str, dict[str, Any]] = {}
+        for event in result.get_asset_materialization_events():
+            mat = event.asset_materialization
+            materializations[mat.asset_key.to_user_string()] = {
+                k: getattr(v, "value", v) for k, v in mat.metadata.items()
+            }
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        outputs = {}
+        for node in (
+            "predictions",
+            "drift_report",
+            "review_queue",
+            "labeling_tasks",
+            "training_dataset",
+            "candidate_model",
+            "champion_model",
+            "human_labels",
+        ):
+            try:
+                outputs[node] = result.output_for_node(node)
+            except Exception:  # the node is not in this job or did not run
+                continue
+        return RunRecord(
+            job=job_name,
+            run_id=result.run_id,
+            trigger=str(request.tags.get("hitl/trigger", "")),
+            success=result.success,
+            step_seconds=step_durations(self.instance, result.run_id),
+            materializations=materializations,
+            checks=checks,
+            outputs=outputs,
+        )
+
+
+def step_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Wall time of each step of a run, from the event log."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[event.step_key] = entry.timestamp
+        elif (
+            event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in started
+        ):
+            seconds[event.step_key] = round(entry.timestamp - started[event.step_key], 3)
+    return seconds
+
+
+def accuracy(predicted: pd.Series, truth: Mapping[str, str], ids: pd.Series) -> float:
+    expected = ids.astype(str).map(truth)
+    return float((predicted.astype(str).to_numpy() == expected.to_numpy()).mean())
+
+
+def load_definitions() -> dg.Definitions:
+    from hitl_pipeline.definitions import defs
+
+    return defs()
+
+
+def use_home(settings: Settings) -> None:
+    """Point this process (and the Dagster instance) at the loop's HITL_HOME."""
+    os.environ["HITL_HOME"] = str(settings.home)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every_s)
+    return condition()
+
+
+def _by_job(records: list[RunRecord], job: str) -> list[RunRecord]:
+    return [r for r in records if r.job == job]
+
+
+def cycle_summary(
+    cycle: int,
+    records: list[RunRecord],
+    *,
+    batch: pd.DataFrame,
+    truth: Mapping[str, str],
+    scorer: Callable[[str | None, pd.DataFrame], pd.Series],
+    baseline_version: str,
+    champion_after: str | None,
+    reviewed: int,
+) -> dict[str, Any]:
+    """The figures of one weekly cycle, from the runs it started."""
+    score_runs = _by_job(records, "score_batch_job")
+    score = score_runs[-1] if score_runs else None
+    mats = score.materializations if score else {}
+    out = score.outputs if score else {}
+    scores = out.get("predictions")
+    drift = out.get("drift_report")
+    pushes = [r.outputs["labeling_tasks"] for r in records if "labeling_tasks" in r.outputs]
+    retrains = _by_job(records, "retrain_job")
+    pulls = [r.materializations.get("human_labels", {}) for r in records]
+    trained = next((r for r in reversed(retrains) if "candidate_model" in r.outputs), None)
+    stage_seconds: dict[str, float] = {}
+    for record in records:
+        for step, seconds in record.step_seconds.items():
+            stage_seconds[step] = round(stage_seconds.get(step, 0.0) + seconds, 3)
+    features = batch.drop(columns=["label"])
+    return {
+        "cycle": cycle,
+        "partition": partition_for(cycle),
+        "score_run_ok": bool(score and score.success),
+        "rows_scored": int(len(scores)) if scores is not None else 0,
+        "rows_quarantined": int(mats.get("production_batch", {}).get("quarantined_rows", 0)),
+        "drift_share": drift.drift_share if drift is not None else None,
+        "drift_detected": drift.dataset_drift if drift is not None else None,
+        "drifted_columns": list(drift.drifted_columns) if drift is not None else [],
+        "routed_by_reason": _routed_by_reason(records),
+        "tasks_pushed": int(sum(p.created for p in pushes)),
+        "tasks_already_present": int(sum(p.already_present for p in pushes)),
+        "annotations_submitted": reviewed,
+        "annotations_pulled": int(sum(int(p.get("annotations_pulled_now", 0)) for p in pulls)),
+        "dataset_version": trained.outputs["training_dataset"].version_id if trained else None,
+        "candidate_model_version": trained.outputs["candidate_model"].version if trained else None,
+        "gate": _gate(retrains),
+        "champion_version": champion_after,
+        "accuracy": {
+            "champion_at_scoring": (
+                accuracy(scores[PREDICTED_LABEL], truth, scores[ITEM_ID])
+                if scores is not None
+                else None
+            ),
+            "never_retrained": accuracy(scorer(baseline_version, features), truth, batch[ITEM_ID]),
+            "champion_after_cycle": accuracy(
+                scorer(champion_after, features), truth, batch[ITEM_ID]
+            ),
+        },
+        "stage_seconds": stage_seconds,
+        "runs": [
+            {"job": r.job, "run_id": r.run_id, "trigger": r.trigger, "success": r.success}
+            for r in records
+        ],
+    }
+
+
+def _routed_by_reason(records: list[RunRecord]) -> dict[str, int]:
+    queues = [r.outputs["review_queue"] for r in records if "review_queue" in r.outputs]
+    if not queues:
+        return {}
+    last = queues[-1]  # the drift response re-routes the same batch with more capacity
+    counts = last["reasons"].str.split(";").explode().value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def _gate(retrains: list[RunRecord]) -> str | None:
+    verdicts = [r.checks["passes_gate"] for r in retrains if "passes_gate" in r.checks]
+    if not verdicts:
+        return None
+    return "promoted" if verdicts[-1] else "rejected"
+
+
+def run_headless(
+    settings: Settings,
+    options: DemoOptions,
+    *,
+    answer_tasks: Callable[[Mapping[str, str]], int],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``options.cycles`` weekly cycles and return the JSON-ready summary.
+
+    Args:
+        settings: where the loop's state lives and which services it talks to.
+        options: stream and cycle count.
+        answer_tasks: lets the (simulated) reviewers answer every open task, given the
+            ground truth; returns how many annotations were submitted.
+        log: progress lines.
+    """
+    use_home(settings)
+    stream = prepare_home(settings, options)
+    defs = load_definitions()
+    instance = dg.DagsterInstance.get()
+    loop = HeadlessLoop(settings, defs, instance)
+    registry = defs.resources["registry"]
+    from hitl_pipeline.core.inference import score_batch
+
+    def scorer(version: str | None, features: pd.DataFrame) -> pd.Series:
+        ref = registry.get_version(version=str(version))
+        scored = score_batch(
+            registry.load_model(ref=ref), features, DEMO_SCHEMA, model_version=ref.version
+        )
+        return scored[PREDICTED_LABEL]
+
+    started = time.monotonic()
+    bootstrap: dict[str, Any] | None = None
+    if registry.champion() is None:
+        log("bootstrap: training the first champion from the seed data")
+        record = loop.run_job("retrain_job", trigger="bootstrap")
+        if not record.success:
+            raise RuntimeError(f"bootstrap retrain run {record.run_id} failed; see the Dagster UI")
+        bootstrap = {"run_id": record.run_id, "step_seconds": record.step_seconds}
+    baseline = min((r for r in registry.list_versions()), key=lambda r: int(r.version)).version
+
+    cycles = []
+    for cycle in range(1, options.cycles + 1):
+        t0 = time.monotonic()
+        batch = land_batch(settings, stream, cycle)
+        records = loop.tick_sensor("landing_sensor")
+        records += loop.tick_sensor("drift_alert_sensor")
+        truth = read_truth(settings)
+        reviewed = answer_tasks(truth)
+        records += loop.tick_sensor("annotation_sensor")
+        records += loop.tick_schedule("weekly_retrain_schedule")
+        champion = registry.champion()
+        summary = cycle_summary(
+            cycle,
+            records,
+            batch=batch,
+            truth=truth,
+            scorer=scorer,
+            baseline_version=baseline,
+            champion_after=champion.version if champion else None,
+            reviewed=reviewed,
+        )
+        summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+        cycles.append(summary)
+        acc = summary["accuracy"]
+        log(
+            f"cycle {cycle} [{summary['partition']}]: drift={summary['drift_detected']} "
+            f"pushed={summary['tasks_pushed']} labelled={reviewed} gate={summary['gate']} "
+            f"champion=v{summary['champion_version']} acc(at scoring)={_pct(acc['champion_at_scoring'])} "
+            f"acc(never retrained)={_pct(acc['never_retrained'])} ({summary['wall_seconds']} s)"
+        )
+    return {
+        "cycles": cycles,
+        "bootstrap": bootstrap,
+        "baseline_model_version": baseline,
+        "registry_versions": [r.version for r in registry.list_versions()],
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "state": {
+            "hitl_home": str(settings.home),
+            "dagster_home": str(settings.dagster_home),
+            "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+            "label_studio_url": settings.label_studio_url,
+            "dvc_repository": str(settings.dataset_repo),
+            "dvc_remote": settings.dvc_remote,
+            "landing": str(settings.landing),
+        },
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
