@@ -15,7 +15,6 @@ routes the same items and never spends the review budget twice.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hitl_pipeline.core.datasets import stable_uniform
 from hitl_pipeline.core.types import (
     CONFIDENCE,
     ITEM_ID,
@@ -77,7 +77,7 @@ class RoutingPolicy:
         """Review capacity of one batch, raised while drift is detected."""
         if not drift:
             return self.review_capacity
-        return int(math.floor(self.review_capacity * self.drift_capacity_multiplier + 0.5))
+        return math.floor(self.review_capacity * self.drift_capacity_multiplier + 0.5)
 
 
 @dataclass(frozen=True)
@@ -100,26 +100,6 @@ def low_confidence(scores: pd.DataFrame, policy: RoutingPolicy) -> pd.Series:
 
 
 DEFAULT_TRIGGERS: tuple[Trigger, ...] = (Trigger(REASON_LOW_CONFIDENCE, low_confidence),)
-
-
-def uniform_hash(values: Sequence[str] | pd.Series, key: str) -> np.ndarray:
-    """A stable pseudo-random number in [0, 1) per value, keyed by ``key``.
-
-    Unlike a seeded generator, an item's number does not depend on which other items
-    are in the batch or in what order.
-
-    Args:
-        values: The strings to hash (item ids).
-        key: Mixed into every hash (policy seed, salt).
-
-    Returns:
-        A float64 array aligned with ``values``.
-    """
-    out = np.empty(len(values), dtype="float64")
-    for i, value in enumerate(values):
-        digest = hashlib.sha256(f"{key}\x1f{value}".encode()).digest()
-        out[i] = int.from_bytes(digest[:8], "big") / 2.0**64
-    return out
 
 
 def route_predictions(
@@ -164,9 +144,9 @@ def route_predictions(
 
     auto = ~review
     audit = np.zeros(n, dtype=bool)
-    n_audit = int(math.floor(policy.audit_rate * auto.sum() + 0.5))
+    n_audit = math.floor(policy.audit_rate * float(auto.sum()) + 0.5)
     if n_audit:
-        draw = uniform_hash(ids, f"audit:{policy.seed}")
+        draw = stable_uniform(ids, f"audit:{policy.seed}")
         candidates = np.flatnonzero(auto)
         chosen = candidates[np.lexsort((ids.to_numpy()[candidates], draw[candidates]))][:n_audit]
         audit[chosen] = True

@@ -26,6 +26,10 @@ REASONS = "reasons"  # ";"-joined reason codes, e.g. "low_confidence;audit"
 PRIORITY = "priority"  # higher = reviewed first
 TIER = "tier"
 LABEL_SOURCE = "label_source"  # "seed" | "human" | ...
+LABELLED_AT = "labelled_at"  # when the label was decided (UTC); null for seed labels
+ANNOTATORS = "annotators"  # ";"-joined annotators whose votes decided a human label
+N_ANNOTATIONS = "n_annotations"  # votes behind a human label (0 for seed labels)
+DECIDED_BY = "decided_by"  # "single" | "majority" | "latest" (how the votes were resolved)
 PARTITION = "partition"
 
 ROUTE_REVIEW = "review"
@@ -186,6 +190,9 @@ class Annotation:
     partition: str
     features: Mapping[str, Any]
     reasons: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()  # reviewer flags, e.g. ("edge case",): feeds the edge-case set
+    tier: str = ""
+    lead_time_s: float | None = None  # seconds the reviewer spent, as Label Studio measured
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.datasets import merge_labelled, split_holdout
+from hitl_pipeline.core.datasets import canonical_dataset, merge_labelled, split_holdout
 from hitl_pipeline.core.types import DatasetVersion
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
@@ -34,8 +34,8 @@ def training_dataset(
     version = dataset_store.commit(
         frames={
             "training": training,
-            "holdout": merge_labelled(seed_holdout, seed_holdout.iloc[0:0], schema),
-            "human_holdout": merge_labelled(human_holdout.iloc[0:0], human_holdout, schema),
+            "holdout": canonical_dataset(seed_holdout, schema),
+            "human_holdout": canonical_dataset(human_holdout, schema),
         },
         message=f"training data: {len(seed_train)} seed + {len(human_train)} human rows",
     )

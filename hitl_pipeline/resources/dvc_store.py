@@ -381,10 +381,16 @@ class DvcDatasetStore(dg.ConfigurableResource):
                     with repo.config.edit("repo") as edit:
                         edit["remote"].setdefault(self.remote_name, {})["url"] = remote
                         edit["core"].update(wanted_core)
-            setup_files = [".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
-            self._git("add", "--", *[f for f in setup_files if (root / f).exists()])
-            if self._git("diff", "--cached", "--name-only").strip():
-                self._git("commit", "-q", "-m", f"Configure DVC remote {self.remote_name}")
+            setup_files = [
+                f
+                for f in (".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+                if (root / f).exists()
+            ]
+            self._git("add", "--", *setup_files)
+            # Only these paths: a crashed data commit may have left .dvc files staged.
+            if self._git("diff", "--cached", "--name-only", "--", *setup_files).strip():
+                message = f"Configure DVC remote {self.remote_name}"
+                self._git("commit", "-q", "-m", message, "--", *setup_files)
 
     # --- helpers ---------------------------------------------------------------------
     def _root(self) -> Path:
@@ -451,7 +457,8 @@ class DvcDatasetStore(dg.ConfigurableResource):
         )
         if check and result.returncode != 0:
             raise RuntimeError(
-                f"git {' '.join(args)} failed in {self._root()}: {result.stderr.strip()}"
+                f"git {' '.join(args)} failed in {self._root()}: "
+                f"{(result.stderr or result.stdout).strip()}"
             )
         return result.stdout
 
@@ -461,11 +468,11 @@ def _commit_message(
 ) -> str:
     # User text never forges a trailer line.
     body = "\n".join(
-        f" {line}" if line.startswith("Dataset-") else line
-        for line in message.strip().splitlines()
+        f" {line}" if line.startswith("Dataset-") else line for line in message.strip().splitlines()
     )
     trailers = [f"{_TRAILER_VERSION}: {version_id}"] + [
-        f"{_TRAILER_FILE}: {path} md5:{md5} rows:{rows[path]}" for path, md5 in sorted(files.items())
+        f"{_TRAILER_FILE}: {path} md5:{md5} rows:{rows[path]}"
+        for path, md5 in sorted(files.items())
     ]
     return f"{version_id}: {body or 'dataset update'}\n\n" + "\n".join(trailers) + "\n"
 

@@ -1,0 +1,619 @@
+"""A local Label Studio server process: start, stop, status, and fast data-dir templates.
+
+Label Studio lives in its own virtual environment (its pins clash with ours), so it is
+managed here as an outside process, never imported. Used by the CLI
+(``hitl-pipeline labelstudio start|stop|status``), the demo and the test fixtures.
+
+Start-up facts this module is built on (FACTS.md, re-checked against 1.23.2):
+
+- ``--internal-host`` is the bind address; ``--debug`` stops a busy port from silently
+  moving the server to the next port.
+- The admin user, its API token and the organisation are created on the first start of
+  a data dir from ``LABEL_STUDIO_USERNAME/PASSWORD/USER_TOKEN``; the organisation only
+  accepts ``Authorization: Token ...`` if ``LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN`` was
+  true at that moment.
+- Migrating a fresh SQLite database is the slow part. A template is therefore migrated
+  once with ``label-studio init -q`` *without any user*, and copies of it are started.
+  Because the template holds no user, whatever credentials the first start of a copy
+  passes become the admin's: any token works with any copy, no token is baked in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+DEFAULT_PORT = 8080
+DEFAULT_USERNAME = "admin@hitl.local"
+# Local development credentials: the server only ever binds 127.0.0.1. A real deployment
+# passes its own through the environment where resources are bound.
+DEFAULT_PASSWORD = "hitl-admin-password"
+DEFAULT_TOKEN = "hitl-local-dev-token-0123456789abcdef"
+HOST = "127.0.0.1"
+
+PID_FILE = "label-studio.pid"
+LOG_FILE = "label-studio.log"
+DB_FILE = "label_studio.sqlite3"
+_TEMPLATE_MARKER = ".hitl-template-complete"
+# Never copied from a template: each data dir gets its own secret key (it signs sessions
+# and JWTs) and its own process bookkeeping.
+_NOT_COPIED = frozenset({".env", _TEMPLATE_MARKER, PID_FILE, LOG_FILE})
+
+# Variables the server reads under a bare name, LABEL_STUDIO_ or HEARTEX_ prefix. Stray
+# values from the caller's shell would change where it binds, which database it uses or
+# who the admin is (a bare DEBUG='*' even crashes it), so they are removed first.
+_SCRUBBED_NAMES = (
+    "HOST",
+    "PORT",
+    "DEBUG",
+    "USERNAME",
+    "PASSWORD",
+    "USER_TOKEN",
+    "DJANGO_DB",
+    "DATABASE_NAME",
+    "BASE_DATA_DIR",
+)
+_SCRUBBED_PREFIXES = ("", "LABEL_STUDIO_", "HEARTEX_")
+
+
+class LabelStudioServerError(RuntimeError):
+    """The local Label Studio server could not be started or stopped."""
+
+
+class PortInUseError(LabelStudioServerError):
+    """The requested port is taken by another process."""
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What is known about a local Label Studio server."""
+
+    running: bool
+    pid: int | None
+    url: str
+    data_dir: Path
+    message: str
+    ready: bool = False  # the API answered with our token
+    startup_s: float | None = None  # wall time of this start, when this call started it
+    log_file: Path | None = None
+
+
+def default_executable() -> Path:
+    """The ``label-studio`` of the repository's own Label Studio environment."""
+    repo_root = Path(__file__).resolve().parents[2]
+    return repo_root / ".labelstudio-venv" / "bin" / "label-studio"
+
+
+def default_cache_dir() -> Path:
+    """Where migrated templates are kept (``$XDG_CACHE_HOME/hitl-pipeline``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hitl-pipeline"
+
+
+def installed_version(executable: Path | None = None) -> str:
+    """Version of the Label Studio installed next to ``executable``, read from its metadata.
+
+    Reading the dist-info name is instant; ``label-studio --version`` boots Django (~5 s).
+    """
+    exe = executable or default_executable()
+    env_root = exe.parent.parent
+    for dist in sorted(env_root.glob("lib/python*/site-packages/label_studio-*.dist-info")):
+        return dist.name.removeprefix("label_studio-").removesuffix(".dist-info")
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class LocalLabelStudio:
+    """A Label Studio server on 127.0.0.1 whose state lives in ``data_dir``.
+
+    Args:
+        data_dir: SQLite database, media, pid file and log file of this server.
+        port: TCP port on 127.0.0.1.
+        username: admin e-mail, created on the first start of the data dir.
+        password: admin password (for the web UI).
+        token: the admin's API token (``Authorization: Token ...``), 6-40 characters.
+        executable: ``label-studio`` to run; defaults to the repository's own environment.
+        extra_env: more variables for the server, e.g.
+            ``{"LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false"}`` for local webhooks.
+        use_template: a data dir without a database is first filled from the migrated
+            template (:func:`ensure_template`), which turns a minutes-long first start
+            into seconds once the template is cached.
+        template_cache_dir: where the template is cached; see :func:`ensure_template`.
+    """
+
+    data_dir: Path
+    port: int = DEFAULT_PORT
+    username: str = DEFAULT_USERNAME
+    password: str = DEFAULT_PASSWORD
+    token: str = DEFAULT_TOKEN
+    executable: Path | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    use_template: bool = True
+    template_cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Label Studio silently ignores tokens of 5 characters or fewer, and its token
+        # column is 40 characters wide: fail here rather than with a 401 later.
+        if not 5 < len(self.token) <= 40:
+            raise ValueError("Label Studio API token must have 6 to 40 characters")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"invalid port {self.port}")
+
+    # --- paths and addresses -----------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return Path(self.data_dir) / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return Path(self.data_dir) / LOG_FILE
+
+    @property
+    def resolved_executable(self) -> Path:
+        return Path(self.executable) if self.executable else default_executable()
+
+    # --- public API -------------------------------------------------------------------
+    def status(self) -> ServerStatus:
+        """Whether our server runs, and whether its API answers with our token."""
+        pid = self._our_pid()
+        if pid is None:
+            return self._status(False, None, "not running")
+        api = _probe_api(self.url, self.token)
+        if api == "ok":
+            return self._status(True, pid, f"running at {self.url}", ready=True)
+        if api == "unauthorized":
+            return self._status(
+                True, pid, f"running at {self.url}, but it rejects the configured token"
+            )
+        return self._status(True, pid, f"starting (pid {pid}); log: {self.log_file}")
+
+    def start(self, wait_timeout: float = 300.0) -> ServerStatus:
+        """Start the server detached (it outlives this process) and wait for its API.
+
+        Idempotent: if our server already runs, its status is returned ("already running").
+
+        Args:
+            wait_timeout: seconds to wait for the API to answer with our token. A data dir
+                made from a template answers in 7-25 s; a fresh one migrates for minutes.
+
+        Returns:
+            The status, with ``startup_s`` set when this call started the server.
+
+        Raises:
+            PortInUseError: another process listens on the port.
+            LabelStudioServerError: the executable is missing, the server died while
+                starting, rejects our token, or did not answer within ``wait_timeout``.
+        """
+        current = self.status()
+        if current.running:
+            if not current.ready:
+                current = self._wait_ready(current.pid, time.monotonic(), wait_timeout)
+            return ServerStatus(
+                running=True,
+                pid=current.pid,
+                url=self.url,
+                data_dir=Path(self.data_dir),
+                message=f"already running at {self.url} (pid {current.pid})",
+                ready=True,
+                log_file=self.log_file,
+            )
+        self.pid_file.unlink(missing_ok=True)  # stale: its process is gone
+
+        exe = self.resolved_executable
+        if not exe.exists():
+            raise LabelStudioServerError(
+                f"Label Studio executable not found at {exe}; install it with `make setup` "
+                "(it lives in its own virtual environment, .labelstudio-venv)"
+            )
+        if port_in_use(self.port):
+            raise PortInUseError(
+                f"port {self.port} on {HOST} is already in use by another process; "
+                f"Label Studio was not started. Stop that process or choose another port "
+                f"(e.g. --port {self.port + 1}); find free ones with "
+                f"`ss -ltn 'sport = :{self.port}'`."
+            )
+
+        data_dir = Path(self.data_dir)
+        started = time.monotonic()
+        if self.use_template and not (data_dir / DB_FILE).exists():
+            prepare_data_dir(data_dir, ensure_template(self.template_cache_dir, executable=exe))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(exe),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--debug",
+            "--data-dir",
+            str(data_dir.resolve()),
+        ]
+        with self.log_file.open("a", encoding="utf-8") as log:
+            log.write(f"\n=== hitl-pipeline: starting {' '.join(args)}\n")
+            log.flush()
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+                env=self._child_env(),
+                start_new_session=True,  # survives the CLI; Ctrl-C in the shell leaves it
+            )
+        # The Popen object is dropped on purpose: the server must outlive us. Mark it
+        # collected so that Python does not warn about (or wait for) a running child.
+        proc.returncode = 0
+        self.pid_file.write_text(f"{proc.pid}\n", encoding="utf-8")
+        status = self._wait_ready(proc.pid, started, wait_timeout)
+        return ServerStatus(
+            running=True,
+            pid=proc.pid,
+            url=self.url,
+            data_dir=data_dir,
+            message=f"started at {self.url} (pid {proc.pid}) in {status.startup_s:.1f} s",
+            ready=True,
+            startup_s=status.startup_s,
+            log_file=self.log_file,
+        )
+
+    def stop(self, timeout: float = 30.0) -> ServerStatus:
+        """Stop our server (SIGTERM, then SIGKILL after ``timeout``). Fine if not running."""
+        pid = self._our_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return self._status(False, None, "not running")
+        # The server runs in its own session: signal the whole group so that no helper
+        # process it may have spawned stays behind.
+        _signal_group(pid, signal.SIGTERM)
+        if not _wait_dead(pid, timeout):
+            _signal_group(pid, signal.SIGKILL)
+            _wait_dead(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        return self._status(False, None, f"stopped (was pid {pid})")
+
+    # --- internals ----------------------------------------------------------------------
+    def _status(
+        self, running: bool, pid: int | None, message: str, *, ready: bool = False
+    ) -> ServerStatus:
+        return ServerStatus(
+            running=running,
+            pid=pid,
+            url=self.url,
+            data_dir=Path(self.data_dir),
+            message=message,
+            ready=ready,
+            log_file=self.log_file,
+        )
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in _SCRUBBED_NAMES:
+            for prefix in _SCRUBBED_PREFIXES:
+                env.pop(prefix + name, None)
+        data_dir = str(Path(self.data_dir).resolve())
+        env.update(
+            {
+                # Set as well as --data-dir: the CLI parser imports the settings (and
+                # creates ~/.local/share/label-studio) before it reads the flag.
+                "LABEL_STUDIO_BASE_DATA_DIR": data_dir,
+                "LABEL_STUDIO_USERNAME": self.username,
+                "LABEL_STUDIO_PASSWORD": self.password,
+                "LABEL_STUDIO_USER_TOKEN": self.token,
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+                # Offline and quiet: no telemetry, no PyPI version check, no Sentry.
+                "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+                "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+                "SENTRY_DSN": "",
+                "FRONTEND_SENTRY_DSN": "",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _our_pid(self) -> int | None:
+        """The pid in the pid file, if that process is alive and is our server."""
+        try:
+            pid = int(self.pid_file.read_text(encoding="utf-8").strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        cmdline = _cmdline(pid)
+        # Guards against a recycled pid: only a label-studio serving this data dir is ours.
+        if cmdline is not None and (
+            "label-studio" not in cmdline or str(Path(self.data_dir).resolve()) not in cmdline
+        ):
+            return None
+        return pid
+
+    def _wait_ready(self, pid: int | None, started: float, timeout: float) -> ServerStatus:
+        deadline = started + timeout
+        while True:
+            if pid is not None and not _pid_alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise LabelStudioServerError(
+                    f"Label Studio exited while starting (see {self.log_file}):\n"
+                    + _tail(self.log_file)
+                )
+            api = _probe_api(self.url, self.token)
+            if api == "ok":
+                return ServerStatus(
+                    running=True,
+                    pid=pid,
+                    url=self.url,
+                    data_dir=Path(self.data_dir),
+                    message="ready",
+                    ready=True,
+                    startup_s=time.monotonic() - started,
+                    log_file=self.log_file,
+                )
+            if api == "unauthorized":
+                raise LabelStudioServerError(
+                    f"Label Studio at {self.url} runs but rejects the configured token: "
+                    f"{self.data_dir} was first started with other credentials (the admin "
+                    "and token are created on a data dir's first start only). Use those, "
+                    "or a fresh data dir."
+                )
+            if time.monotonic() > deadline:
+                raise LabelStudioServerError(
+                    f"Label Studio (pid {pid}) did not answer at {self.url} within "
+                    f"{timeout:.0f} s; it may still be migrating its database. Check "
+                    f"{self.log_file} and `status`, or `stop` it.\n" + _tail(self.log_file)
+                )
+            time.sleep(0.5)
+
+
+# --- templates --------------------------------------------------------------------------
+def ensure_template(
+    cache_dir: Path | None = None,
+    *,
+    executable: Path | None = None,
+    timeout: float = 900.0,
+) -> Path:
+    """Return a migrated, user-less Label Studio data dir, building it once if needed.
+
+    Migrating a fresh database is the slow part of a first start. The template is built
+    with ``label-studio init -q`` and no user, so copies of it accept any credentials on
+    their first start. A file lock makes concurrent callers (pytest workers, a demo and a
+    test run) wait for one build instead of racing.
+
+    Args:
+        cache_dir: where templates live; defaults to ``~/.cache/hitl-pipeline``.
+        executable: ``label-studio`` to migrate with; defaults to the repository's own.
+        timeout: seconds allowed for the migration.
+
+    Returns:
+        The template directory, e.g. ``~/.cache/hitl-pipeline/labelstudio-template-1.23.2``.
+    """
+    import fcntl  # POSIX only; imported here so that importing this module stays portable
+
+    exe = executable or default_executable()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    template = cache / f"labelstudio-template-{installed_version(exe)}"
+    if (template / _TEMPLATE_MARKER).exists():
+        return template
+    if not exe.exists():
+        raise LabelStudioServerError(f"Label Studio executable not found at {exe}")
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f"{template.name}.lock").open("a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (template / _TEMPLATE_MARKER).exists():  # built while we waited
+                return template
+            building = cache / f"{template.name}.building-{os.getpid()}"
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            env = LocalLabelStudio(data_dir=building, executable=exe)._child_env()
+            for name in ("USERNAME", "PASSWORD", "USER_TOKEN"):
+                env.pop(f"LABEL_STUDIO_{name}")  # a template must hold no user
+            started = time.monotonic()
+            result = subprocess.run(
+                [str(exe), "init", "-q", "--data-dir", str(building.resolve())],
+                cwd=building,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if result.returncode != 0 or not (building / DB_FILE).exists():
+                shutil.rmtree(building, ignore_errors=True)
+                raise LabelStudioServerError(
+                    "migrating the Label Studio template failed:\n" + result.stdout[-3000:]
+                )
+            (building / ".env").unlink(missing_ok=True)  # per-copy secret key
+            (building / _TEMPLATE_MARKER).write_text(
+                f"migrated in {time.monotonic() - started:.1f} s\n", encoding="utf-8"
+            )
+            shutil.rmtree(template, ignore_errors=True)  # a half-built leftover
+            building.rename(template)
+            return template
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepare_data_dir(dest: Path, template: Path) -> Path:
+    """Make ``dest`` a Label Studio data dir by copying a migrated template.
+
+    A ``dest`` that already holds a database is left untouched (never overwrite someone's
+    annotations), so this is safe to call before every start.
+
+    Args:
+        dest: the data dir to create.
+        template: a directory returned by :func:`ensure_template`.
+
+    Returns:
+        ``dest``.
+    """
+    dest = Path(dest)
+    if (dest / DB_FILE).exists():
+        return dest
+    if not (Path(template) / DB_FILE).exists():
+        raise FileNotFoundError(f"{template} is not a Label Studio template (no {DB_FILE})")
+    shutil.copytree(
+        template,
+        dest,
+        dirs_exist_ok=True,
+        ignore=lambda _dir, names: [n for n in names if n in _NOT_COPIED],
+    )
+    return dest
+
+
+def add_local_user(
+    data_dir: Path,
+    *,
+    email: str,
+    password: str,
+    token: str,
+    executable: Path | None = None,
+) -> None:
+    """Create a user with a known API token in a local data dir's organisation.
+
+    Runs ``label-studio init -q`` against the data dir, which works while the server
+    runs (about 7 s, it boots Django). Users created through the REST API join no
+    organisation as their active one, so they see no projects with their own token. Over
+    HTTP, joining through the organisation's invite link is the other supported way (see
+    ``hitl_pipeline.demo.reviewers``). The user is created as staff, like the admin.
+    """
+    server = LocalLabelStudio(data_dir=Path(data_dir), token=token, executable=executable)
+    env = server._child_env()
+    result = subprocess.run(
+        [
+            str(server.resolved_executable),
+            "init",
+            "-q",
+            "--data-dir",
+            str(Path(data_dir).resolve()),
+            "--username",
+            email,
+            "--password",
+            password,
+            "--user-token",
+            token,
+        ],
+        cwd=Path(data_dir),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise LabelStudioServerError(
+            f"creating Label Studio user {email} failed:\n" + result.stdout[-2000:]
+        )
+
+
+# --- helpers --------------------------------------------------------------------------
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = HOST) -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _probe_api(url: str, token: str) -> str:
+    """``ok``, ``unauthorized`` or ``down``: one cheap authenticated request."""
+    try:
+        response = httpx.get(
+            f"{url}/api/current-user/whoami",
+            headers={"Authorization": f"Token {token}"},
+            timeout=5.0,
+        )
+    except httpx.HTTPError:
+        return "down"
+    if response.status_code == 200:
+        return "ok"
+    if response.status_code in (401, 403):
+        return "unauthorized"
+    return "down"
+
+
+def _pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        # Reap it if it is our own exited child: a zombie still "exists" for kill(0).
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None  # no procfs (macOS): trust the pid file
+    return raw.replace(b"\0", b" ").decode("utf-8", errors="replace")
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)  # started with start_new_session: pgid == pid
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.2)
+    return not _pid_alive(pid)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def iter_status_lines(status: ServerStatus) -> Iterator[str]:
+    """Human-readable lines for the CLI."""
+    yield status.message
+    yield f"url:      {status.url}"
+    yield f"data dir: {status.data_dir}"
+    if status.pid is not None:
+        yield f"pid:      {status.pid}"
+    if status.log_file is not None:
+        yield f"log:      {status.log_file}"

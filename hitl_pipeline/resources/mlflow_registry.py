@@ -1,0 +1,689 @@
+"""MLflow tracking and model registry: candidates, the champion alias, gate decisions.
+
+Every call goes through an explicit ``MlflowClient(tracking_uri, registry_uri)``. Two
+MLflow 3.17 code paths read only the process-global tracking URI: ``log_model`` (the
+logged model is created through the fluent API) and registering a ``models:/<model_id>``
+source (the SQL registry store looks the logged model up with a bare ``MlflowClient()``,
+a TODO in MLflow). Those two run inside ``_mlflow_globals``, which sets the URIs under a
+process-wide lock and puts back exactly what was there before, environment included.
+
+Champion bookkeeping lives in the registry itself: the ``champion`` and
+``previous-champion`` aliases, ``champion.*`` tags on each model version (when, who,
+why, which version it replaced), and a bounded JSON history on the registered model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
+
+if TYPE_CHECKING:
+    import mlflow
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
+MODEL_ARTIFACT_NAME = "model"
+
+# Tags on a model version.
+TAG_DATASET_VERSION = "dataset.version_id"
+TAG_DATASET_MD5 = "dataset.md5"
+TAG_DATASET_GIT_REV = "dataset.git_rev"
+TAG_DATASET_ROWS = "dataset.rows"
+TAG_DATASET_PATH = "dataset.path"
+TAG_CODE_VERSION = "code.version"
+TAG_EXPERIMENT_ID = "mlflow.experiment_id"
+TAG_MODEL_ID = "mlflow.logged_model_id"
+TAG_CHAMPION_SINCE = "champion.since"
+TAG_CHAMPION_BY = "champion.by"
+TAG_CHAMPION_REASON = "champion.reason"
+TAG_CHAMPION_VIA = "champion.via"  # "promote" | "rollback"
+TAG_REPLACED_VERSION = "champion.replaced_version"  # what this version replaced on promotion
+TAG_CHAMPION_UNTIL = "champion.until"
+TAG_ENDED_BY = "champion.ended_by"
+TAG_END_REASON = "champion.end_reason"
+TAG_ENDED_VIA = "champion.ended_via"
+TAG_GATE_PROMOTE = "gate.promote"
+TAG_GATE_REASONS = "gate.reasons"
+# Tag on the registered model: the last promotions and rollbacks, newest last.
+TAG_HISTORY = "champion.history"
+
+_HISTORY_MAX_CHARS = 5000  # registered-model tag values are VARCHAR(5000) in MLflow's schema
+_TAG_MAX_CHARS = 5000
+_PARAM_MAX_CHARS = 6000
+_MODEL_CACHE_SIZE = 8
+# The libraries the pickled model needs; pinned to what is installed. Passing them
+# explicitly avoids MLflow's requirement inference, which took 20-30 s a call (FACTS.md).
+_MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "cloudpickle", "numpy", "pandas", "scipy")
+_METRIC_KEY_RE = re.compile(r"[^0-9A-Za-z_\-. /:]")
+
+_GLOBALS_LOCK = threading.RLock()
+_READY_LOCK = threading.Lock()
+_READY: dict[tuple[str, str, str, str | None], str] = {}  # (uris, experiment) -> experiment_id
+_CACHE_LOCK = threading.Lock()
+_MODEL_CACHE: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+
+
+@dataclass(frozen=True)
+class ChampionEvent:
+    """One change of champion, as recorded in the registry."""
+
+    at: str  # ISO 8601, UTC
+    action: str  # "promote" | "rollback"
+    version: str  # the new champion
+    from_version: str | None  # the champion it replaced
+    actor: str
+    reason: str
+
+
+class MlflowRegistryResource(dg.ConfigurableResource):
+    """Candidate models, the champion alias and gate decisions in MLflow.
+
+    One SQLite file (plus a local artifact folder) by default; any tracking server or
+    database URI by configuration. Methods take and return our own types only.
+    """
+
+    tracking_uri: str = Field(description="e.g. sqlite:////abs/path/mlflow.db or http://host:5000")
+    artifact_location: str | None = Field(
+        default=None,
+        description=(
+            "Artifact root of the experiment when it is created (a folder or URI). Default for"
+            " SQLite: an 'mlartifacts' folder next to the database file."
+        ),
+    )
+    registry_uri: str | None = Field(default=None, description="Defaults to tracking_uri.")
+    experiment_name: str = "hitl-pipeline"
+    model_name: str = "hitl-classifier"
+
+    # --- candidates ------------------------------------------------------------------
+    def log_candidate(
+        self,
+        *,
+        model: Any,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        dataset: DatasetVersion,
+        input_example: pd.DataFrame | None = None,
+    ) -> ModelRef:
+        """Log a fitted model in a new run and register it as a new version.
+
+        Args:
+            model: A fitted scikit-learn estimator (pickled with cloudpickle, so classes of
+                our own need ``hitl_pipeline`` importable where it is loaded).
+            params: Training parameters (stringified; nested values as JSON).
+            metrics: Evaluation figures of the candidate.
+            tags: Extra tags for the run and the model version.
+            dataset: The dataset version it was trained on.
+            input_example: A few input rows; gives the model a signature.
+
+        Returns:
+            The new model version; its tags carry the dataset version and code version.
+        """
+        import mlflow.sklearn
+        from mlflow.entities import Metric, Param
+
+        client = self._client()
+        experiment_id = self._experiment_id()
+        common_tags = {
+            TAG_DATASET_VERSION: dataset.version_id,
+            TAG_DATASET_MD5: dataset.md5,
+            TAG_DATASET_GIT_REV: dataset.git_rev,
+            TAG_DATASET_ROWS: str(dataset.rows),
+            TAG_DATASET_PATH: dataset.path,
+            TAG_CODE_VERSION: code_version(),
+            **{str(k): _truncate(str(v), _TAG_MAX_CHARS) for k, v in tags.items()},
+        }
+        run = client.create_run(
+            experiment_id, run_name=f"candidate-{dataset.version_id}", tags=common_tags
+        )
+        run_id = run.info.run_id
+        try:
+            now = _now_ms()
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(_metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())
+                ],
+                params=[Param(str(k), _param_value(v)) for k, v in sorted(params.items())],
+            )
+            with self._mlflow_globals(), mlflow.start_run(run_id=run_id):
+                info = mlflow.sklearn.log_model(
+                    sk_model=model,
+                    name=MODEL_ARTIFACT_NAME,
+                    # skops (the default) rejects classes of our own as untrusted (FACTS.md).
+                    serialization_format="cloudpickle",
+                    pip_requirements=_pinned_requirements(),
+                    input_example=input_example,
+                )
+                version = self._register(
+                    model_id=info.model_id,
+                    run_id=run_id,
+                    tags={
+                        **common_tags,
+                        TAG_EXPERIMENT_ID: experiment_id,
+                        TAG_MODEL_ID: info.model_id,
+                    },
+                )
+        except BaseException:
+            # start_run already marks FAILED on its own exceptions; this covers the rest.
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        return version
+
+    def log_gate_decision(self, *, ref: ModelRef, decision: GateDecision) -> None:
+        """Record the gate's verdict on a candidate in its run and on its model version.
+
+        Metrics ``gate.promote`` (1/0), ``gate.evaluated_rows``, ``gate.challenger.*`` and
+        ``gate.champion.*``; tags ``gate.promote`` and ``gate.reasons``; the full decision
+        as the artifact ``gate/decision.json``.
+        """
+        from mlflow.entities import Metric, RunTag
+
+        client = self._client()
+        now = _now_ms()
+        metrics = [
+            Metric("gate.promote", float(decision.promote), now, 0),
+            Metric("gate.evaluated_rows", float(decision.evaluated_rows), now, 0),
+        ]
+        for side, values in (
+            ("challenger", decision.challenger_metrics),
+            ("champion", decision.champion_metrics),
+        ):
+            metrics += [
+                Metric(_metric_key(f"gate.{side}.{k}"), float(v), now, 0)
+                for k, v in sorted(values.items())
+            ]
+        reasons = _truncate("; ".join(decision.reasons), _TAG_MAX_CHARS)
+        promote = "true" if decision.promote else "false"
+        client.log_batch(
+            ref.run_id,
+            metrics=metrics,
+            tags=[RunTag(TAG_GATE_PROMOTE, promote), RunTag(TAG_GATE_REASONS, reasons)],
+        )
+        payload = {
+            "model_name": ref.name,
+            "model_version": ref.version,
+            "decided_at": _now_iso(),
+            **asdict(decision),
+        }
+        client.log_dict(ref.run_id, _jsonable(payload), "gate/decision.json")
+        client.set_model_version_tag(ref.name, ref.version, TAG_GATE_PROMOTE, promote)
+        client.set_model_version_tag(ref.name, ref.version, TAG_GATE_REASONS, reasons)
+
+    # --- reading the registry --------------------------------------------------------
+    def champion(self) -> ModelRef | None:
+        """The version behind the ``champion`` alias, or None before the first promotion."""
+        return self._by_alias(CHAMPION)
+
+    def previous_champion(self) -> ModelRef | None:
+        """The version behind the ``previous-champion`` alias, if any."""
+        return self._by_alias(PREVIOUS_CHAMPION)
+
+    def get_version(self, *, version: str) -> ModelRef:
+        """One registered version of ``model_name``; KeyError if it does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        self._experiment_id()
+        try:
+            mv = self._client().get_model_version(self.model_name, str(version))
+        except MlflowException as exc:
+            raise KeyError(f"{self.model_name} has no version {version!r}") from exc
+        return _to_ref(mv)
+
+    def list_versions(self) -> list[ModelRef]:
+        """Every registered version of ``model_name``, oldest first."""
+        client = self._client()
+        self._experiment_id()
+        refs: list[ModelRef] = []
+        token: str | None = None
+        while True:
+            page = client.search_model_versions(
+                f"name = '{self.model_name}'", max_results=1000, page_token=token
+            )
+            refs += [_to_ref(mv) for mv in page]
+            token = page.token
+            if not token:
+                break
+        return sorted(refs, key=lambda r: int(r.version))
+
+    def champion_history(self) -> list[ChampionEvent]:
+        """The recent promotions and rollbacks, oldest first (bounded in length)."""
+        return [ChampionEvent(**event) for event in self._history()]
+
+    def load_model(self, *, ref: ModelRef) -> Any:
+        """The fitted estimator of a version; cached per version in this process.
+
+        The cached object is shared: do not refit or mutate it.
+        """
+        import mlflow.sklearn
+
+        key = (self._registry_uri(), ref.name, ref.version)
+        with _CACHE_LOCK:
+            if key in _MODEL_CACHE:
+                _MODEL_CACHE.move_to_end(key)
+                return _MODEL_CACHE[key]
+        self._experiment_id()
+        uri = self._client().get_model_version_download_uri(ref.name, ref.version)
+        # Artifact URIs such as mlflow-artifacts:/ resolve through the global tracking URI.
+        with self._mlflow_globals():
+            model = mlflow.sklearn.load_model(uri)
+        with _CACHE_LOCK:
+            _MODEL_CACHE[key] = model
+            while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+                _MODEL_CACHE.popitem(last=False)
+        return model
+
+    # --- champion changes ------------------------------------------------------------
+    def promote(
+        self, *, ref: ModelRef, reason: str, actor: str = "hitl-pipeline"
+    ) -> ModelRef | None:
+        """Make ``ref`` the champion; the one it replaces becomes ``previous-champion``.
+
+        Args:
+            ref: The version to promote.
+            reason: Why, for the record (e.g. the gate's reasons).
+            actor: Who decided (a person or the pipeline).
+
+        Returns:
+            The replaced champion, or None if there was none or ``ref`` already was it
+            (then nothing changes).
+        """
+        client = self._client()
+        current = self.champion()
+        if current is not None and current.version == ref.version:
+            return None
+        now = _now_iso()
+        replaced = current.version if current is not None else ""
+        self._set_version_tags(
+            ref.version,
+            {
+                TAG_CHAMPION_SINCE: now,
+                TAG_CHAMPION_BY: actor,
+                TAG_CHAMPION_REASON: reason,
+                TAG_CHAMPION_VIA: "promote",
+                TAG_REPLACED_VERSION: replaced,
+            },
+        )
+        if current is not None:
+            self._set_version_tags(
+                current.version,
+                {
+                    TAG_CHAMPION_UNTIL: now,
+                    TAG_ENDED_BY: actor,
+                    TAG_END_REASON: reason,
+                    TAG_ENDED_VIA: f"promote of version {ref.version}",
+                },
+            )
+            client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, current.version)
+        client.set_registered_model_alias(self.model_name, CHAMPION, ref.version)
+        self._append_history(
+            ChampionEvent(
+                at=now,
+                action="promote",
+                version=ref.version,
+                from_version=current.version if current is not None else None,
+                actor=actor,
+                reason=reason,
+            )
+        )
+        return self.get_version(version=current.version) if current is not None else None
+
+    def rollback(self, *, to_version: str | None = None, reason: str, actor: str) -> ModelRef:
+        """Put an earlier version back as champion.
+
+        Without ``to_version`` the ``previous-champion`` comes back. Afterwards
+        ``previous-champion`` points at what the restored version had replaced when it was
+        promoted, so repeated rollbacks walk back through the champions.
+
+        Args:
+            to_version: The version to restore; default the previous champion.
+            reason: Why, for the record.
+            actor: Who rolled back.
+
+        Returns:
+            The new champion.
+
+        Raises:
+            LookupError: There is no previous champion to go back to.
+            KeyError: ``to_version`` does not exist.
+            ValueError: ``to_version`` is already the champion.
+        """
+        client = self._client()
+        current = self.champion()
+        if to_version is None:
+            target = self.previous_champion()
+            if target is None:
+                raise LookupError(f"{self.model_name} has no previous champion to roll back to")
+        else:
+            target = self.get_version(version=str(to_version))
+        if current is not None and current.version == target.version:
+            raise ValueError(f"version {target.version} of {self.model_name} already is champion")
+
+        now = _now_iso()
+        self._set_version_tags(
+            target.version,
+            {
+                TAG_CHAMPION_SINCE: now,
+                TAG_CHAMPION_BY: actor,
+                TAG_CHAMPION_REASON: reason,
+                TAG_CHAMPION_VIA: "rollback",
+            },
+        )
+        if current is not None:
+            self._set_version_tags(
+                current.version,
+                {
+                    TAG_CHAMPION_UNTIL: now,
+                    TAG_ENDED_BY: actor,
+                    TAG_END_REASON: reason,
+                    TAG_ENDED_VIA: f"rollback to version {target.version}",
+                },
+            )
+        client.set_registered_model_alias(self.model_name, CHAMPION, target.version)
+        before_target = target.tags.get(TAG_REPLACED_VERSION, "")
+        current_version = current.version if current is not None else None
+        if before_target and before_target not in (target.version, current_version):
+            client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, before_target)
+        else:
+            self._delete_alias(PREVIOUS_CHAMPION)
+        self._append_history(
+            ChampionEvent(
+                at=now,
+                action="rollback",
+                version=target.version,
+                from_version=current.version if current is not None else None,
+                actor=actor,
+                reason=reason,
+            )
+        )
+        return self.get_version(version=target.version)
+
+    # --- internals -------------------------------------------------------------------
+    def _registry_uri(self) -> str:
+        return self.registry_uri or self.tracking_uri
+
+    def _client(self) -> mlflow.MlflowClient:
+        import mlflow
+
+        return mlflow.MlflowClient(
+            tracking_uri=self.tracking_uri, registry_uri=self._registry_uri()
+        )
+
+    def _experiment_id(self) -> str:
+        """Set the stores and the experiment up once per process; returns the experiment id.
+
+        The first use of an empty SQLite file creates the schema (about 12 s on a loaded
+        machine). Several processes may start on a fresh file together, and MLflow's
+        tracking store does not lock its own set-up, so it runs under a file lock.
+        """
+        key = (
+            self.tracking_uri,
+            self._registry_uri(),
+            self.experiment_name,
+            self.artifact_location,
+        )
+        with _READY_LOCK:
+            if key in _READY:
+                return _READY[key]
+            with _sqlite_init_lock(self.tracking_uri), _sqlite_init_lock(self._registry_uri()):
+                client = self._client()
+                client.search_experiments(max_results=1)  # creates the tracking schema
+                client.search_registered_models(max_results=1)  # and the registry's
+                experiment_id = self._get_or_create_experiment(client)
+            _READY[key] = experiment_id
+            return experiment_id
+
+    def _get_or_create_experiment(self, client: mlflow.MlflowClient) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            try:
+                return client.create_experiment(
+                    self.experiment_name, artifact_location=self._artifact_location()
+                )
+            except MlflowException:
+                # Another process (non-SQLite back-ends are not file-locked) won the race.
+                experiment = client.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        location = self.artifact_location
+        if location is None:
+            db_path = _sqlite_path(self.tracking_uri)
+            if db_path is None:
+                return None  # a tracking server decides
+            location = str(db_path.parent / "mlartifacts")
+        if "://" in location or location.startswith("file:"):
+            return location
+        return Path(location).expanduser().resolve().as_uri()
+
+    def _register(self, *, model_id: str, run_id: str, tags: Mapping[str, str]) -> ModelRef:
+        """Create a new version of ``model_name`` (globals scoped by the caller)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+        client = self._client()
+        try:
+            client.create_registered_model(
+                self.model_name, description="Classifier retrained by the hitl-pipeline flywheel."
+            )
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        mv = client.create_model_version(
+            self.model_name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            tags=dict(tags),
+            model_id=model_id,
+        )
+        return _to_ref(mv)
+
+    def _by_alias(self, alias: str) -> ModelRef | None:
+        from mlflow.exceptions import MlflowException
+
+        self._experiment_id()
+        client = self._client()
+        try:
+            registered = client.get_registered_model(self.model_name)
+        except MlflowException:
+            return None  # nothing registered yet
+        version = registered.aliases.get(alias)
+        return None if version is None else self.get_version(version=str(version))
+
+    def _set_version_tags(self, version: str, tags: Mapping[str, str]) -> None:
+        client = self._client()
+        for key, value in tags.items():
+            client.set_model_version_tag(
+                self.model_name, version, key, _truncate(value, _TAG_MAX_CHARS)
+            )
+
+    def _delete_alias(self, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # already absent
+            self._client().delete_registered_model_alias(self.model_name, alias)
+
+    def _history(self) -> list[dict[str, Any]]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            registered = self._client().get_registered_model(self.model_name)
+        except MlflowException:
+            return []
+        raw = registered.tags.get(TAG_HISTORY)
+        try:
+            events = json.loads(raw) if raw else []
+        except json.JSONDecodeError:
+            logger.warning("unreadable %s tag on %s, starting afresh", TAG_HISTORY, self.model_name)
+            return []
+        return [e for e in events if isinstance(e, dict)]
+
+    def _append_history(self, event: ChampionEvent) -> None:
+        short = ChampionEvent(**{**asdict(event), "reason": _truncate(event.reason, 300)})
+        events = [*self._history(), asdict(short)]
+        text = json.dumps(events, separators=(",", ":"))
+        while len(text) > _HISTORY_MAX_CHARS and len(events) > 1:
+            events = events[1:]
+            text = json.dumps(events, separators=(",", ":"))
+        self._client().set_registered_model_tag(self.model_name, TAG_HISTORY, text)
+
+    @contextmanager
+    def _mlflow_globals(self) -> Iterator[None]:
+        """Point MLflow's process-global URIs at ours for the duration of the block."""
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        with _GLOBALS_LOCK:
+            saved_env = {key: os.environ.get(key) for key in env_keys}
+            saved_tracking = tracking_utils._tracking_uri
+            saved_registry = registry_utils._registry_uri
+            try:
+                mlflow.set_tracking_uri(self.tracking_uri)
+                mlflow.set_registry_uri(self._registry_uri())
+                yield
+            finally:
+                mlflow.set_tracking_uri(saved_tracking)
+                registry_utils._registry_uri = saved_registry
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+
+def code_version() -> str:
+    """The git commit of this project's checkout (``-dirty`` if modified), else its version."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        top = _git_out(root, "rev-parse", "--show-toplevel")
+        # Only our own checkout counts, not a repository that happens to contain the venv.
+        if Path(top).resolve() == root:
+            sha = _git_out(root, "rev-parse", "HEAD")
+            dirty = _git_out(
+                root, "status", "--porcelain", "--untracked-files=no", "--", "hitl_pipeline"
+            )
+            return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"hitl-pipeline=={metadata.version('hitl-pipeline')}"
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _git_out(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+
+
+def _pinned_requirements() -> list[str]:
+    requirements = []
+    for dist in _MODEL_REQUIREMENTS:
+        try:
+            requirements.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            requirements.append(dist)
+    return requirements
+
+
+def _to_ref(mv: Any) -> ModelRef:
+    return ModelRef(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id or "",
+        aliases=tuple(sorted(mv.aliases or ())),
+        tags=dict(mv.tags or {}),
+    )
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database).expanduser().resolve()
+
+
+@contextmanager
+def _sqlite_init_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a SQLite database file; no-op for other back-ends."""
+    import fcntl
+
+    db_path = _sqlite_path(uri)
+    if db_path is None:
+        yield
+        return
+    db_path.parent.mkdir(parents=True, exist_ok=True)  # SQLite will not create folders
+    with db_path.with_name(f"{db_path.name}.init-lock").open("a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _metric_key(key: str) -> str:
+    return _METRIC_KEY_RE.sub("_", str(key))[:250]
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, Mapping | list | tuple):
+        text = json.dumps(_jsonable(value), sort_keys=True)
+    else:
+        text = str(value)
+    return _truncate(text, _PARAM_MAX_CHARS)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,173 @@
+"""Simulated reviewers: their habits (no server) and their answers in a real Label Studio."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from hitl_pipeline.core.types import LabelingTask
+from hitl_pipeline.demo.reviewers import ReviewerPool, SimulatedReviewer, classes_from_config
+from hitl_pipeline.resources.label_studio import (
+    EDGE_CASE_FLAG,
+    LabelStudioResource,
+    build_label_config,
+)
+
+CLASSES = ("cat", "dog", "fox")
+
+
+def truth_of(i: int) -> str:
+    return CLASSES[(i * 7) % 3]
+
+
+def tasks_with_truth(n: int) -> tuple[list[LabelingTask], dict[str, str]]:
+    tasks = [
+        LabelingTask(
+            item_id=f"r-{i:04d}",
+            features={"x": float(i)},
+            predicted_label=CLASSES[i % 3],  # right on a third of the items
+            score=0.5,
+            model_version="1",
+            reasons=("low_confidence",),
+            priority=float(i % 10),
+        )
+        for i in range(n)
+    ]
+    return tasks, {t.item_id: truth_of(i) for i, t in enumerate(tasks)}
+
+
+# --- habits, without a server -------------------------------------------------------------
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.3])
+def test_error_rate_is_respected_and_errors_are_wrong_classes(rate: float) -> None:
+    reviewer = SimulatedReviewer(email="r@x", error_rate=rate, seed=5, flag_rate=0.0)
+    n = 3000
+    answers = [
+        reviewer.answer(item_id=str(i), truth=truth_of(i), predicted=None, classes=CLASSES)
+        for i in range(n)
+    ]
+    wrong = sum(a.label != truth_of(i) for i, a in enumerate(answers))
+    sigma = (rate * (1 - rate) / n) ** 0.5
+    assert abs(wrong / n - rate) <= 4 * sigma + 1e-9
+    assert all(a.label in CLASSES for a in answers)
+    assert all(4.0 <= a.lead_time_s <= 30.0 for a in answers)
+
+
+def test_bias_sends_every_error_to_the_bias_class() -> None:
+    reviewer = SimulatedReviewer(email="b@x", error_rate=0.5, bias_toward="fox", seed=1)
+    errors = Counter()
+    for i in range(600):
+        truth = truth_of(i)
+        answer = reviewer.answer(item_id=str(i), truth=truth, predicted=None, classes=CLASSES)
+        if answer.label != truth:
+            errors[(truth, answer.label)] += 1
+    assert all(label == "fox" for truth, label in errors if truth != "fox")
+    assert all(label != "fox" for truth, label in errors if truth == "fox")  # still wrong
+    biased = sum(n for (truth, _), n in errors.items() if truth != "fox")
+    assert 160 <= biased <= 240  # half of the 400 non-fox items
+
+
+def test_answers_are_deterministic_and_skips_and_flags_behave() -> None:
+    a = SimulatedReviewer(email="a@x", error_rate=0.2, seed=3, skip_rate=0.1, flag_rate=1.0)
+    same = SimulatedReviewer(email="a@x", error_rate=0.2, seed=3, skip_rate=0.1, flag_rate=1.0)
+    other = SimulatedReviewer(email="a@x", error_rate=0.2, seed=4, skip_rate=0.1, flag_rate=1.0)
+    kw = {"truth": "cat", "predicted": "dog", "classes": CLASSES}
+    first = [a.answer(item_id=str(i), **kw) for i in range(300)]
+    assert first == [same.answer(item_id=str(i), **kw) for i in range(300)]
+    assert first != [other.answer(item_id=str(i), **kw) for i in range(300)]
+    skipped = [x for x in first if x.label is None]
+    assert 10 <= len(skipped) <= 55 and all(x.flags == () for x in skipped)
+    # the model was wrong on every item and flag_rate is 1: every answer flags it
+    assert all(x.flags == (EDGE_CASE_FLAG,) for x in first if x.label is not None)
+    right_model = a.answer(item_id="0", truth="cat", predicted="cat", classes=CLASSES)
+    assert right_model.flags == ()
+
+
+def test_classes_are_read_from_the_projects_interface() -> None:
+    assert classes_from_config(build_label_config(["b", "a & c"])) == ["b", "a & c"]
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        SimulatedReviewer(email="x", error_rate=1.5)
+    with pytest.raises(ValueError, match="distinct"):
+        ReviewerPool(
+            url="http://x", api_key="k", reviewers=[SimulatedReviewer("a"), SimulatedReviewer("a")]
+        )
+
+
+# --- in a real Label Studio ---------------------------------------------------------------
+@pytest.mark.labelstudio
+def test_pool_answers_open_tasks_as_distinct_users_with_expected_labels(
+    label_studio, label_studio_resource: LabelStudioResource, project_title: str
+) -> None:
+    tasks, truth = tasks_with_truth(40)
+    label_studio_resource.push_tasks(classes=CLASSES, tasks=tasks)
+    reviewers = [
+        SimulatedReviewer(email="careful@sim.hitl.local", error_rate=0.0, seed=1),
+        SimulatedReviewer(email="sloppy@sim.hitl.local", error_rate=0.3, seed=2, skip_rate=0.1),
+    ]
+    pool = ReviewerPool(
+        url=label_studio.url,
+        api_key=label_studio.token,
+        reviewers=reviewers,
+        project_title=project_title,
+        seed=11,
+    )
+    unknown = dict(list(truth.items())[:30])  # 10 items have no known truth: left open
+    assert pool.answer_open_tasks(truth=unknown, limit=12) == 12
+    assert pool.answer_open_tasks(truth=unknown) == 18
+    assert pool.answer_open_tasks(truth=unknown) == 0  # nothing open that it can judge
+
+    pulled = label_studio_resource.pull_annotations()
+    assert len(pulled) == 30 and len({a.item_id for a in pulled}) == 30
+    by_email = {r.email: r for r in reviewers}
+    assert {a.annotator for a in pulled} == set(by_email)  # real, distinct accounts
+    predicted = {t.item_id: t.predicted_label for t in tasks}
+    for annotation in pulled:
+        expected = by_email[annotation.annotator].answer(
+            item_id=annotation.item_id,
+            truth=truth[annotation.item_id],
+            predicted=predicted[annotation.item_id],
+            classes=CLASSES,
+        )
+        assert annotation.label == expected.label  # the pulled label is what it chose
+        assert annotation.was_cancelled is (expected.label is None)
+        assert annotation.flags == expected.flags
+        assert annotation.lead_time_s == pytest.approx(expected.lead_time_s)
+    careful = [a for a in pulled if a.annotator == "careful@sim.hitl.local"]
+    assert careful and all(a.label == truth[a.item_id] for a in careful)
+    # highest priority first: the first 12 answered are the 12 top-priority items
+    first_twelve = sorted(pulled, key=lambda a: a.annotation_id)[:12]
+    priority = {t.item_id: t.priority for t in tasks}
+    assert min(priority[a.item_id] for a in first_twelve) >= 6.0
+    status = label_studio_resource.queue_status()
+    assert status.total_tasks == 40
+    assert status.finished_tasks == sum(1 for a in pulled if not a.was_cancelled)
+
+
+@pytest.mark.labelstudio
+def test_overlap_gives_some_tasks_two_different_reviewers(
+    label_studio, label_studio_resource: LabelStudioResource, project_title: str
+) -> None:
+    tasks, truth = tasks_with_truth(30)
+    label_studio_resource.push_tasks(classes=CLASSES, tasks=tasks)
+    pool = ReviewerPool(
+        url=label_studio.url,
+        api_key=label_studio.token,
+        reviewers=[
+            SimulatedReviewer(email="careful@sim.hitl.local", error_rate=0.0, seed=1),
+            SimulatedReviewer(email="third@sim.hitl.local", error_rate=0.1, seed=3),
+        ],
+        project_title=project_title,
+        overlap=0.5,
+    )
+    submitted = pool.answer_open_tasks(truth=truth)
+    pulled = label_studio_resource.pull_annotations()
+    assert submitted == len(pulled)
+    per_task = Counter(a.item_id for a in pulled)
+    assert set(per_task) == set(truth) and set(per_task.values()) <= {1, 2}
+    doubled = [item for item, n in per_task.items() if n == 2]
+    assert 6 <= len(doubled) <= 24  # about half of 30
+    for item in doubled:
+        assert len({a.annotator for a in pulled if a.item_id == item}) == 2

@@ -1,0 +1,137 @@
+"""The local Label Studio process manager, against real ``label-studio`` processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hitl_pipeline.resources.label_studio_server import (
+    DB_FILE,
+    LabelStudioServerError,
+    LocalLabelStudio,
+    PortInUseError,
+    ensure_template,
+    free_port,
+    prepare_data_dir,
+)
+
+
+def test_stop_and_status_when_nothing_runs_are_fine(tmp_path: Path) -> None:
+    server = LocalLabelStudio(data_dir=tmp_path / "ls", port=free_port())
+    assert server.status().running is False
+    stopped = server.stop()
+    assert stopped.running is False and stopped.pid is None
+
+
+def test_stale_pid_file_is_not_taken_for_a_running_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "ls"
+    data_dir.mkdir()
+    # our own pid: alive, but not a label-studio serving this data dir
+    (data_dir / "label-studio.pid").write_text(f"{os.getpid()}\n", encoding="utf-8")
+    server = LocalLabelStudio(data_dir=data_dir, port=free_port())
+    assert server.status().running is False
+    assert server.stop().running is False  # and it did not signal us
+    assert not (data_dir / "label-studio.pid").exists()
+
+
+def test_token_must_fit_label_studio() -> None:
+    with pytest.raises(ValueError, match="6 to 40"):
+        LocalLabelStudio(data_dir=Path("x"), token="abc")
+
+
+def test_busy_port_is_refused_with_the_port_and_a_way_out(tmp_path: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        server = LocalLabelStudio(data_dir=tmp_path / "ls", port=port)
+        with pytest.raises(PortInUseError) as info:
+            server.start(wait_timeout=5)
+    message = str(info.value)
+    assert f"port {port}" in message and "another port" in message
+    assert server.status().running is False
+    assert not (tmp_path / "ls" / DB_FILE).exists()  # refused before touching anything
+
+
+@pytest.mark.labelstudio
+def test_template_copy_holds_a_database_but_no_secret_and_is_never_overwritten(
+    tmp_path: Path,
+) -> None:
+    template = ensure_template()
+    assert ensure_template() == template  # cached: no second migration
+    dest = prepare_data_dir(tmp_path / "copy", template)
+    assert (dest / DB_FILE).stat().st_size > 100_000
+    assert not (dest / ".env").exists()  # each copy makes its own secret key
+    (dest / DB_FILE).write_bytes(b"annotations someone cares about")
+    prepare_data_dir(dest, template)
+    assert (dest / DB_FILE).read_bytes() == b"annotations someone cares about"
+
+
+@pytest.mark.labelstudio
+def test_start_is_idempotent_and_status_reports_ready(label_studio) -> None:
+    server = label_studio.server
+    before = server.status()
+    assert before.running and before.ready and before.url == label_studio.url
+    again = server.start()
+    assert again.running and "already running" in again.message
+    assert again.pid == before.pid
+    # bound to loopback only, and the API answers with the session's token
+    assert server.url.startswith("http://127.0.0.1:")
+    whoami = httpx.get(
+        f"{server.url}/api/current-user/whoami",
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
+    assert whoami.json()["email"] == "admin@tests.hitl.local"
+    assert label_studio.startup_s < 120
+
+
+@pytest.mark.labelstudio
+def test_second_server_on_the_same_port_is_refused(label_studio, tmp_path: Path) -> None:
+    other = LocalLabelStudio(data_dir=tmp_path / "other", port=label_studio.server.port)
+    with pytest.raises(PortInUseError, match=f"port {label_studio.server.port}"):
+        other.start(wait_timeout=5)
+    assert label_studio.server.status().ready  # the running one is untouched
+
+
+@pytest.mark.labelstudio
+def test_stop_restart_keeps_data_and_a_changed_token_is_explained(tmp_path: Path) -> None:
+    """A full life cycle on a fresh copy: start, stop, restart, wrong credentials."""
+    data_dir = tmp_path / "ls"  # no database yet: start() fills it from the template
+    server = LocalLabelStudio(data_dir=data_dir, port=free_port(), token="first-token-123456")
+    started = server.start(wait_timeout=300)
+    try:
+        assert started.ready and started.startup_s is not None
+        assert (data_dir / "label-studio.log").exists()
+        created = httpx.post(
+            f"{server.url}/api/projects/",
+            json={"title": "survives restarts"},
+            headers={"Authorization": f"Token {server.token}"},
+            timeout=30,
+        )
+        assert created.status_code == 201
+        pid = started.pid
+        stopped = server.stop()
+        assert not stopped.running and not server.status().running
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
+        assert not (data_dir / "label-studio.pid").exists()
+
+        other_token = LocalLabelStudio(
+            data_dir=data_dir, port=server.port, token="second-token-12345"
+        )
+        with pytest.raises(LabelStudioServerError, match="rejects the configured token"):
+            other_token.start(wait_timeout=300)
+        # it is up (with the first token) and still holds the project
+        projects = httpx.get(
+            f"{server.url}/api/projects/",
+            headers={"Authorization": f"Token {server.token}"},
+            timeout=30,
+        ).json()
+        assert [p["title"] for p in projects["results"]] == ["survives restarts"]
+    finally:
+        server.stop()
+    assert not server.status().running
