@@ -6,7 +6,7 @@ import pandas as pd
 from hitl_pipeline.core.schema import validate_batch
 from hitl_pipeline.core.types import BatchSchemaError
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
-from hitl_pipeline.resources.production import ProductionSource
+from hitl_pipeline.resources.production import BatchNotFound, ProductionSource
 
 
 @dg.asset(partitions_def=BATCH_PARTITIONS, group_name="s01_ingest", kinds={"pandas"})
@@ -19,8 +19,11 @@ def production_batch(
     used at all fails the run with every problem named and leaves every store untouched.
     """
     partition = context.partition_key
-    batch_file = production.batch_file(partition_key=partition)
-    raw = production.read_batch(partition_key=partition)
+    try:
+        batch_file = production.batch_file(partition_key=partition)
+        raw = production.read_batch(partition_key=partition)
+    except (BatchNotFound, ValueError) as exc:  # no file, two files, unreadable file
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     try:
         validated = validate_batch(raw, production.schema())
     except BatchSchemaError as exc:

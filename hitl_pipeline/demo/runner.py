@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
 from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
 from hitl_pipeline.settings import Settings
 
-FIRST_BATCH_DATE = date(2026, 6, 1)  # a Monday; batch i lands 7*i days later
 _CURSORS_FILE = "cursors.json"
 
 
@@ -39,8 +37,10 @@ class DemoOptions:
     stream_seed: int = 7
 
 
-def partition_for(cycle: int) -> str:
-    return (FIRST_BATCH_DATE + timedelta(days=7 * (cycle - 1))).isoformat()
+def partition_for(cycle: int, stream: DriftingStream | None = None) -> str:
+    """The daily partition of cycle ``cycle``'s batch: the first day of its week."""
+    stream = stream or DriftingStream()
+    return (stream.start + cycle * stream.period).date().isoformat()
 
 
 def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream:
@@ -68,7 +68,7 @@ def land_batch(settings: Settings, stream: DriftingStream, cycle: int) -> pd.Dat
     the accuracy figures read.
     """
     batch = stream.batch(cycle)
-    landing_file = settings.landing / f"{partition_for(cycle)}.parquet"
+    landing_file = settings.landing / f"{partition_for(cycle, stream)}.parquet"
     if not landing_file.is_file():
         batch.drop(columns=[LABEL]).to_parquet(landing_file, index=False)
     truth_file = settings.demo / "truth.parquet"

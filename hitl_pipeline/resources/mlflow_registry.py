@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -52,8 +52,8 @@ TAG_DATASET_GIT_REV = "dataset.git_rev"
 TAG_DATASET_ROWS = "dataset.rows"
 TAG_DATASET_PATH = "dataset.path"
 TAG_CODE_VERSION = "code.version"
-TAG_EXPERIMENT_ID = "mlflow.experiment_id"
-TAG_MODEL_ID = "mlflow.logged_model_id"
+TAG_EXPERIMENT_ID = "hitl.experiment_id"  # with the run id: the run's page in the MLflow UI
+TAG_MODEL_ID = "hitl.logged_model_id"
 TAG_CHAMPION_SINCE = "champion.since"
 TAG_CHAMPION_BY = "champion.by"
 TAG_CHAMPION_REASON = "champion.reason"
@@ -265,7 +265,16 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             token = page.token
             if not token:
                 break
-        return sorted(refs, key=lambda r: int(r.version))
+        if not refs:
+            return []
+        # Search results leave aliases out; the registered model has them all.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in client.get_registered_model(self.model_name).aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        return sorted(
+            (replace(r, aliases=tuple(sorted(by_version.get(r.version, ())))) for r in refs),
+            key=lambda r: int(r.version),
+        )
 
     def champion_history(self) -> list[ChampionEvent]:
         """The recent promotions and rollbacks, oldest first (bounded in length)."""
@@ -315,7 +324,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             return None
         now = _now_iso()
         replaced = current.version if current is not None else ""
-        self._set_version_tags(
+        self._crown(
             ref.version,
             {
                 TAG_CHAMPION_SINCE: now,
@@ -381,7 +390,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             raise ValueError(f"version {target.version} of {self.model_name} already is champion")
 
         now = _now_iso()
-        self._set_version_tags(
+        self._crown(
             target.version,
             {
                 TAG_CHAMPION_SINCE: now,
@@ -446,7 +455,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         with _READY_LOCK:
             if key in _READY:
                 return _READY[key]
-            with _sqlite_init_lock(self.tracking_uri), _sqlite_init_lock(self._registry_uri()):
+            with _sqlite_init_lock(self.tracking_uri, self._registry_uri()):
                 client = self._client()
                 client.search_experiments(max_results=1)  # creates the tracking schema
                 client.search_registered_models(max_results=1)  # and the registry's
@@ -516,6 +525,16 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             return None  # nothing registered yet
         version = registered.aliases.get(alias)
         return None if version is None else self.get_version(version=str(version))
+
+    def _crown(self, version: str, tags: Mapping[str, str]) -> None:
+        """Tag a version as champion, clearing what an earlier reign of it left behind."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        for key in (TAG_CHAMPION_UNTIL, TAG_ENDED_BY, TAG_END_REASON, TAG_ENDED_VIA):
+            with contextlib.suppress(MlflowException):
+                client.delete_model_version_tag(self.model_name, version, key)
+        self._set_version_tags(version, tags)
 
     def _set_version_tags(self, version: str, tags: Mapping[str, str]) -> None:
         client = self._client()
@@ -644,21 +663,22 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 @contextmanager
-def _sqlite_init_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock beside a SQLite database file; no-op for other back-ends."""
+def _sqlite_init_lock(*uris: str) -> Iterator[None]:
+    """Exclusive locks beside the SQLite database files among ``uris``, in a fixed order.
+
+    Other back-ends need none. Each file is locked once: flock on a second descriptor of
+    the same file would wait for this very process.
+    """
     import fcntl
 
-    db_path = _sqlite_path(uri)
-    if db_path is None:
+    paths = sorted({p for p in map(_sqlite_path, uris) if p is not None})
+    with contextlib.ExitStack() as stack:
+        for db_path in paths:
+            db_path.parent.mkdir(parents=True, exist_ok=True)  # SQLite will not create folders
+            lock_path = db_path.with_name(f"{db_path.name}.init-lock")
+            fh = stack.enter_context(lock_path.open("a", encoding="utf-8"))
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
         yield
-        return
-    db_path.parent.mkdir(parents=True, exist_ok=True)  # SQLite will not create folders
-    with db_path.with_name(f"{db_path.name}.init-lock").open("a", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _metric_key(key: str) -> str:

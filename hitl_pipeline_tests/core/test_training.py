@@ -120,19 +120,22 @@ def test_human_rows_weigh_more():
     assert sample_weights(frame.drop(columns="label_source"), TrainingParams()).tolist() == [1.0] * 3
 
 
-def test_human_weight_lets_few_corrections_beat_stale_seed_labels():
-    # seed says "a" for x < 1; 30 human rows say that region is now "c"
-    stale = TRAIN.assign(label_source="seed")
-    region = TEST[TEST["x"] < 1].head(30)
-    human = region.assign(label="c", label_source="human", item_id=region["item_id"] + "-h")
-    frame = pd.concat([stale, human], ignore_index=True)
-    probe = TEST[TEST["x"] < 1].tail(40)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_human_weight_lets_few_corrections_outvote_stale_seed_labels(estimator):
+    # the seed labels say "a" for blue items with x < 1 (about 70 rows); 30 human rows
+    # say that segment is now "c"
+    segment = (TEST["x"] < 1) & (TEST["colour"] == "blue")
+    human = TEST[segment].head(30)
+    human = human.assign(label="c", label_source="human", item_id=human["item_id"] + "-h")
+    frame = pd.concat([TRAIN.assign(label_source="seed"), human], ignore_index=True)
+    fresh = make_frame(3000, seed=9)
+    probe = fresh[(fresh["x"] < 1) & (fresh["colour"] == "blue")][SCHEMA.feature_names]
 
-    light = train_model(frame, SCHEMA, TrainingParams(human_weight=1.0)).model
-    heavy = train_model(frame, SCHEMA, TrainingParams(human_weight=20.0)).model
+    def share_c(weight: float) -> float:
+        model = train_model(frame, SCHEMA, TrainingParams(estimator=estimator, human_weight=weight))
+        return float((model.model.predict(probe) == "c").mean())
 
-    assert (light.predict(probe[SCHEMA.feature_names]) == "c").mean() < 0.5
-    assert (heavy.predict(probe[SCHEMA.feature_names]) == "c").mean() > 0.5
+    assert share_c(20.0) > share_c(1.0) + 0.2
 
 
 def test_params_round_trip_and_refuse_unknown_keys():

@@ -1,0 +1,173 @@
+"""Drift with Evidently: detected when the data moved, quiet when it did not.
+
+Runs the real Evidently (no fake): the point is that our reading of its current API
+stays right.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hitl_pipeline.core.drift import HOMOGENEITY_TEST, compute_drift
+from hitl_pipeline.core.types import BatchSchema, FeatureSpec
+
+SCHEMA = BatchSchema(
+    features=(
+        FeatureSpec("a", "numeric"),
+        FeatureSpec("b", "numeric"),
+        FeatureSpec("c", "numeric", nullable=True),
+        FeatureSpec("colour", "categorical", categories=("red", "green", "blue", "pink")),
+    ),
+    classes=("x", "y"),
+)
+
+
+def features(n: int, seed: int, *, shift: float = 0.0, colours=(0.5, 0.3, 0.2)) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "item_id": [f"{seed}-{k}" for k in range(n)],
+            "a": rng.normal(shift, 1.0, size=n),
+            "b": rng.normal(10.0 + 3 * shift, 2.0, size=n),
+            "c": rng.exponential(1.0 + shift, size=n),
+            "colour": rng.choice(["red", "green", "blue"], size=n, p=colours),
+        }
+    )
+
+
+def scores(n: int, seed: int, *, confident: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    confidence = rng.beta(8, 2, size=n) if confident else rng.beta(2, 2, size=n)
+    labels = rng.choice(["x", "y"], size=n, p=(0.7, 0.3) if confident else (0.3, 0.7))
+    return pd.DataFrame({"predicted_label": labels, "confidence": confidence})
+
+
+@pytest.mark.parametrize(
+    ("reference_rows", "current_rows"),
+    [(3000, 400), (600, 300)],  # Evidently's large-sample and small-sample methods
+    ids=["distance-methods", "p-value-methods"],
+)
+def test_shifted_batch_drifts_and_same_distribution_does_not(reference_rows, current_rows):
+    reference = features(reference_rows, seed=1)
+    same = features(current_rows, seed=2)
+    shifted = features(current_rows, seed=3, shift=1.0, colours=(0.1, 0.3, 0.6))
+
+    quiet, _ = compute_drift(reference, same, SCHEMA)
+    alarm, _ = compute_drift(reference, shifted, SCHEMA)
+
+    assert quiet.dataset_drift is False
+    assert quiet.drifted_columns == ()
+    assert alarm.dataset_drift is True
+    assert alarm.drifted_columns == ("a", "b", "c", "colour")
+    assert alarm.drift_share == 1.0
+    assert (alarm.reference_rows, alarm.current_rows) == (reference_rows, current_rows)
+    assert set(alarm.column_scores) == {"a", "b", "c", "colour"}
+
+
+def test_methods_follow_the_sample_size():
+    small, _ = compute_drift(features(500, 1), features(200, 2), SCHEMA)
+    large, _ = compute_drift(features(2000, 1), features(200, 2), SCHEMA)
+
+    assert small.column_methods["a"] == "K-S p_value"
+    assert small.column_methods["colour"] == HOMOGENEITY_TEST
+    assert large.column_methods["a"] == "Wasserstein distance (normed)"
+    assert large.column_methods["colour"] == "Jensen-Shannon distance"
+
+
+@pytest.mark.parametrize("reference_rows", [500, 2000])
+def test_one_unseen_category_alone_does_not_flag_the_column(reference_rows):
+    current = features(300, 2)
+    current.loc[0, "colour"] = "pink"  # never seen in the reference
+
+    summary, _ = compute_drift(features(reference_rows, 1), current, SCHEMA)
+
+    assert "colour" not in summary.drifted_columns
+
+
+def test_a_new_category_taking_over_flags_the_column():
+    current = features(300, 2)
+    current.loc[:120, "colour"] = "pink"
+
+    summary, _ = compute_drift(features(500, 1), current, SCHEMA)
+
+    assert "colour" in summary.drifted_columns
+
+
+@pytest.mark.parametrize(("share", "expected"), [(0.25, True), (0.5, False)])
+def test_dataset_verdict_uses_the_drift_share(share, expected):
+    current = features(300, 2)
+    current["a"] = current["a"] + 2.0  # one of four features drifts
+
+    summary, _ = compute_drift(features(500, 1), current, SCHEMA, drift_share=share)
+
+    assert summary.drifted_columns == ("a",)
+    assert summary.dataset_drift is expected
+    assert summary.drift_share_threshold == share
+
+
+def test_prediction_and_confidence_drift():
+    reference, current = features(800, 1), features(300, 2)
+
+    steady, _ = compute_drift(
+        reference, current, SCHEMA, reference_scores=scores(800, 1), current_scores=scores(300, 2)
+    )
+    moved, _ = compute_drift(
+        reference,
+        current,
+        SCHEMA,
+        reference_scores=scores(800, 1),
+        current_scores=scores(300, 2, confident=False),
+    )
+
+    assert (steady.prediction_drift, steady.confidence_drift) == (False, False)
+    assert (moved.prediction_drift, moved.confidence_drift) == (True, True)
+    # score columns are reported but do not count towards the feature share
+    assert {"predicted_label", "confidence"} <= set(moved.column_scores)
+    assert moved.drifted_columns == ()
+
+
+def test_without_scores_there_is_no_prediction_drift():
+    summary, _ = compute_drift(features(500, 1), features(100, 2), SCHEMA)
+
+    assert (summary.prediction_drift, summary.confidence_drift) == (False, False)
+    assert "predicted_label" not in summary.column_scores
+
+
+@pytest.mark.parametrize(
+    ("reference_empty", "current_empty", "drifted"),
+    [(False, True, True), (True, False, True), (True, True, False)],
+)
+def test_a_column_empty_on_one_side(reference_empty, current_empty, drifted):
+    reference, current = features(500, 1), features(100, 2)
+    if reference_empty:
+        reference["c"] = np.nan
+    if current_empty:
+        current["c"] = np.nan
+
+    summary, _ = compute_drift(reference, current, SCHEMA)
+
+    assert ("c" in summary.drifted_columns) is drifted
+    assert math.isnan(summary.column_scores["c"])
+
+
+def test_tiny_batch_is_handled():
+    summary, html = compute_drift(features(500, 1), features(5, 2), SCHEMA)
+
+    assert summary.current_rows == 5
+    assert summary.dataset_drift is False
+    assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
+
+
+def test_html_report_is_self_contained():
+    _, html = compute_drift(features(500, 1), features(200, 3, shift=1.0), SCHEMA)
+
+    assert "<html" in html.lower()
+    assert "<script src=\"http" not in html  # scripts are inlined, no CDN
+
+
+@pytest.mark.parametrize(("reference_rows", "current_rows"), [(0, 10), (10, 0)])
+def test_empty_frames_are_refused(reference_rows, current_rows):
+    with pytest.raises(ValueError, match="rows on both sides"):
+        compute_drift(features(reference_rows, 1), features(current_rows, 2), SCHEMA)
