@@ -147,9 +147,13 @@ def compute_drift(
         reference: Reference rows with the schema's features.
         current: Current rows with the schema's features.
         schema: The declared schema (which features are numeric or categorical).
-        reference_scores: The champion's scores of the reference rows
+        reference_scores: The champion's scores of reference rows
             (``core.inference.score_batch`` output); with ``current_scores`` it enables
             prediction drift (``predicted_label``) and confidence drift (``confidence``).
+            Prefer rows the champion was not fitted on (its holdout): scored in-sample,
+            a model is more confident than it will ever be in production, and on the
+            demo stream that alone raised a confidence-drift alarm on the first,
+            undrifted batch.
         current_scores: The champion's scores of the current rows.
         drift_share: The dataset drifts when at least this share of the features do.
 

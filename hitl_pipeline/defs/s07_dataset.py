@@ -27,6 +27,8 @@ def training_dataset(
     """A DVC version holding the training rows, the fixed holdout and the human holdout."""
     schema = production.schema()
     seed_train, seed_holdout = local_store.read_seed()
+    if human_labels.empty:  # before the first annotation the frame has no feature columns
+        human_labels = seed_train.iloc[0:0]
     human_holdout, human_train = split_holdout(
         human_labels, fraction=config.human_holdout_fraction, salt=config.holdout_salt
     )

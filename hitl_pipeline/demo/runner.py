@@ -53,6 +53,7 @@ def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream:
     for folder in (settings.home, settings.dagster_home, settings.landing, settings.seed):
         folder.mkdir(parents=True, exist_ok=True)
     if not settings.schema_path.is_file():
+        settings.schema_path.parent.mkdir(parents=True, exist_ok=True)
         save_schema(DEMO_SCHEMA, settings.schema_path)
     if not (settings.seed / "train.parquet").is_file():
         train, holdout = stream.seed_sets()
@@ -128,10 +129,8 @@ class HeadlessLoop:
         result = sensor.evaluate_tick(context)
         self.cursors[name] = result.cursor
         self._save_cursors()
-        return [
-            self.execute(request, default_job=sensor.job_name)
-            for request in result.run_requests or []
-        ]
+        default_job = sensor.job_name if len(sensor.targets) == 1 else None
+        return [self.execute(r, default_job=default_job) for r in result.run_requests or []]
 
     def tick_schedule(self, name: str) -> list[RunRecord]:
         schedule = self.defs.get_schedule_def(name)
@@ -161,7 +160,7 @@ class HeadlessLoop:
     def _record(self, job_name: str, request: dg.RunRequest, result: Any) -> RunRecord:
         materializations: dict[str, dict[str, Any]] = {}
         for event in result.get_asset_materialization_events():
-            mat = event.asset_materialization
+            mat = event.materialization
             materializations[mat.asset_key.to_user_string()] = {
                 k: getattr(v, "value", v) for k, v in mat.metadata.items()
             }

@@ -210,6 +210,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _plain_utc(moment: datetime) -> datetime:
+    """A plain UTC ``datetime``, also from a ``pd.Timestamp`` (whose nanoseconds go)."""
+    utc = moment.astimezone(UTC)
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
+    )
+
+
 def _parse_time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -366,8 +374,8 @@ class LabelStudioResource(dg.ConfigurableResource):
                 created += int(response.task_count or 0)
             if missing:
                 self._ensure_tier_views(project_id, sorted({t.tier for t in missing}))
-                newest = Counter(t.model_version for t in missing).most_common(1)[0][0]
-                self._select_model_version(project_id, newest)
+                current = Counter(t.model_version for t in missing).most_common(1)[0][0]
+                self._select_model_version(project_id, current)
         return PushResult(
             created=created, already_present=len(unique) - len(missing), project_id=project_id
         )
@@ -387,7 +395,7 @@ class LabelStudioResource(dg.ConfigurableResource):
         if since is not None:
             if since.tzinfo is None:
                 raise ValueError("since must be timezone-aware (UTC)")
-            since = since.astimezone(UTC)
+            since = _plain_utc(since)
         project_id = self._find_project_checked()
         if project_id is None:
             return []

@@ -198,6 +198,13 @@ class LocalLabelStudio:
             LabelStudioServerError: the executable is missing, the server died while
                 starting, rejects our token, or did not answer within ``wait_timeout``.
         """
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        # Two callers (the demo and a CLI, say) must not both spawn a server on one data
+        # dir: the loser would overwrite the pid file with a process that fails to bind.
+        with _locked(Path(self.data_dir) / ".start.lock"):
+            return self._start_locked(wait_timeout)
+
+    def _start_locked(self, wait_timeout: float) -> ServerStatus:
         current = self.status()
         if current.running:
             if not current.ready:
@@ -403,8 +410,6 @@ def ensure_template(
     Returns:
         The template directory, e.g. ``~/.cache/hitl-pipeline/labelstudio-template-1.23.2``.
     """
-    import fcntl  # POSIX only; imported here so that importing this module stays portable
-
     exe = executable or default_executable()
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     template = cache / f"labelstudio-template-{installed_version(exe)}"
@@ -413,42 +418,38 @@ def ensure_template(
     if not exe.exists():
         raise LabelStudioServerError(f"Label Studio executable not found at {exe}")
     cache.mkdir(parents=True, exist_ok=True)
-    with (cache / f"{template.name}.lock").open("a", encoding="utf-8") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if (template / _TEMPLATE_MARKER).exists():  # built while we waited
-                return template
-            building = cache / f"{template.name}.building-{os.getpid()}"
-            shutil.rmtree(building, ignore_errors=True)
-            building.mkdir()
-            env = LocalLabelStudio(data_dir=building, executable=exe)._child_env()
-            for name in ("USERNAME", "PASSWORD", "USER_TOKEN"):
-                env.pop(f"LABEL_STUDIO_{name}")  # a template must hold no user
-            started = time.monotonic()
-            result = subprocess.run(
-                [str(exe), "init", "-q", "--data-dir", str(building.resolve())],
-                cwd=building,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-            if result.returncode != 0 or not (building / DB_FILE).exists():
-                shutil.rmtree(building, ignore_errors=True)
-                raise LabelStudioServerError(
-                    "migrating the Label Studio template failed:\n" + result.stdout[-3000:]
-                )
-            (building / ".env").unlink(missing_ok=True)  # per-copy secret key
-            (building / _TEMPLATE_MARKER).write_text(
-                f"migrated in {time.monotonic() - started:.1f} s\n", encoding="utf-8"
-            )
-            shutil.rmtree(template, ignore_errors=True)  # a half-built leftover
-            building.rename(template)
+    with _locked(cache / f"{template.name}.lock"):
+        if (template / _TEMPLATE_MARKER).exists():  # built while we waited
             return template
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        building = cache / f"{template.name}.building-{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        env = LocalLabelStudio(data_dir=building, executable=exe)._child_env()
+        for name in ("USERNAME", "PASSWORD", "USER_TOKEN"):
+            env.pop(f"LABEL_STUDIO_{name}")  # a template must hold no user
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(exe), "init", "-q", "--data-dir", str(building.resolve())],
+            cwd=building,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0 or not (building / DB_FILE).exists():
+            shutil.rmtree(building, ignore_errors=True)
+            raise LabelStudioServerError(
+                "migrating the Label Studio template failed:\n" + result.stdout[-3000:]
+            )
+        (building / ".env").unlink(missing_ok=True)  # per-copy secret key
+        (building / _TEMPLATE_MARKER).write_text(
+            f"migrated in {time.monotonic() - started:.1f} s\n", encoding="utf-8"
+        )
+        shutil.rmtree(template, ignore_errors=True)  # a half-built leftover
+        building.rename(template)
+        return template
 
 
 def prepare_data_dir(dest: Path, template: Path) -> Path:
@@ -600,20 +601,21 @@ def _wait_dead(pid: int, timeout: float) -> bool:
     return not _pid_alive(pid)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl  # POSIX only; imported here so that importing this module stays portable
+
+    with path.open("a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def iter_status_lines(status: ServerStatus) -> Iterator[str]:
-    """Human-readable lines for the CLI."""
-    yield status.message
-    yield f"url:      {status.url}"
-    yield f"data dir: {status.data_dir}"
-    if status.pid is not None:
-        yield f"pid:      {status.pid}"
-    if status.log_file is not None:
-        yield f"log:      {status.log_file}"

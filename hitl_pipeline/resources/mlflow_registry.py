@@ -363,7 +363,8 @@ class MlflowRegistryResource(dg.ConfigurableResource):
 
         Without ``to_version`` the ``previous-champion`` comes back. Afterwards
         ``previous-champion`` points at what the restored version had replaced when it was
-        promoted, so repeated rollbacks walk back through the champions.
+        last promoted (or nowhere), so repeated rollbacks walk back through the champions
+        instead of flipping between two versions.
 
         Args:
             to_version: The version to restore; default the previous champion.
@@ -411,10 +412,11 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             )
         client.set_registered_model_alias(self.model_name, CHAMPION, target.version)
         before_target = target.tags.get(TAG_REPLACED_VERSION, "")
-        current_version = current.version if current is not None else None
-        if before_target and before_target not in (target.version, current_version):
+        if before_target and before_target != target.version and self._exists(before_target):
             client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, before_target)
         else:
+            # Nothing earlier to go back to: a later plain rollback must fail rather than
+            # bring back the version just rolled back from.
             self._delete_alias(PREVIOUS_CHAMPION)
         self._append_history(
             ChampionEvent(
@@ -514,6 +516,13 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         )
         return _to_ref(mv)
 
+    def _exists(self, version: str) -> bool:
+        try:
+            self.get_version(version=version)
+        except KeyError:
+            return False
+        return True
+
     def _by_alias(self, alias: str) -> ModelRef | None:
         from mlflow.exceptions import MlflowException
 
@@ -575,7 +584,11 @@ class MlflowRegistryResource(dg.ConfigurableResource):
 
     @contextmanager
     def _mlflow_globals(self) -> Iterator[None]:
-        """Point MLflow's process-global URIs at ours for the duration of the block."""
+        """Point MLflow's process-global URIs at ours for the duration of the block.
+
+        Serialised with the other users of this resource in the process; code elsewhere
+        that uses MLflow's fluent API from another thread at that moment would see our URIs.
+        """
         import mlflow
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -590,7 +603,8 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                 mlflow.set_registry_uri(self._registry_uri())
                 yield
             finally:
-                mlflow.set_tracking_uri(saved_tracking)
+                # None means "unset" (MLflow's own _use_tracking_uri restores it the same way).
+                mlflow.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]
                 registry_utils._registry_uri = saved_registry
                 for key, value in saved_env.items():
                     if value is None:

@@ -164,8 +164,18 @@ SEED = labelled([("s2", 1.0, "red", "a", None), ("s1", 2, "blue", "b", None)])
     ("base", "new", "expected_label", "expected_source"),
     [
         # a human label overrides a seed label, and a seed label never overrides a human one
-        (labelled([("k", 1, "r", "a", None)]), labelled([("k", 1, "r", "b", T0)], "human"), "b", "human"),
-        (labelled([("k", 1, "r", "b", T0)], "human"), labelled([("k", 1, "r", "a", None)]), "b", "human"),
+        (
+            labelled([("k", 1, "r", "a", None)]),
+            labelled([("k", 1, "r", "b", T0)], "human"),
+            "b",
+            "human",
+        ),
+        (
+            labelled([("k", 1, "r", "b", T0)], "human"),
+            labelled([("k", 1, "r", "a", None)]),
+            "b",
+            "human",
+        ),
         # the newer human label wins, from either side
         (
             labelled([("k", 1, "r", "a", T0)], "human"),

@@ -5,6 +5,7 @@ stays right.
 """
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -164,7 +165,7 @@ def test_html_report_is_self_contained():
     _, html = compute_drift(features(500, 1), features(200, 3, shift=1.0), SCHEMA)
 
     assert "<html" in html.lower()
-    assert "<script src=\"http" not in html  # scripts are inlined, no CDN
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # scripts inlined, no CDN
 
 
 @pytest.mark.parametrize(("reference_rows", "current_rows"), [(0, 10), (10, 0)])

@@ -9,9 +9,27 @@ from hitl_pipeline.core.gate import GatePolicy, decide
     ("challenger", "champion", "policy", "promote", "reason_start"),
     [
         ({"accuracy": 0.5, "n_rows": 10}, None, GatePolicy(), True, "no champion yet"),
-        ({"accuracy": 0.9, "n_rows": 29}, {"accuracy": 0.5}, GatePolicy(), False, "not enough evidence"),
-        ({"accuracy": 0.80, "n_rows": 30}, {"accuracy": 0.80}, GatePolicy(), True, "challenger accuracy 0.8000 >="),
-        ({"accuracy": 0.79, "n_rows": 100}, {"accuracy": 0.80}, GatePolicy(), False, "challenger accuracy 0.7900 <"),
+        (
+            {"accuracy": 0.9, "n_rows": 29},
+            {"accuracy": 0.5},
+            GatePolicy(),
+            False,
+            "not enough evidence",
+        ),
+        (
+            {"accuracy": 0.80, "n_rows": 30},
+            {"accuracy": 0.80},
+            GatePolicy(),
+            True,
+            "challenger accuracy 0.8000 >=",
+        ),
+        (
+            {"accuracy": 0.79, "n_rows": 100},
+            {"accuracy": 0.80},
+            GatePolicy(),
+            False,
+            "challenger accuracy 0.7900 <",
+        ),
         (
             {"accuracy": 0.79, "n_rows": 100},
             {"accuracy": 0.80},
@@ -26,8 +44,20 @@ from hitl_pipeline.core.gate import GatePolicy, decide
             False,
             "challenger accuracy 0.7700 < champion accuracy 0.8000 - tolerance 0.0200",
         ),
-        ({"accuracy": float("nan"), "n_rows": 100}, {"accuracy": 0.8}, GatePolicy(), False, "challenger accuracy nan"),
-        ({"accuracy": 0.9, "n_rows": 5}, {"accuracy": 0.5}, GatePolicy(min_eval_rows=5), True, "challenger"),
+        (
+            {"accuracy": float("nan"), "n_rows": 100},
+            {"accuracy": 0.8},
+            GatePolicy(),
+            False,
+            "challenger accuracy nan",
+        ),
+        (
+            {"accuracy": 0.9, "n_rows": 5},
+            {"accuracy": 0.5},
+            GatePolicy(min_eval_rows=5),
+            True,
+            "challenger",
+        ),
     ],
 )
 def test_decision(challenger, champion, policy, promote, reason_start):

@@ -85,7 +85,9 @@ def test_ties_in_uncertainty_are_cut_by_item_id():
     assert sorted(routed.loc[routed["route"] == "review", "item_id"]) == ["i0000", "i0001"]
 
 
-@pytest.mark.parametrize(("n_confident", "rate", "expected"), [(200, 0.03, 6), (10, 0.03, 0), (50, 0.1, 5)])
+@pytest.mark.parametrize(
+    ("n_confident", "rate", "expected"), [(200, 0.03, 6), (10, 0.03, 0), (50, 0.1, 5)]
+)
 def test_audit_samples_the_share_of_auto_accepted(n_confident, rate, expected):
     frame = scores([0.95] * n_confident)
 
@@ -134,7 +136,10 @@ def test_extra_trigger_adds_its_reason_and_shares_the_capacity():
     routed = route_predictions(
         frame,
         RoutingPolicy(review_capacity=5, audit_rate=0.0),
-        triggers=(Trigger("low_confidence", lambda s, p: s["confidence"] < p.confidence_threshold), flagged),
+        triggers=(
+            Trigger("low_confidence", lambda s, p: s["confidence"] < p.confidence_threshold),
+            flagged,
+        ),
     )
 
     assert routed["reasons"].tolist() == ["low_confidence", "policy_category", "confident"]
@@ -159,7 +164,13 @@ def test_invalid_policy_is_refused(kwargs):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("low_confidence;audit", True), ("audit", True), ("auditor", False), (("audit",), True), (None, False)],
+    [
+        ("low_confidence;audit", True),
+        ("audit", True),
+        ("auditor", False),
+        (("audit",), True),
+        (None, False),
+    ],
 )
 def test_has_reason(value, expected):
     assert has_reason(pd.Series([value]), "audit").tolist() == [expected]

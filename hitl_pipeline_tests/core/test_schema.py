@@ -163,7 +163,9 @@ def test_time_column_is_parsed_and_bad_times_quarantined():
     result = validate_batch(frame, schema)
 
     assert str(result.valid["ts"].dtype) == "datetime64[ns, UTC]"
-    assert result.quarantined[QUARANTINE_REASON].tolist() == ["ts: cannot parse 'yesterday' as a time"]
+    assert result.quarantined[QUARANTINE_REASON].tolist() == [
+        "ts: cannot parse 'yesterday' as a time"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -176,9 +178,7 @@ def test_canonical_text(value, expected):
 
 # --- the schema file -------------------------------------------------------------------
 def test_schema_round_trips_through_a_file(tmp_path: Path):
-    schema = BatchSchema(
-        features=SCHEMA.features, classes=SCHEMA.classes, time_column="event_time"
-    )
+    schema = BatchSchema(features=SCHEMA.features, classes=SCHEMA.classes, time_column="event_time")
     path = tmp_path / "schema.json"
 
     save_schema(schema, path)

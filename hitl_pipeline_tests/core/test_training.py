@@ -22,6 +22,8 @@ SCHEMA = BatchSchema(
     classes=("a", "b", "c"),
 )
 ESTIMATORS = ["hist_gradient_boosting", "logistic_regression"]
+# fewer boosting rounds than the default keep the tests quick; the behaviour is the same
+QUICK = {"max_iter": 60}
 
 
 def make_frame(n: int, seed: int) -> pd.DataFrame:
@@ -35,7 +37,13 @@ def make_frame(n: int, seed: int) -> pd.DataFrame:
     y = rng.normal(size=n)
     y[rng.random(n) < 0.1] = np.nan  # nulls must not break training
     return pd.DataFrame(
-        {"item_id": [f"r{seed}-{k:04d}" for k in range(n)], "x": x, "y": y, "colour": colour, "label": label}
+        {
+            "item_id": [f"r{seed}-{k:04d}" for k in range(n)],
+            "x": x,
+            "y": y,
+            "colour": colour,
+            "label": label,
+        }
     )
 
 
@@ -45,7 +53,7 @@ TEST = make_frame(300, seed=2)
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_same_data_in_any_order_gives_identical_predictions(estimator):
-    params = TrainingParams(estimator=estimator)
+    params = TrainingParams(estimator=estimator, **QUICK)
 
     one = train_model(TRAIN, SCHEMA, params).model
     two = train_model(TRAIN.sample(frac=1.0, random_state=3), SCHEMA, params).model
@@ -57,7 +65,7 @@ def test_same_data_in_any_order_gives_identical_predictions(estimator):
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_much_better_than_chance(estimator):
-    result = train_model(TRAIN, SCHEMA, TrainingParams(estimator=estimator))
+    result = train_model(TRAIN, SCHEMA, TrainingParams(estimator=estimator, **QUICK))
 
     metrics = evaluate_model(result.model, TEST, SCHEMA)
 
@@ -106,7 +114,7 @@ def test_evaluation_of_no_rows():
 
 
 def test_unknown_category_at_prediction_time_is_ignored():
-    model = train_model(TRAIN, SCHEMA, TrainingParams()).model
+    model = train_model(TRAIN, SCHEMA, TrainingParams(**QUICK)).model
 
     proba = model.predict_proba(TEST[SCHEMA.feature_names].assign(colour="purple"))
 
@@ -117,7 +125,9 @@ def test_human_rows_weigh_more():
     frame = pd.DataFrame({"label_source": ["seed", "human", None]})
 
     assert sample_weights(frame, TrainingParams(human_weight=5.0)).tolist() == [1.0, 5.0, 1.0]
-    assert sample_weights(frame.drop(columns="label_source"), TrainingParams()).tolist() == [1.0] * 3
+    assert (
+        sample_weights(frame.drop(columns="label_source"), TrainingParams()).tolist() == [1.0] * 3
+    )
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -157,7 +167,8 @@ def test_pipeline_uses_only_sklearn_classes():
 
     modules = {type(step).__module__.split(".")[0] for _, step in pipeline.steps}
     modules |= {
-        type(t).__module__.split(".")[0] for _, t, _ in pipeline.named_steps["preprocess"].transformers
+        type(t).__module__.split(".")[0]
+        for _, t, _ in pipeline.named_steps["preprocess"].transformers
     }
     assert modules == {"sklearn"}
 

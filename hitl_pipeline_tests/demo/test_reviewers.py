@@ -55,7 +55,7 @@ def test_error_rate_is_respected_and_errors_are_wrong_classes(rate: float) -> No
 
 def test_bias_sends_every_error_to_the_bias_class() -> None:
     reviewer = SimulatedReviewer(email="b@x", error_rate=0.5, bias_toward="fox", seed=1)
-    errors = Counter()
+    errors: Counter[tuple[str, str | None]] = Counter()
     for i in range(600):
         truth = truth_of(i)
         answer = reviewer.answer(item_id=str(i), truth=truth, predicted=None, classes=CLASSES)
@@ -71,10 +71,16 @@ def test_answers_are_deterministic_and_skips_and_flags_behave() -> None:
     a = SimulatedReviewer(email="a@x", error_rate=0.2, seed=3, skip_rate=0.1, flag_rate=1.0)
     same = SimulatedReviewer(email="a@x", error_rate=0.2, seed=3, skip_rate=0.1, flag_rate=1.0)
     other = SimulatedReviewer(email="a@x", error_rate=0.2, seed=4, skip_rate=0.1, flag_rate=1.0)
-    kw = {"truth": "cat", "predicted": "dog", "classes": CLASSES}
-    first = [a.answer(item_id=str(i), **kw) for i in range(300)]
-    assert first == [same.answer(item_id=str(i), **kw) for i in range(300)]
-    assert first != [other.answer(item_id=str(i), **kw) for i in range(300)]
+
+    def answers(reviewer: SimulatedReviewer) -> list:
+        return [
+            reviewer.answer(item_id=str(i), truth="cat", predicted="dog", classes=CLASSES)
+            for i in range(300)
+        ]
+
+    first = answers(a)
+    assert first == answers(same)
+    assert first != answers(other)
     skipped = [x for x in first if x.label is None]
     assert 10 <= len(skipped) <= 55 and all(x.flags == () for x in skipped)
     # the model was wrong on every item and flag_rate is 1: every answer flags it

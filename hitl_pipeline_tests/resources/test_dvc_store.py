@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -188,6 +189,29 @@ def test_a_half_done_commit_is_finished_by_the_next_one(
     assert {v1.md5, v2.md5} <= _remote_objects(tmp_path / "remote")
     restored = store.restore(version_id="dataset-v0002", dest=tmp_path / "v2.parquet")
     assert _md5(restored) == v2.md5
+
+
+def test_concurrent_commits_are_serialised(store: DvcDatasetStore, tmp_path: Path) -> None:
+    """Two writers at once (threads here; the file lock works across processes alike)."""
+    frames = [_frame(6), _frame(7)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        versions = list(
+            pool.map(lambda f: store.commit(frames={"training": f}, message="race"), frames)
+        )
+    assert sorted(v.version_id for v in versions) == ["dataset-v0001", "dataset-v0002"]
+    assert store.list_versions() == sorted(versions, key=lambda v: v.version_id)
+    for version, frame in zip(versions, frames, strict=True):
+        pd.testing.assert_frame_equal(store.load(version_id=version.version_id), frame)
+    assert _git(Path(store.repo_path), "status", "--porcelain") == ""
+
+
+def test_empty_frames_round_trip(store: DvcDatasetStore) -> None:
+    empty = _frame(4).iloc[0:0]
+    version = store.commit(frames={"training": _frame(4), "human_holdout": empty}, message="e")
+    loaded = store.load(version_id=version.version_id, name="human_holdout")
+    assert loaded.empty and list(loaded.columns) == list(empty.columns)
+    # Dtypes survive (an empty categorical loses its category list: Parquet stores none).
+    assert loaded.dtypes.astype(str).to_dict() == empty.dtypes.astype(str).to_dict()
 
 
 def test_rejects_bad_frame_sets(store: DvcDatasetStore) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from hitl_pipeline.core.types import LabelingTask
@@ -339,10 +340,14 @@ def test_pull_returns_answers_and_only_new_ones_since_a_cursor(
     cursor = max(a.updated_at for a in first)
 
     assert label_studio_resource.pull_annotations(since=cursor) == []
+    assert label_studio_resource.pull_annotations(since=pd.Timestamp(cursor)) == []
     time.sleep(0.05)  # timestamps have microseconds; keep the order unambiguous
     admin.annotate(ids["item-0002"], "fox")
     admin.relabel(a0["id"], "fox")  # an edit counts as new
     new = label_studio_resource.pull_annotations(since=cursor)
+    assert label_studio_resource.pull_annotations(since=pd.Timestamp(cursor)) == new
+    with pytest.raises(ValueError, match="timezone"):
+        label_studio_resource.pull_annotations(since=cursor.replace(tzinfo=None))
     assert sorted((a.item_id, a.label) for a in new) == [("item-0000", "fox"), ("item-0002", "fox")]
     assert all(a.updated_at > cursor for a in new)
     assert {a.annotation_id for a in new} & {a.annotation_id for a in first} == {a0["id"]}

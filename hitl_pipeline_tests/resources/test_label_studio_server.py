@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -103,8 +104,13 @@ def test_stop_restart_keeps_data_and_a_changed_token_is_explained(tmp_path: Path
     """A full life cycle on a fresh copy: start, stop, restart, wrong credentials."""
     data_dir = tmp_path / "ls"  # no database yet: start() fills it from the template
     server = LocalLabelStudio(data_dir=data_dir, port=free_port(), token="first-token-123456")
-    started = server.start(wait_timeout=300)
     try:
+        # two callers at once (a demo and a CLI): one starts it, the other finds it running
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda _: server.start(wait_timeout=300), range(2)))
+        started = next(s for s in both if s.startup_s is not None)
+        assert sorted(s.message.split()[0] for s in both) == ["already", "started"]
+        assert both[0].pid == both[1].pid
         assert started.ready and started.startup_s is not None
         assert (data_dir / "label-studio.log").exists()
         created = httpx.post(
