@@ -29,10 +29,14 @@ class GatePolicy:
 
     tolerance: float = 0.0
     min_eval_rows: int = 30
+    # On the fixed held-out set of the original regime a small loss is accepted: after a
+    # drift the recent human-labelled rows are the better judge, but a challenger must
+    # not forget the old regime wholesale.
+    fixed_holdout_tolerance: float = 0.03
 
     def __post_init__(self) -> None:
-        if self.tolerance < 0:
-            raise ValueError("tolerance must be >= 0")
+        if self.tolerance < 0 or self.fixed_holdout_tolerance < 0:
+            raise ValueError("tolerances must be >= 0")
         if self.min_eval_rows < 1:
             raise ValueError("min_eval_rows must be >= 1")
 
@@ -64,7 +68,30 @@ def accuracy_check(
     )
 
 
-DEFAULT_CHECKS: tuple[GateCheck, ...] = (accuracy_check,)
+FIXED_PREFIX = "fixed_"  # metrics on the fixed held-out set carry this prefix
+
+
+def fixed_holdout_check(
+    challenger: Mapping[str, float], champion: Mapping[str, float], policy: GatePolicy
+) -> tuple[bool, str]:
+    """On the fixed held-out set, the challenger may lose at most the fixed tolerance.
+
+    Passes (saying so) when the metrics carry no fixed-holdout figures.
+    """
+    key = f"{FIXED_PREFIX}accuracy"
+    if key not in challenger or key not in champion:
+        return True, "no fixed held-out set evaluated"
+    ours, theirs = float(challenger[key]), float(champion[key])
+    floor = theirs - policy.fixed_holdout_tolerance
+    passed = not math.isnan(ours) and ours >= floor
+    relation = ">=" if passed else "<"
+    return passed, (
+        f"fixed holdout: challenger accuracy {ours:.4f} {relation} champion accuracy "
+        f"{theirs:.4f} - tolerance {policy.fixed_holdout_tolerance:.4f}"
+    )
+
+
+DEFAULT_CHECKS: tuple[GateCheck, ...] = (accuracy_check, fixed_holdout_check)
 
 
 def decide(

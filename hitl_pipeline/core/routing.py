@@ -38,6 +38,10 @@ from hitl_pipeline.core.types import (
 REASON_LOW_CONFIDENCE = "low_confidence"
 REASON_AUDIT = "audit"
 REASON_CONFIDENT = "confident"
+# Under drift the model's confidence is suspect: capacity that uncertain items leave
+# unused goes to a random sample of the confident ones, which is where confidently wrong
+# predictions of a changed segment are found.
+REASON_DRIFT_SAMPLE = "drift_sample"
 REASON_OVER_CAPACITY = "over_capacity"
 DEFAULT_TIER = "general"
 
@@ -115,7 +119,9 @@ def route_predictions(
         scores: Output of ``core.inference.score_batch`` (needs ``item_id``,
             ``confidence`` and ``margin``).
         policy: The routing tunables.
-        drift: Whether drift is currently detected (raises the capacity).
+        drift: Whether drift is currently detected: raises the capacity, and fills what
+            the triggered items leave of it with a random sample of the others
+            ("drift_sample").
         triggers: Reasons to review, in the order their codes are recorded.
 
     Returns:
@@ -140,7 +146,17 @@ def route_predictions(
     order = np.lexsort((ids.to_numpy(), -priority))
     ranked_wanted = order[wanted[order]]
     review = np.zeros(n, dtype=bool)
-    review[ranked_wanted[: policy.capacity(drift=drift)]] = True
+    capacity = policy.capacity(drift=drift)
+    review[ranked_wanted[:capacity]] = True
+
+    explore = np.zeros(n, dtype=bool)
+    spare = capacity - int(review.sum())
+    if drift and spare > 0:
+        draw = stable_uniform(ids, f"drift:{policy.seed}")
+        candidates = np.flatnonzero(~wanted)
+        order_c = np.lexsort((ids.to_numpy()[candidates], draw[candidates]))
+        explore[candidates[order_c][:spare]] = True
+        review |= explore
 
     auto = ~review
     audit = np.zeros(n, dtype=bool)
@@ -154,7 +170,9 @@ def route_predictions(
     reasons: list[str] = []
     for i in range(n):
         codes = [code for code, mask in fired.items() if mask[i]]
-        if audit[i]:
+        if explore[i]:
+            codes.append(REASON_DRIFT_SAMPLE)
+        elif audit[i]:
             codes.append(REASON_AUDIT)
         elif not review[i]:
             codes.append(REASON_OVER_CAPACITY if wanted[i] else REASON_CONFIDENT)

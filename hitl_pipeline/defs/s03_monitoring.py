@@ -41,9 +41,15 @@ def drift_report(
     """Per-column, prediction and confidence drift; the HTML report is kept on disk."""
     schema = production.schema()
     champion = registry.get_version(version=str(predictions[MODEL_VERSION].iloc[0]))
-    reference = dataset_store.load(version_id=champion.tags[DATASET_VERSION_TAG])
+    dataset_version = champion.tags[DATASET_VERSION_TAG]
+    reference = dataset_store.load(version_id=dataset_version)
+    # Confidence is compared with the champion on rows it never saw: on its own training
+    # rows it is overconfident, which would raise a confidence-drift alarm on every batch.
     reference_scores = score_batch(
-        registry.load_model(ref=champion), reference, schema, model_version=champion.version
+        registry.load_model(ref=champion),
+        dataset_store.load(version_id=dataset_version, name="holdout"),
+        schema,
+        model_version=champion.version,
     )
     summary, html = compute_drift(
         reference,

@@ -26,6 +26,16 @@ def upsert_annotations(ledger: pd.DataFrame, pulled: pd.DataFrame) -> pd.DataFra
     return merged.drop_duplicates("annotation_id", keep="last").reset_index(drop=True)
 
 
+def count_new_or_edited(ledger: pd.DataFrame, pulled: pd.DataFrame) -> int:
+    """Pulled annotations not yet in the ledger, or edited since they were pulled (the
+    overlap window re-reads some unchanged ones; those are not counted)."""
+    if pulled.empty or ledger.empty:
+        return len(pulled)
+    known = ledger.set_index("annotation_id")["updated_at"]
+    previous = pd.to_datetime(pulled["annotation_id"].map(known), utc=True)
+    return int((previous.isna() | (pulled["updated_at"] > previous)).sum())
+
+
 @dg.asset(group_name="s06_feedback", deps=[labeling_tasks], kinds={"labelstudio"})
 def human_labels(
     label_studio: LabelStudioResource, local_store: LocalStore
@@ -34,6 +44,7 @@ def human_labels(
     ledger = local_store.read_ledger()
     since = ledger["updated_at"].max() - _PULL_OVERLAP if len(ledger) else None
     pulled = annotations_to_frame(label_studio.pull_annotations(since=since))
+    new_or_edited = count_new_or_edited(ledger, pulled)
     ledger = upsert_annotations(ledger, pulled)
     local_store.write_ledger(ledger)
     labels = resolve_labels(ledger)
@@ -43,7 +54,7 @@ def human_labels(
         metadata={
             "labelled_items": len(labels),
             "annotations_total": len(ledger),
-            "annotations_pulled_now": len(pulled),
+            "annotations_pulled_now": new_or_edited,
             "correction_rate": _number(correction_rate(ledger)),
             "audit_pass_rate": _number(audit_pass_rate(ledger)),
             "labels_through": latest.isoformat() if latest is not None else "",

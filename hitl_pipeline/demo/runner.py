@@ -385,6 +385,8 @@ def run_headless(
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
         cycles.append(summary)
         acc = summary["accuracy"]
+        for failed in (r for r in records if not r.success):
+            log(f"  run {failed.run_id} ({failed.job}, {failed.trigger}) failed: see the Dagster UI")
         log(
             f"cycle {cycle} [{summary['partition']}]: drift={summary['drift_detected']} "
             f"pushed={summary['tasks_pushed']} labelled={reviewed} gate={summary['gate']} "

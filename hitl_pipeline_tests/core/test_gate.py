@@ -88,3 +88,24 @@ def test_extra_checks_must_all_pass():
 def test_invalid_policy(kwargs):
     with pytest.raises(ValueError):
         GatePolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("challenger_fixed", "champion_fixed", "promote"),
+    [
+        (0.85, 0.86, True),  # within the fixed-holdout tolerance (0.03)
+        (0.80, 0.86, False),  # forgot the old regime
+        (None, None, True),  # no fixed holdout evaluated: the recent rows decide alone
+    ],
+)
+def test_fixed_holdout_check(challenger_fixed, champion_fixed, promote):
+    challenger = {"accuracy": 0.80, "n_rows": 100}
+    champion = {"accuracy": 0.70, "n_rows": 100}
+    if challenger_fixed is not None:
+        challenger["fixed_accuracy"] = challenger_fixed
+        champion["fixed_accuracy"] = champion_fixed
+    decision = decide(
+        challenger_metrics=challenger, champion_metrics=champion, policy=GatePolicy()
+    )
+    assert decision.promote is promote
+    assert len(decision.reasons) == 2

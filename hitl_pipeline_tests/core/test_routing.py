@@ -174,3 +174,23 @@ def test_invalid_policy_is_refused(kwargs):
 )
 def test_has_reason(value, expected):
     assert has_reason(pd.Series([value]), "audit").tolist() == [expected]
+
+
+def test_drift_fills_spare_capacity_with_a_random_sample_of_confident_items():
+    scores = pd.DataFrame(
+        {
+            "item_id": [f"i{k:02d}" for k in range(20)],
+            "confidence": [0.5] * 3 + [0.95] * 17,
+            "margin": [0.1] * 3 + [0.9] * 17,
+        }
+    )
+    policy = RoutingPolicy(review_capacity=5, drift_capacity_multiplier=2.0, audit_rate=0.0)
+    calm = route_predictions(scores, policy, drift=False)
+    drifted = route_predictions(scores, policy, drift=True)
+    assert (calm["route"] == "review").sum() == 3  # only the uncertain ones
+    assert (drifted["route"] == "review").sum() == 10  # capacity 5 x 2, filled
+    sampled = drifted[drifted["reasons"] == "drift_sample"]
+    assert len(sampled) == 7 and (sampled["confidence"] == 0.95).all()
+    # deterministic: the same items again
+    again = route_predictions(scores, policy, drift=True)
+    assert again["reasons"].tolist() == drifted["reasons"].tolist()
