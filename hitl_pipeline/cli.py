@@ -93,7 +93,8 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         for version in store.list_versions():
             print(
-                f"{version.version_id}  rows={version.rows}  md5={version.md5}  git={version.git_rev[:10]}"
+                f"{version.version_id}  rows={version.rows}  md5={version.md5}  "
+                f"git={version.git_rev[:10]}"
             )
         return 0
     path = store.restore(version_id=args.version, dest=Path(args.to), name=args.name)

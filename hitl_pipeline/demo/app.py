@@ -69,7 +69,8 @@ def ensure_label_studio(settings: Settings) -> bool:
     if server.status().running:
         return False
     print(
-        f"starting Label Studio on {settings.label_studio_url} (data in {settings.label_studio_data})"
+        f"starting Label Studio on {settings.label_studio_url} "
+        f"(data in {settings.label_studio_data})"
     )
     status = server.start()
     if not status.running:
@@ -212,7 +213,8 @@ def _run_with_ui(
         f"  Dagster UI     http://127.0.0.1:{DAGSTER_PORT}  (asset graph, runs, sensors, checks)\n"
         f"  MLflow UI      http://127.0.0.1:{MLFLOW_PORT}  (runs, registry, champion alias)\n"
         f"  Label Studio   {settings.label_studio_url}  (see `hitl-pipeline labelstudio status`)\n"
-        f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks. Ctrl-C stops.\n"
+        f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks. "
+        "Ctrl-C stops.\n"
     )
     try:
         cycle, next_batch = 1, time.monotonic() + 30  # give the daemon time to start
@@ -220,7 +222,8 @@ def _run_with_ui(
             if cycle <= options.cycles and time.monotonic() >= next_batch:
                 land_batch(settings, stream, cycle)
                 print(
-                    f"[cycle {cycle}] batch landed in {settings.landing}; the landing sensor picks it up"
+                    f"[cycle {cycle}] batch landed in {settings.landing}; "
+                    "the landing sensor picks it up"
                 )
                 cycle, next_batch = cycle + 1, time.monotonic() + interval
             if (settings.demo / "truth.parquet").is_file():

@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -271,7 +270,7 @@ def cycle_summary(
         "cycle": cycle,
         "partition": partition_for(cycle),
         "score_run_ok": bool(score and score.success),
-        "rows_scored": int(len(scores)) if scores is not None else 0,
+        "rows_scored": len(scores) if scores is not None else 0,
         "rows_quarantined": int(mats.get("production_batch", {}).get("quarantined_rows", 0)),
         "drift_share": drift.drift_share if drift is not None else None,
         "drift_detected": drift.dataset_drift if drift is not None else None,
@@ -386,11 +385,14 @@ def run_headless(
         cycles.append(summary)
         acc = summary["accuracy"]
         for failed in (r for r in records if not r.success):
-            log(f"  run {failed.run_id} ({failed.job}, {failed.trigger}) failed: see the Dagster UI")
+            log(
+                f"  run {failed.run_id} ({failed.job}, {failed.trigger}) failed: see the Dagster UI"
+            )
         log(
             f"cycle {cycle} [{summary['partition']}]: drift={summary['drift_detected']} "
             f"pushed={summary['tasks_pushed']} labelled={reviewed} gate={summary['gate']} "
-            f"champion=v{summary['champion_version']} acc(at scoring)={_pct(acc['champion_at_scoring'])} "
+            f"champion=v{summary['champion_version']} "
+            f"acc(at scoring)={_pct(acc['champion_at_scoring'])} "
             f"acc(never retrained)={_pct(acc['never_retrained'])} ({summary['wall_seconds']} s)"
         )
     return {

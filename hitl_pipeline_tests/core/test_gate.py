@@ -104,8 +104,6 @@ def test_fixed_holdout_check(challenger_fixed, champion_fixed, promote):
     if challenger_fixed is not None:
         challenger["fixed_accuracy"] = challenger_fixed
         champion["fixed_accuracy"] = champion_fixed
-    decision = decide(
-        challenger_metrics=challenger, champion_metrics=champion, policy=GatePolicy()
-    )
+    decision = decide(challenger_metrics=challenger, champion_metrics=champion, policy=GatePolicy())
     assert decision.promote is promote
     assert len(decision.reasons) == 2

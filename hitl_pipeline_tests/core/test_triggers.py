@@ -55,7 +55,9 @@ def test_batches_to_score(landed, seen, expected_todo, expected_cursor):
 )
 def test_annotation_action(latest, last_seen, pending, drift, expected):
     action = annotation_action(
-        latest_completed_at=latest, last_seen=last_seen, pending_tasks=pending,
+        latest_completed_at=latest,
+        last_seen=last_seen,
+        pending_tasks=pending,
         drift_outstanding=drift,
     )
     assert action is expected
@@ -72,5 +74,7 @@ def test_annotation_action(latest, last_seen, pending, drift, expected):
     ],
 )
 def test_retrain_due(has_champion, latest, trained, due):
-    why = retrain_due(has_champion=has_champion, latest_annotation_at=latest, last_training_at=trained)
+    why = retrain_due(
+        has_champion=has_champion, latest_annotation_at=latest, last_training_at=trained
+    )
     assert (why is not None) is due

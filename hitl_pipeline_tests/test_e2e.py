@@ -1,0 +1,146 @@
+"""End to end: weekly cycles of the whole flywheel through real Dagster runs.
+
+Real everything: a Label Studio server (the session fixture), MLflow on SQLite, a DVC
+repository with a local remote, Evidently, and a Dagster instance on disk. The sensors
+and the schedule are evaluated as the daemon would, and the runs they request execute.
+"""
+
+import hashlib
+
+import dagster as dg
+import pytest
+from label_studio_sdk import LabelStudio
+
+from hitl_pipeline.cli import main as cli
+from hitl_pipeline.defs.resources import build_resources
+from hitl_pipeline.demo.app import reviewer_pool
+from hitl_pipeline.demo.runner import DemoOptions, HeadlessLoop, load_definitions, run_headless
+from hitl_pipeline.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
+
+CYCLES = 3
+DRIFT_AT = 2
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, label_studio):
+    """Run the demo loop once for the module; tests inspect what it left behind."""
+    home = tmp_path_factory.mktemp("hitl-home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HITL_HOME", str(home))
+        env.setenv("DAGSTER_HOME", str(home / "dagster"))
+        env.setenv("HITL_LABEL_STUDIO_URL", label_studio.url)
+        env.setenv("HITL_LABEL_STUDIO_API_KEY", label_studio.token)
+        settings = Settings.from_env()
+        options = DemoOptions(cycles=CYCLES, rows_per_batch=400, drift_at_batch=DRIFT_AT)
+        pool = reviewer_pool(settings, options)
+        summary = run_headless(
+            settings,
+            options,
+            answer_tasks=lambda truth: pool.answer_open_tasks(truth=truth),
+            log=lambda line: None,
+        )
+        yield settings, summary
+
+
+def test_every_cycle_scored_and_the_sensors_runs_executed(loop):
+    _, summary = loop
+    cycles = summary["cycles"]
+    assert len(cycles) == CYCLES
+    assert all(c["score_run_ok"] and c["rows_scored"] > 0 for c in cycles)
+    triggers = {(r["job"], r["trigger"]) for c in cycles for r in c["runs"]}
+    assert ("score_batch_job", "new_batch") in triggers  # landing sensor
+    assert ("drift_review_job", "drift_alert") in triggers  # drift sensor
+    assert any(
+        t in triggers
+        for t in [("collect_labels_job", "annotations"), ("retrain_job", "drift_early_retrain")]
+    )
+    drifted = [c for c in cycles if c["cycle"] >= DRIFT_AT]
+    assert all(c["drift_detected"] for c in drifted)
+    assert not cycles[0]["drift_detected"]
+    for cycle in cycles:
+        assert cycle["tasks_pushed"] > 0
+        assert cycle["annotations_submitted"] >= cycle["tasks_pushed"]
+        assert sum(cycle["routed_by_reason"].values()) >= cycle["rows_scored"]
+
+
+def test_registry_champion_trained_on_human_labels(loop):
+    settings, summary = loop
+    resources = build_resources(settings)
+    registry, store = resources["registry"], resources["dataset_store"]
+    assert len(registry.list_versions()) >= 2
+    champion = registry.champion()
+    assert champion is not None and champion.version != summary["baseline_model_version"]
+    data = store.load(version_id=champion.tags["hitl.dataset_version"])
+    assert (data["label_source"] == "human").sum() > 0
+
+
+def test_dataset_versions_restore_byte_identically(loop, tmp_path):
+    settings, _ = loop
+    store = build_resources(settings)["dataset_store"]
+    versions = store.list_versions()
+    assert len(versions) >= 2
+    first = versions[0]
+    restored = store.restore(version_id=first.version_id, dest=tmp_path / "v1.parquet")
+    assert hashlib.md5(restored.read_bytes()).hexdigest() == first.md5
+    assert first.md5 != versions[-1].md5
+
+
+def test_label_studio_holds_tasks_with_predictions_and_annotations(loop, label_studio):
+    settings, summary = loop
+    ls = build_resources(settings)["label_studio"]
+    status = ls.queue_status()
+    pushed = sum(c["tasks_pushed"] for c in summary["cycles"])
+    assert status.total_tasks == pushed
+    assert status.finished_tasks == pushed
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    project = next(p for p in client.projects.list() if p.title == ls.project_title)
+    predictions = client.predictions.list(project=project.id)
+    assert len(predictions) == pushed
+    assert all(p.model_version and p.score is not None for p in predictions)
+    annotations = ls.pull_annotations()
+    assert {a.model_version for a in annotations} <= {str(v) for v in summary["registry_versions"]}
+
+
+def test_retrained_champion_beats_the_never_retrained_model_after_drift(loop):
+    _, summary = loop
+    last = summary["cycles"][-1]
+    assert last["accuracy"]["champion_after_cycle"] > last["accuracy"]["never_retrained"]
+
+
+def test_rerun_of_a_scored_batch_pushes_no_duplicates(loop):
+    settings, summary = loop
+    first = summary["cycles"][0]
+    defs = load_definitions()
+    with dg.DagsterInstance.get() as instance:
+        record = HeadlessLoop(settings, defs, instance).execute(
+            dg.RunRequest(job_name="score_batch_job", partition_key=first["partition"])
+        )
+    push = record.outputs["labeling_tasks"]
+    assert record.success
+    assert push.created == 0 and push.already_present > 0
+    status = build_resources(settings)["label_studio"].queue_status()
+    assert status.total_tasks == sum(c["tasks_pushed"] for c in summary["cycles"])
+
+
+def test_rollback_moves_champion_back_and_inference_uses_it(loop, capsys):
+    settings, summary = loop
+    registry = build_resources(settings)["registry"]
+    before = registry.champion()
+    assert cli(["rollback", "--reason", "e2e test", "--actor", "pytest"]) == 0
+    after = registry.champion()
+    assert after is not None and after.version != before.version
+    assert f"-> v{after.version}" in capsys.readouterr().out
+    defs = load_definitions()
+    with dg.DagsterInstance.get() as instance:
+        record = HeadlessLoop(settings, defs, instance).execute(
+            dg.RunRequest(
+                job_name="score_batch_job", partition_key=summary["cycles"][-1]["partition"]
+            )
+        )
+    scores = record.outputs["predictions"]
+    assert set(scores["model_version"]) == {after.version}
+    # the replaced champion stays loadable
+    previous = registry.load_model(ref=registry.get_version(version=before.version))
+    assert previous.predict_proba(scores[list(previous.feature_names_in_)]).shape[0] == len(scores)
