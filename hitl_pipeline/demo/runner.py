@@ -385,9 +385,10 @@ def run_headless(
         cycles.append(summary)
         acc = summary["accuracy"]
         for failed in (r for r in records if not r.success):
-            log(
-                f"  run {failed.run_id} ({failed.job}, {failed.trigger}) failed: see the Dagster UI"
-            )
+            if failed.checks.get("passes_gate") is False:
+                log(f"  the gate kept the champion (run {failed.run_id}, check passes_gate)")
+            else:
+                log(f"  run {failed.run_id} ({failed.job}, {failed.trigger}) failed: see the UI")
         log(
             f"cycle {cycle} [{summary['partition']}]: drift={summary['drift_detected']} "
             f"pushed={summary['tasks_pushed']} labelled={reviewed} gate={summary['gate']} "
