@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,9 +98,65 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
                 f"git={version.git_rev[:10]}"
             )
         return 0
-    path = store.restore(version_id=args.version, dest=Path(args.to), name=args.name)
-    print(f"restored {args.version} ({args.name}) to {path}")
+    names = [args.name] if args.name else sorted(_frame_names(store.get(version_id=args.version)))
+    dest = Path(args.to)
+    if len(names) > 1 or args.to.endswith("/"):
+        dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = store.restore(version_id=args.version, dest=dest, name=name)
+        print(f"restored {args.version} {name} to {path} (md5 verified)")
+    if dest.is_dir() and settings.schema_path.is_file():
+        shutil.copyfile(settings.schema_path, dest / "schema.json")
+        print(f"copied the batch schema to {dest / 'schema.json'}")
     return 0
+
+
+def _frame_names(version) -> list[str]:
+    return [Path(path).stem for path in version.files] or ["training"]
+
+
+def cmd_train(args: argparse.Namespace, _: Settings) -> int:
+    """The ``train`` stage of dvc.yaml: the same code the ``candidate_model`` asset runs."""
+    import pickle
+
+    import pandas as pd
+    import yaml
+
+    from hitl_pipeline.core.schema import load_schema
+    from hitl_pipeline.core.training import TrainingParams, train_model
+
+    params = TrainingParams.from_dict(
+        yaml.safe_load(Path(args.params).read_text(encoding="utf-8"))["train"]
+    )
+    result = train_model(pd.read_parquet(args.data), load_schema(args.schema), params)
+    Path(args.model).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.model).write_bytes(pickle.dumps(result.model))
+    _write_metrics(args.metrics, result.metrics)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, _: Settings) -> int:
+    """The ``evaluate`` stage of dvc.yaml: figures on each held-out file."""
+    import pickle
+
+    import pandas as pd
+
+    from hitl_pipeline.core.schema import load_schema
+    from hitl_pipeline.core.training import evaluate_model
+
+    model = pickle.loads(Path(args.model).read_bytes())
+    schema = load_schema(args.schema)
+    metrics = {
+        Path(path).stem: evaluate_model(model, pd.read_parquet(path), schema) for path in args.data
+    }
+    _write_metrics(args.metrics, metrics)
+    return 0
+
+
+def _write_metrics(path: str, metrics: object) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n"
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
@@ -156,8 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("action", choices=["list", "restore"])
     dataset.add_argument("version", nargs="?", help="with restore: e.g. dataset-v0002")
     dataset.add_argument("--to", default=".", help="with restore: destination file or folder")
-    dataset.add_argument("--name", default="training", help="training | holdout | human_holdout")
+    dataset.add_argument(
+        "--name", default=None, help="one file: training | holdout | human_holdout (default: all)"
+    )
     dataset.set_defaults(func=cmd_dataset)
+
+    train = sub.add_parser("train", help="train on a dataset file (the dvc.yaml stage)")
+    train.add_argument("--data", required=True)
+    train.add_argument("--schema", required=True)
+    train.add_argument("--params", default="params.yaml")
+    train.add_argument("--model", required=True, help="where to write the fitted model")
+    train.add_argument("--metrics", required=True, help="where to write training metrics")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a model file on held-out files")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--schema", required=True)
+    evaluate.add_argument("--data", nargs="+", required=True)
+    evaluate.add_argument("--metrics", required=True)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     paths = sub.add_parser("paths", help="print where this loop keeps its state")
     paths.set_defaults(func=cmd_paths)
