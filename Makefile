@@ -5,8 +5,10 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 LS_VENV := .labelstudio-venv
+# The embedded stack runs offline: no telemetry from MLflow.
+export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test demo lint clean-state
+.PHONY: setup test demo repro lint
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -29,6 +31,10 @@ test: setup
 
 demo: setup
 	.venv/bin/hitl-pipeline demo
+
+# Reproduce a candidate from a restored dataset version (see data/README.md).
+repro: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 
 lint: setup
 	.venv/bin/ruff check hitl_pipeline hitl_pipeline_tests

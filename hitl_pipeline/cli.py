@@ -41,9 +41,15 @@ def cmd_labelstudio(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    from hitl_pipeline.resources.label_studio_server import LabelStudioServerError
+
     server = _local_label_studio(settings, args.port)
     if args.action == "start":
-        status = server.start()
+        try:
+            status = server.start()
+        except LabelStudioServerError as exc:  # busy port, wrong token for the data dir...
+            print(f"Label Studio not started: {exc}", file=sys.stderr)
+            return 1
     elif args.action == "stop":
         status = server.stop()
     else:

@@ -109,13 +109,13 @@ def test_retrained_champion_beats_the_never_retrained_model_after_drift(loop):
     assert last["accuracy"]["champion_after_cycle"] > last["accuracy"]["never_retrained"]
 
 
-def test_rerun_of_a_scored_batch_pushes_no_duplicates(loop):
+def test_rerun_of_a_push_creates_no_duplicates(loop):
     settings, summary = loop
-    first = summary["cycles"][0]
+    drifted = next(c for c in summary["cycles"] if c["cycle"] == DRIFT_AT)
     defs = load_definitions()
     with dg.DagsterInstance.get() as instance:
         record = HeadlessLoop(settings, defs, instance).execute(
-            dg.RunRequest(job_name="score_batch_job", partition_key=first["partition"])
+            dg.RunRequest(job_name="drift_review_job", partition_key=drifted["partition"])
         )
     push = record.outputs["labeling_tasks"]
     assert record.success

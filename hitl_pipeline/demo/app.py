@@ -33,6 +33,7 @@ from hitl_pipeline.demo.runner import (
     run_headless,
     use_home,
 )
+from hitl_pipeline.resources.label_studio_server import LabelStudioServerError
 from hitl_pipeline.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +73,8 @@ def ensure_label_studio(settings: Settings) -> bool:
         f"starting Label Studio on {settings.label_studio_url} "
         f"(data in {settings.label_studio_data})"
     )
-    status = server.start()
-    if not status.running:
-        raise RuntimeError(status.message)
+    status = server.start()  # raises with a clear message (busy port, ...) when it cannot
+    print(f"Label Studio ready at {status.url}")
     return True
 
 
@@ -93,7 +93,11 @@ def run_demo(
     batch_interval_s: float,
 ) -> int:
     use_home(settings)
-    started_ls = ensure_label_studio(settings)
+    try:
+        started_ls = ensure_label_studio(settings)
+    except LabelStudioServerError as exc:
+        print(f"cannot start Label Studio: {exc}", file=sys.stderr)
+        return 1
     pool = reviewer_pool(settings, options)
     try:
         if not ui:

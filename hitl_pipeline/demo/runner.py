@@ -223,7 +223,12 @@ def use_home(settings: Settings) -> None:
     """Point this process (and the Dagster instance) at the loop's HITL_HOME."""
     os.environ["HITL_HOME"] = str(settings.home)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    # No telemetry from the embedded stack (the machine may be offline, and it is ours).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_config = settings.dagster_home / "dagster.yaml"
+    if not instance_config.is_file():
+        instance_config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 2.0) -> bool:

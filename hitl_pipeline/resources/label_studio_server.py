@@ -288,9 +288,12 @@ class LocalLabelStudio:
         # The server runs in its own session: signal the whole group so that no helper
         # process it may have spawned stays behind.
         _signal_group(pid, signal.SIGTERM)
-        if not _wait_dead(pid, timeout):
+        # With --debug Django's autoreloader serves from a child process of the same
+        # group, which may outlive the parent briefly and keep the port: wait for both.
+        if not (_wait_dead(pid, timeout) and _wait_group_gone(pid, timeout)):
             _signal_group(pid, signal.SIGKILL)
             _wait_dead(pid, 10.0)
+            _wait_group_gone(pid, 10.0)
         self.pid_file.unlink(missing_ok=True)
         return self._status(False, None, f"stopped (was pid {pid})")
 
@@ -590,6 +593,30 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Whether every process of the group has exited (zombies aside) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        members = [p for p in _group_members(pgid) if _pid_alive(p)]
+        if not members:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _wait_dead(pid: int, timeout: float) -> bool:

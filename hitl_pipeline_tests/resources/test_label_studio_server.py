@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -126,7 +127,11 @@ def test_stop_restart_keeps_data_and_a_changed_token_is_explained(tmp_path: Path
         assert not stopped.running and not server.status().running
         # the process is gone (an unreaped zombie of this test process would still have a
         # /proc entry, so the port is the honest witness) and the port is free again
-        assert pid is not None and not port_in_use(server.port)
+        assert pid is not None
+        deadline = time.monotonic() + 15
+        while port_in_use(server.port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not port_in_use(server.port)
         assert not (data_dir / "label-studio.pid").exists()
 
         other_token = LocalLabelStudio(
