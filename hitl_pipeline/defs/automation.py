@@ -24,6 +24,7 @@ from hitl_pipeline.resources.production import ProductionSource
 TRIGGER_TAG = "hitl/trigger"
 DRIFT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("drift_report"), NO_DRIFT_CHECK)
 CANDIDATE_KEY = dg.AssetKey("candidate_model")
+LABELING_KEY = dg.AssetKey("labeling_tasks")
 
 score_batch_job = dg.define_asset_job(
     "score_batch_job",
@@ -111,14 +112,23 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
 
 
 def drift_outstanding(instance: dg.DagsterInstance) -> bool:
-    """Whether a drift alert came after the last retrain."""
+    """Whether a drift alert came after the last retrain and its review was pushed.
+
+    Until the drift sensor's boosted review has reached Label Studio, an empty queue
+    only means people finished the regular review: retraining then would ignore the
+    labels the alert asked for.
+    """
     alerts = instance.event_log_storage.get_asset_check_execution_history(
         DRIFT_CHECK_KEY, limit=1, status={AssetCheckExecutionRecordStatus.FAILED}
     )
     if not alerts:
         return False
+    alert_at = alerts[0].create_timestamp
     trained = instance.get_latest_materialization_event(CANDIDATE_KEY)
-    return trained is None or alerts[0].create_timestamp > trained.timestamp
+    if trained is not None and trained.timestamp >= alert_at:
+        return False
+    pushed = instance.get_latest_materialization_event(LABELING_KEY)
+    return pushed is not None and pushed.timestamp > alert_at
 
 
 def last_training_at(instance: dg.DagsterInstance) -> datetime | None:

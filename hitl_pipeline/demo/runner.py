@@ -25,6 +25,8 @@ from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
 from hitl_pipeline.settings import Settings
 
 _CURSORS_FILE = "cursors.json"
+# In-process runs would print every Dagster event; the UI and the summary say enough.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class HeadlessLoop:
         result = job.execute_in_process(
             instance=self.instance,
             partition_key=request.partition_key,
-            run_config=request.run_config or None,
+            run_config={**QUIET_CONSOLE, **(request.run_config or {})},
             tags=dict(request.tags),
             raise_on_error=False,
         )
@@ -228,7 +230,12 @@ def use_home(settings: Settings) -> None:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     instance_config = settings.dagster_home / "dagster.yaml"
     if not instance_config.is_file():
-        instance_config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        # One run at a time: on a small machine parallel runs only slow each other down,
+        # and the loop's stages read as a sequence in the UI.
+        instance_config.write_text(
+            "telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n",
+            encoding="utf-8",
+        )
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 2.0) -> bool:

@@ -158,6 +158,11 @@ def stand_in_drift_report(context: dg.AssetExecutionContext):
     yield dg.AssetCheckResult(check_name=NO_DRIFT_CHECK, passed=not context.op_config["drift"])
 
 
+@dg.asset(name="labeling_tasks")
+def stand_in_labeling_tasks() -> None:
+    """Stands in for the push: only its materialization time matters to the sensor."""
+
+
 def _drift_run(instance, partition: str, drift: bool) -> None:
     result = dg.materialize(
         [stand_in_drift_report],
@@ -190,9 +195,14 @@ def test_drift_sensor_scenarios(tick):
         assert [r.partition_key for r in later.run_requests] == ["2026-06-15"]
         assert int(later.cursor) > int(alert.cursor)
 
-        # with the drift outstanding and the review queue done, the annotation sensor
-        # retrains early instead of only collecting
+        # the queue looks done, but the boosted review has not reached Label Studio yet:
+        # only collect
         done = FakeLabelStudio(QueueStatus(total_tasks=8, finished_tasks=8, latest_completed_at=T1))
+        waiting = tick(annotation_sensor, instance=instance, label_studio=done)
+        assert [r.job_name for r in waiting.run_requests] == [collect_labels_job.name]
+        # once the boosted review was pushed and is done, the annotation sensor retrains
+        # early instead of only collecting
+        assert dg.materialize([stand_in_labeling_tasks], instance=instance).success
         early = tick(annotation_sensor, instance=instance, label_studio=done)
         assert [r.job_name for r in early.run_requests] == [retrain_job.name]
         # while people are still reviewing, it only collects
