@@ -17,7 +17,7 @@ from hitl_pipeline.core.triggers import (
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
-from hitl_pipeline.resources.label_studio import LabelStudioResource
+from hitl_pipeline.resources.label_studio import LabelStudioResource, LabelStudioUnavailable
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
@@ -145,7 +145,7 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
     """Finished annotations in Label Studio: collect them, or retrain early after drift."""
     try:
         status = label_studio.queue_status()
-    except Exception as exc:  # the sensor must keep ticking while Label Studio is down
+    except LabelStudioUnavailable as exc:  # keep ticking while Label Studio is down
         return dg.SkipReason(f"Label Studio not reachable: {exc}")
     last_seen = datetime.fromisoformat(context.cursor) if context.cursor else None
     action = annotation_action(
@@ -186,7 +186,7 @@ def weekly_retrain_schedule(
     """Every Monday 06:00 UTC: retrain when people labelled something since last time."""
     try:
         latest = label_studio.queue_status().latest_completed_at
-    except Exception as exc:
+    except LabelStudioUnavailable as exc:
         return dg.SkipReason(f"Label Studio not reachable: {exc}")
     why = retrain_due(
         has_champion=registry.champion() is not None,

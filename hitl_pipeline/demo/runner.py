@@ -25,8 +25,9 @@ from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
 from hitl_pipeline.settings import Settings
 
 _CURSORS_FILE = "cursors.json"
-# In-process runs would print every Dagster event; the UI and the summary say enough.
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# In-process runs would print every Dagster event (and each gate rejection as a stack
+# trace); the UI, the summary and the progress lines say what matters.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass(frozen=True)
