@@ -112,11 +112,9 @@ def test_retrained_champion_beats_the_never_retrained_model_after_drift(loop):
 def test_rerun_of_a_push_creates_no_duplicates(loop):
     settings, summary = loop
     drifted = next(c for c in summary["cycles"] if c["cycle"] == DRIFT_AT)
-    defs = load_definitions()
-    with dg.DagsterInstance.get() as instance:
-        record = HeadlessLoop(settings, defs, instance).execute(
-            dg.RunRequest(job_name="drift_review_job", partition_key=drifted["partition"])
-        )
+    record = HeadlessLoop(settings, load_definitions(), dg.DagsterInstance.get()).execute(
+        dg.RunRequest(job_name="drift_review_job", partition_key=drifted["partition"])
+    )
     push = record.outputs["labeling_tasks"]
     assert record.success
     assert push.created == 0 and push.already_present > 0
@@ -132,13 +130,10 @@ def test_rollback_moves_champion_back_and_inference_uses_it(loop, capsys):
     after = registry.champion()
     assert after is not None and after.version != before.version
     assert f"-> v{after.version}" in capsys.readouterr().out
-    defs = load_definitions()
-    with dg.DagsterInstance.get() as instance:
-        record = HeadlessLoop(settings, defs, instance).execute(
-            dg.RunRequest(
-                job_name="score_batch_job", partition_key=summary["cycles"][-1]["partition"]
-            )
-        )
+    # (the instance is not disposed: Dagster's definitions loader keeps a reference to it)
+    record = HeadlessLoop(settings, load_definitions(), dg.DagsterInstance.get()).execute(
+        dg.RunRequest(job_name="score_batch_job", partition_key=summary["cycles"][-1]["partition"])
+    )
     scores = record.outputs["predictions"]
     assert set(scores["model_version"]) == {after.version}
     # the replaced champion stays loadable
