@@ -192,6 +192,8 @@ def _run_with_ui(
                 "127.0.0.1",
                 "--port",
                 str(MLFLOW_PORT),
+                "--workers",
+                "1",  # the default 4 workers cost a core on a small machine
             ],
             env,
             logs,

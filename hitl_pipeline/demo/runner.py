@@ -178,9 +178,11 @@ class HeadlessLoop:
             "champion_model",
             "human_labels",
         ):
+            if not result.job_def.graph.has_node_named(node):
+                continue
             try:
                 outputs[node] = result.output_for_node(node)
-            except Exception:  # the node is not in this job or did not run
+            except dg.DagsterInvariantViolationError:  # in the job, but skipped or failed
                 continue
         return RunRecord(
             job=job_name,
