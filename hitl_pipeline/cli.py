@@ -165,6 +165,46 @@ def _write_metrics(path: str, metrics: object) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
+def cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
+    """What produced a model version; optionally restore the exact rows it saw."""
+    from hitl_pipeline.defs.resources import build_resources
+    from hitl_pipeline.lineage import format_lineage, restore_rows, trace
+
+    resources = build_resources(settings)
+    lineage = trace(resources["registry"], version=args.version)
+    print(format_lineage(lineage))
+    if args.restore:
+        dest = Path(args.restore)
+        for name, path in restore_rows(resources["dataset_store"], lineage, dest).items():
+            print(f"restored {name} to {path} (md5 as recorded on v{lineage.model_version})")
+        if settings.schema_path.is_file():
+            shutil.copyfile(settings.schema_path, dest / "schema.json")
+    return 0
+
+
+def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
+    """One item's audit trail: routing, reviews, final label, datasets and models."""
+    from hitl_pipeline.defs.resources import build_resources
+    from hitl_pipeline.trail import trail_for
+
+    resources = build_resources(settings)
+    for line in trail_for(
+        args.item_id,
+        local_store=resources["local_store"],
+        dataset_store=resources["dataset_store"],
+        registry=resources["registry"],
+    ):
+        print(line)
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace, _: Settings) -> int:
+    """Label efficiency of review strategies on any time-ordered labelled file."""
+    from hitl_pipeline.benchmark_cli import cmd_benchmark as run_benchmark_command
+
+    return run_benchmark_command(args)
+
+
 def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
     print(
         json.dumps(
@@ -238,6 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", nargs="+", required=True)
     evaluate.add_argument("--metrics", required=True)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    lineage = sub.add_parser("lineage", help="what produced a model version; restore its rows")
+    lineage.add_argument("--version", default=None, help="model version (default: the champion)")
+    lineage.add_argument(
+        "--restore", default=None, metavar="DIR", help="restore its frames, md5-verified"
+    )
+    lineage.set_defaults(func=cmd_lineage)
+
+    trail = sub.add_parser(
+        "trail", help="one item's audit trail: routing, reviews, final label, datasets, models"
+    )
+    trail.add_argument("item_id")
+    trail.set_defaults(func=cmd_trail)
+
+    from hitl_pipeline.benchmark_cli import add_arguments as add_benchmark_arguments
+
+    bench = sub.add_parser(
+        "benchmark", help="replay a labelled CSV/Parquet file as a stream; compare strategies"
+    )
+    add_benchmark_arguments(bench)
+    bench.set_defaults(func=cmd_benchmark)
 
     paths = sub.add_parser("paths", help="print where this loop keeps its state")
     paths.set_defaults(func=cmd_paths)

@@ -36,6 +36,7 @@ class Settings:
     label_studio_port: int
     mlflow_tracking_uri: str
     dvc_remote: str
+    review_overlap_share: float = 0.2  # share of tasks that a second reviewer also answers
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +55,7 @@ class Settings:
                 "HITL_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
             ),
             dvc_remote=env.get("HITL_DVC_REMOTE", str(home / "dvc-remote")),
+            review_overlap_share=float(env.get("HITL_REVIEW_OVERLAP", "0.2")),
         )
 
     # --- folders under HITL_HOME -----------------------------------------------------

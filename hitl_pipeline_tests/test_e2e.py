@@ -90,13 +90,18 @@ def test_dataset_versions_restore_byte_identically(loop, tmp_path):
 def test_label_studio_holds_tasks_with_predictions_and_annotations(loop, label_studio):
     settings, summary = loop
     ls = build_resources(settings)["label_studio"]
-    status = ls.queue_status()
+    by_tier = ls.queue_status_by_tier()
     pushed = sum(c["tasks_pushed"] for c in summary["cycles"])
-    assert status.total_tasks == pushed
-    assert status.finished_tasks == pushed
+    routed = [status for tier, status in by_tier.items() if tier != "adjudication"]
+    assert sum(s.total_tasks for s in routed) == pushed
+    assert sum(s.finished_tasks for s in routed) == pushed
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
-    project = next(p for p in client.projects.list() if p.title == ls.project_title)
-    predictions = client.predictions.list(project=project.id)
+    queues = [
+        p
+        for p in client.projects.list()
+        if p.title.startswith(ls.project_title) and "adjudication" not in p.title
+    ]
+    predictions = [pred for p in queues for pred in client.predictions.list(project=p.id)]
     assert len(predictions) == pushed
     assert all(p.model_version and p.score is not None for p in predictions)
     annotations = ls.pull_annotations()
@@ -118,8 +123,9 @@ def test_rerun_of_a_push_creates_no_duplicates(loop):
     push = record.outputs["labeling_tasks"]
     assert record.success
     assert push.created == 0 and push.already_present > 0
-    status = build_resources(settings)["label_studio"].queue_status()
-    assert status.total_tasks == sum(c["tasks_pushed"] for c in summary["cycles"])
+    by_tier = build_resources(settings)["label_studio"].queue_status_by_tier()
+    routed = sum(s.total_tasks for tier, s in by_tier.items() if tier != "adjudication")
+    assert routed == sum(c["tasks_pushed"] for c in summary["cycles"])
 
 
 def test_rollback_moves_champion_back_and_inference_uses_it(loop, capsys):

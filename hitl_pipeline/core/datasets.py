@@ -31,6 +31,8 @@ SOURCE_SEED = "seed"
 DECIDED_SINGLE = "single"
 DECIDED_MAJORITY = "majority"
 DECIDED_LATEST = "latest"
+DECIDED_ADJUDICATED = "adjudicated"
+ADJUDICATION_TIER = "adjudication"  # core.tiers.TIER_ADJUDICATION (no import cycle)
 
 # provenance columns every dataset row carries after the features and the label
 PROVENANCE_COLUMNS = (LABEL_SOURCE, LABELLED_AT, ANNOTATORS, N_ANNOTATIONS, DECIDED_BY, PARTITION)
@@ -72,7 +74,9 @@ def resolve_labels(annotations: pd.DataFrame) -> pd.DataFrame:
     annotation pulled twice counts once (its latest ``updated_at``), and an annotator
     who answered twice has one vote (their latest). The label is the majority vote; a
     tie goes to the tied label voted most recently (``completed_at``, then the higher
-    annotation id), so the result never depends on row order.
+    annotation id), so the result never depends on row order. An answer in the
+    adjudication queue (``tier`` "adjudication") overrides the vote: the latest one wins
+    and the item is ``decided_by`` "adjudicated".
 
     Args:
         annotations: One row per annotation, with the fields of ``core.types.Annotation``
@@ -82,7 +86,8 @@ def resolve_labels(annotations: pd.DataFrame) -> pd.DataFrame:
         One row per item, sorted by id: ``item_id``, the features (from the item's latest
         annotation), ``label``, ``label_source`` ("human"), ``labelled_at`` (latest
         vote), ``annotators`` (sorted, ";"-joined), ``n_annotations`` (votes),
-        ``decided_by`` ("single", "majority" or "latest") and ``partition``.
+        ``decided_by`` ("single", "majority", "latest" or "adjudicated") and
+        ``partition``.
     """
     if annotations.empty:
         return _empty_labels()
@@ -97,11 +102,22 @@ def resolve_labels(annotations: pd.DataFrame) -> pd.DataFrame:
     )
     votes = votes.sort_values(["annotation_id", "updated_at"], kind="mergesort")
     votes = votes.drop_duplicates("annotation_id", keep="last")
-    votes = votes.sort_values([ITEM_ID, "annotator", "completed_at", "annotation_id"])
-    votes = votes.drop_duplicates([ITEM_ID, "annotator"], keep="last")
+    tier = votes["tier"].fillna("").astype(str) if "tier" in votes else ""
+    votes = votes.assign(_adjudication=np.asarray(tier == ADJUDICATION_TIER, dtype=bool))
+    votes = votes.sort_values(
+        [ITEM_ID, "annotator", "_adjudication", "completed_at", "annotation_id"]
+    )
+    votes = votes.drop_duplicates([ITEM_ID, "annotator", "_adjudication"], keep="last")
+    rulings = votes[votes["_adjudication"]].sort_values(
+        [ITEM_ID, "completed_at", "annotation_id"], kind="mergesort"
+    )
+    rulings = rulings.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)[LABEL]
+    ratings = votes[~votes["_adjudication"]]
+    # the majority among ratings; an item only adjudicated still gets its ruling below
+    majority_pool = pd.concat([ratings, votes[~votes[ITEM_ID].isin(ratings[ITEM_ID])]])
 
     per_label = (
-        votes.groupby([ITEM_ID, LABEL])
+        majority_pool.groupby([ITEM_ID, LABEL])
         .agg(
             count=("annotation_id", "size"),
             last_at=("completed_at", "max"),
@@ -143,8 +159,51 @@ def resolve_labels(annotations: pd.DataFrame) -> pd.DataFrame:
     out[DECIDED_BY] = np.select(
         [n_votes.to_numpy() == 1, tied], [DECIDED_SINGLE, DECIDED_LATEST], DECIDED_MAJORITY
     )
+    ruled = winners.index.isin(rulings.index)
+    if ruled.any():
+        out.loc[ruled, LABEL] = rulings.reindex(winners.index[ruled]).to_numpy()
+        out.loc[ruled, DECIDED_BY] = DECIDED_ADJUDICATED
     out[PARTITION] = latest[PARTITION].to_numpy() if PARTITION in latest else None
     return out.rename_axis(ITEM_ID).reset_index().sort_values(ITEM_ID).reset_index(drop=True)
+
+
+def split_out_of_schema(
+    annotations: pd.DataFrame, classes: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Separate annotations whose label is not one of the schema's classes.
+
+    Label Studio stores whatever result an API client posts, and a project's interface
+    can drift from the schema; such a label must not become training data, but the
+    annotation is kept (in the ledger) and reported rather than dropped.
+
+    Args:
+        annotations: One row per annotation.
+        classes: The declared classes.
+
+    Returns:
+        ``(usable, rejected)``: cancelled annotations stay in ``usable`` (they are
+        counted as skips, not as bad labels); ``rejected`` gets a ``reject_reason``.
+    """
+    if annotations.empty:
+        return annotations, annotations.assign(reject_reason=pd.Series(dtype=object))
+    labelled = annotations[LABEL].notna()
+    if "was_cancelled" in annotations:
+        labelled &= ~annotations["was_cancelled"].astype(bool)
+    bad = labelled & ~annotations[LABEL].map(canonical_text).isin(set(classes))
+    rejected = annotations[bad].assign(
+        reject_reason="label not in the schema's classes " + ", ".join(classes)
+    )
+    return annotations[~bad], rejected
+
+
+def edge_case_items(annotations: pd.DataFrame, flag: str = "edge case") -> list[str]:
+    """Items any reviewer flagged as an edge case (in their latest answer), sorted."""
+    if annotations.empty or "flags" not in annotations:
+        return []
+    latest = annotations.sort_values(["annotation_id", "updated_at"], kind="mergesort")
+    latest = latest.drop_duplicates("annotation_id", keep="last")
+    flagged = latest["flags"].map(lambda f: flag in tuple(f) if f is not None else False)
+    return sorted(set(latest.loc[flagged.astype(bool), ITEM_ID].map(canonical_text)))
 
 
 # --- holdout ---------------------------------------------------------------------------

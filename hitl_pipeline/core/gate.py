@@ -1,20 +1,81 @@
 """Whether a challenger model may replace the champion.
 
-The decision is a function of metrics only (computed elsewhere on the same held-out
-rows for both models), built from a list of checks; per-slice, edge-case and
-calibration checks are further entries in ``checks`` without changing the callers.
+The decision is a pure function of per-row predictions of both models on the same
+labelled rows (``paired_predictions`` builds them), one frame per evaluation set:
+
+- ``holdout``: the fixed held-out set of the original regime;
+- ``human_holdout``: the most recent human labels kept out of training;
+- ``edge_cases``: items reviewers flagged as edge cases (may be absent).
+
+Checks, each with its own minimum sample size below which it reports
+``not enough evidence`` instead of guessing:
+
+1. ``overall``: accuracy on each of the two held-out sets, judged by a seeded paired
+   bootstrap interval of the accuracy difference on the same rows, never by the raw
+   difference. On the recent human rows the challenger must *show* non-inferiority (the
+   interval's lower bound must clear ``-tolerance``): the burden of proof is on the model
+   that wants to serve, on the data it will serve. On the fixed held-out set of the old
+   regime, which a concept drift partly makes obsolete, the set guards against wholesale
+   forgetting: it fails on a *regression*, a drop that is material (point estimate below
+   ``-fixed_holdout_tolerance``) and not noise (the interval's upper bound below zero).
+   Missing evidence for these two checks blocks a promotion; for the rest it does not.
+2. ``slice``: per true class (recall) and per value of each segment column (accuracy),
+   on each held-out set. Slices are many and small, so they too fail only on a
+   regression (material and not noise), with ``slice_tolerance`` (wider on the fixed
+   set); a burden of proof there would let sampling noise block nearly every
+   promotion. Their intervals are Bonferroni-widened for the number of slices judged,
+   so that many looks do not manufacture a regression. Too-small slices are skipped as
+   "not enough evidence".
+3. ``edge_cases``: the challenger's accuracy on the edge-case set reaches the configured
+   rate, or at least the champion's own (a bar the serving model does not clear itself
+   must not freeze the loop). Absent or too small: reported, and passed.
+4. ``calibration``: the expected calibration error (ECE) of the challenger stays within
+   ``max_ece``, or within ``ece_tolerance`` of the champion's; routing trusts confidence.
+
+Why a paired bootstrap rather than McNemar's test: the gate needs an *interval in
+accuracy points* to compare with a tolerance (McNemar only tests "no difference", not
+"no worse than a margin"), and the same code then serves every slice metric (recall is
+accuracy on a class's rows). For a mean of per-row differences in {-1, 0, 1},
+resampling rows is exactly a multinomial draw of the three counts, so the bootstrap is
+exact, fast and deterministic for a seed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from hitl_pipeline.core.types import GateDecision
+import numpy as np
+import pandas as pd
+
+from hitl_pipeline.core.types import (
+    ITEM_ID,
+    LABEL,
+    LABELLED_AT,
+    BatchSchema,
+    GateCheckResult,
+    GateDecision,
+)
 
 NO_CHAMPION = "no champion yet"
 NOT_ENOUGH_EVIDENCE = "not enough evidence"
+
+PASS = "pass"
+FAIL = "fail"
+NO_EVIDENCE = "not enough evidence"
+
+# evaluation sets (DVC frame names)
+HOLDOUT = "holdout"
+HUMAN_HOLDOUT = "human_holdout"
+EDGE_CASES = "edge_cases"
+
+# columns of a paired-predictions frame
+CHALLENGER_PRED = "challenger_pred"
+CHAMPION_PRED = "champion_pred"
+CHALLENGER_CONF = "challenger_confidence"
+CHAMPION_CONF = "champion_confidence"
 
 
 @dataclass(frozen=True)
@@ -22,113 +83,531 @@ class GatePolicy:
     """Tunables of the promotion gate.
 
     Attributes:
-        tolerance: How much lower the challenger's accuracy may be than the champion's
-            and still be promoted (0: it must be at least as good).
-        min_eval_rows: Fewer held-out rows than this is no basis for a decision.
+        tolerance: Non-inferiority margin of overall accuracy on the recent human
+            held-out rows (the lower bound of the paired interval must be >= -tolerance).
+            With about 8% of rows on which two retrained models disagree, an equally good
+            challenger proves 0.03 from about 250 rows on; a clearly better one (after a
+            drift) from a few dozen.
+        fixed_holdout_tolerance: Largest accepted accuracy drop on the fixed held-out set
+            (a larger drop fails when its interval excludes zero).
+        min_eval_rows: Fewer rows than this in a held-out set: no overall judgement
+            there ("not enough evidence"), and no promotion.
+        recent_rows: Only the most recent rows of the human held-out set (by
+            ``labelled_at``) judge the challenger: the data it is going to serve.
+        prove_on: Sets on which the challenger must prove non-inferiority; on the
+            others a material, significant drop fails.
+        slice_tolerance: A slice regresses when its metric drops by more than this and
+            the interval excludes zero...
+        fixed_slice_tolerance: ...or by more than this on the fixed held-out set, whose
+            old-regime slices a concept drift legitimately changes.
+        min_slice_rows: Slices with fewer rows are skipped ("not enough evidence").
+        segment_columns: Columns whose values are slices; None means the schema's
+            categorical features.
+        edge_case_pass_rate: Accuracy the challenger must reach on the edge-case set
+            (unless it at least matches the champion there).
+        min_edge_cases: Fewer edge cases than this: the check is skipped.
+        max_ece: Bound on the challenger's expected calibration error...
+        ece_tolerance: ...unless it is within this of the champion's ECE.
+        ece_bins: Equal-width confidence bins of the ECE.
+        min_calibration_rows: ECE on fewer rows is mostly binning noise: skipped.
+        confidence: Two-sided level of the bootstrap intervals (0.90: each bound is a
+            one-sided 95% bound).
+        correct_for_slices: Widen each slice's interval for the number of slices judged
+            on the set (Bonferroni): with 15 slices at 90% each, about one decision in
+            two would otherwise find a spurious "significant" drop somewhere.
+        n_bootstrap: Bootstrap resamples (enough for the tails the correction reaches).
+        seed: Seeds every bootstrap, so the same rows give the same decision.
     """
 
-    tolerance: float = 0.0
-    min_eval_rows: int = 30
-    # On the fixed held-out set of the original regime a small loss is accepted: after a
-    # drift the recent human-labelled rows are the better judge, but a challenger must
-    # not forget the old regime wholesale.
+    tolerance: float = 0.03
     fixed_holdout_tolerance: float = 0.03
+    min_eval_rows: int = 30
+    recent_rows: int = 300
+    prove_on: tuple[str, ...] = (HUMAN_HOLDOUT,)
+    slice_tolerance: float = 0.05
+    fixed_slice_tolerance: float = 0.10
+    min_slice_rows: int = 30
+    segment_columns: tuple[str, ...] | None = None
+    edge_case_pass_rate: float = 0.6
+    min_edge_cases: int = 10
+    max_ece: float = 0.10
+    ece_tolerance: float = 0.02
+    ece_bins: int = 10
+    min_calibration_rows: int = 100
+    confidence: float = 0.90
+    correct_for_slices: bool = True
+    n_bootstrap: int = 5000
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.tolerance < 0 or self.fixed_holdout_tolerance < 0:
-            raise ValueError("tolerances must be >= 0")
-        if self.min_eval_rows < 1:
-            raise ValueError("min_eval_rows must be >= 1")
+        for name in (
+            "tolerance",
+            "fixed_holdout_tolerance",
+            "slice_tolerance",
+            "fixed_slice_tolerance",
+            "max_ece",
+            "ece_tolerance",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in (
+            "min_eval_rows",
+            "recent_rows",
+            "min_slice_rows",
+            "min_edge_cases",
+            "ece_bins",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.min_calibration_rows < 1 or self.n_bootstrap < 100:
+            raise ValueError("min_calibration_rows must be >= 1 and n_bootstrap >= 100")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ValueError("confidence must be in [0.5, 1)")
+        if not 0.0 <= self.edge_case_pass_rate <= 1.0:
+            raise ValueError("edge_case_pass_rate must be in [0, 1]")
+
+    def segments(self, schema: BatchSchema) -> tuple[str, ...]:
+        """The segment columns for ``schema``."""
+        if self.segment_columns is None:
+            return tuple(schema.categorical_features)
+        return tuple(self.segment_columns)
+
+    def overall_tolerance(self, eval_set: str) -> float:
+        """The overall accuracy margin on one held-out set."""
+        return self.fixed_holdout_tolerance if eval_set == HOLDOUT else self.tolerance
+
+    def slice_tolerance_for(self, eval_set: str) -> float:
+        """The slice margin on one held-out set."""
+        return self.fixed_slice_tolerance if eval_set == HOLDOUT else self.slice_tolerance
 
 
-# A check returns (passed, reason); every reason is kept, passed or not.
-GateCheck = Callable[[Mapping[str, float], Mapping[str, float], GatePolicy], tuple[bool, str]]
+def most_recent(frame: pd.DataFrame, n_rows: int) -> pd.DataFrame:
+    """The ``n_rows`` most recently labelled rows (by ``labelled_at``, then item id).
+
+    Rows without ``labelled_at`` count as oldest; a frame without the column is kept
+    whole (up to ``n_rows`` rows in its own order).
+    """
+    if len(frame) <= n_rows:
+        return frame.reset_index(drop=True)
+    if LABELLED_AT not in frame:
+        return frame.head(n_rows).reset_index(drop=True)
+    keys = [LABELLED_AT, *([ITEM_ID] if ITEM_ID in frame else [])]
+    ordered = frame.sort_values(keys, na_position="first", kind="mergesort")
+    return ordered.tail(n_rows).reset_index(drop=True)
 
 
-def accuracy_check(
-    challenger: Mapping[str, float], champion: Mapping[str, float], policy: GatePolicy
-) -> tuple[bool, str]:
-    """Challenger accuracy must reach champion accuracy minus the tolerance.
+# --- per-row predictions ---------------------------------------------------------------
+def paired_predictions(
+    frame: pd.DataFrame,
+    schema: BatchSchema,
+    *,
+    challenger: Any,
+    champion: Any | None,
+    segments: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Both models' predictions and confidences on the same labelled rows.
 
     Args:
-        challenger: The challenger's metrics (needs ``accuracy``).
-        champion: The champion's metrics on the same rows (needs ``accuracy``).
-        policy: Supplies the tolerance.
+        frame: Labelled rows (rows without a label are dropped).
+        schema: The declared schema (features and target).
+        challenger: A fitted classifier with ``predict_proba`` and ``classes_``.
+        champion: The serving model, or None (then no champion columns).
+        segments: Columns kept as slices (those absent from ``frame`` are ignored).
 
     Returns:
-        ``(passed, reason)`` with the figures in the reason.
+        ``label``, the segment columns, ``challenger_pred``, ``challenger_confidence``
+        and, with a champion, ``champion_pred`` and ``champion_confidence``.
     """
-    ours, theirs = float(challenger["accuracy"]), float(champion["accuracy"])
-    floor = theirs - policy.tolerance
-    passed = not math.isnan(ours) and ours >= floor
-    relation = ">=" if passed else "<"
-    return passed, (
-        f"challenger accuracy {ours:.4f} {relation} champion accuracy {theirs:.4f} "
-        f"- tolerance {policy.tolerance:.4f}"
+    labelled = frame[frame[schema.target].notna()].reset_index(drop=True)
+    out = pd.DataFrame({LABEL: labelled[schema.target].astype(str).to_numpy()})
+    for column in segments:
+        if column in labelled:
+            out[column] = labelled[column].astype(object).to_numpy()
+    models = [(challenger, CHALLENGER_PRED, CHALLENGER_CONF)]
+    if champion is not None:
+        models.append((champion, CHAMPION_PRED, CHAMPION_CONF))
+    for model, pred, conf in models:
+        if labelled.empty:
+            out[pred], out[conf] = pd.Series(dtype=object), pd.Series(dtype="float64")
+            continue
+        proba = np.asarray(model.predict_proba(labelled[schema.feature_names]), dtype="float64")
+        classes = np.asarray(model.classes_).astype(str)
+        out[pred] = classes[proba.argmax(axis=1)]
+        out[conf] = proba.max(axis=1)
+    return out
+
+
+def gate_evidence(
+    frames: Mapping[str, pd.DataFrame | None],
+    schema: BatchSchema,
+    *,
+    challenger: Any,
+    champion: Any | None,
+    policy: GatePolicy,
+) -> dict[str, pd.DataFrame | None]:
+    """Paired predictions on every evaluation set, as ``decide`` takes them.
+
+    The human held-out set is cut to its ``policy.recent_rows`` most recent rows first.
+
+    Args:
+        frames: Labelled frames by set name (None: the version holds no such frame).
+        schema: The declared schema.
+        challenger: The challenger model.
+        champion: The serving model, or None.
+        policy: Supplies the recency window and the segment columns.
+
+    Returns:
+        ``paired_predictions`` output per set (None stays None).
+    """
+    out: dict[str, pd.DataFrame | None] = {}
+    for name, frame in frames.items():
+        if frame is None:
+            out[name] = None
+            continue
+        rows = most_recent(frame, policy.recent_rows) if name == HUMAN_HOLDOUT else frame
+        out[name] = paired_predictions(
+            rows,
+            schema,
+            challenger=challenger,
+            champion=champion,
+            segments=policy.segments(schema),
+        )
+    return out
+
+
+# --- statistics --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairedDifference:
+    """Challenger minus champion of a per-row correctness mean, with its interval."""
+
+    n: int
+    challenger: float
+    champion: float
+    diff: float
+    low: float
+    high: float
+
+
+def paired_bootstrap(
+    challenger_correct: np.ndarray,
+    champion_correct: np.ndarray,
+    *,
+    confidence: float,
+    n_bootstrap: int,
+    seed: int,
+) -> PairedDifference:
+    """Paired bootstrap interval of the difference of two accuracies on the same rows.
+
+    Resampling rows and averaging ``d = challenger_correct - champion_correct`` is the
+    same as drawing the counts of d = -1, 0, +1 from a multinomial with the observed
+    shares, which is what is done here (exact and vectorised).
+
+    Args:
+        challenger_correct: Booleans, one per row.
+        champion_correct: Booleans on the same rows.
+        confidence: Two-sided level of the percentile interval.
+        n_bootstrap: Resamples.
+        seed: Seeds the draw.
+
+    Returns:
+        Both accuracies, the difference and its interval (NaN without rows).
+    """
+    a = np.asarray(challenger_correct, dtype=bool)
+    b = np.asarray(champion_correct, dtype=bool)
+    n = len(a)
+    if n == 0:
+        nan = float("nan")
+        return PairedDifference(0, nan, nan, nan, nan, nan)
+    d = a.astype(int) - b.astype(int)
+    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()])
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=n_bootstrap)
+    means = (draws[:, 2] - draws[:, 0]) / n
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return PairedDifference(
+        n=n,
+        challenger=float(a.mean()),
+        champion=float(b.mean()),
+        diff=float(d.mean()),
+        low=float(low),
+        high=float(high),
     )
 
 
-FIXED_PREFIX = "fixed_"  # metrics on the fixed held-out set carry this prefix
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, *, bins: int = 10
+) -> float:
+    """ECE: row-weighted mean |accuracy - mean confidence| over equal-width bins.
 
+    Args:
+        confidence: Top-class probabilities in [0, 1].
+        correct: Whether each top-class prediction was right.
+        bins: Number of equal-width bins over [0, 1].
 
-def fixed_holdout_check(
-    challenger: Mapping[str, float], champion: Mapping[str, float], policy: GatePolicy
-) -> tuple[bool, str]:
-    """On the fixed held-out set, the challenger may lose at most the fixed tolerance.
-
-    Passes (saying so) when the metrics carry no fixed-holdout figures.
+    Returns:
+        The ECE, NaN without rows.
     """
-    key = f"{FIXED_PREFIX}accuracy"
-    if key not in challenger or key not in champion:
-        return True, "no fixed held-out set evaluated"
-    ours, theirs = float(challenger[key]), float(champion[key])
-    floor = theirs - policy.fixed_holdout_tolerance
-    passed = not math.isnan(ours) and ours >= floor
-    relation = ">=" if passed else "<"
-    return passed, (
-        f"fixed holdout: challenger accuracy {ours:.4f} {relation} champion accuracy "
-        f"{theirs:.4f} - tolerance {policy.fixed_holdout_tolerance:.4f}"
+    conf = np.asarray(confidence, dtype="float64")
+    hit = np.asarray(correct, dtype="float64")
+    if len(conf) == 0:
+        return float("nan")
+    # right-closed bins, confidence 0 in the first: (0, 1/b], ..., ((b-1)/b, 1]
+    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for b in np.unique(index):
+        mask = index == b
+        total += mask.sum() * abs(hit[mask].mean() - conf[mask].mean())
+    return float(total / len(conf))
+
+
+# --- checks --------------------------------------------------------------------------------
+def _correct(frame: pd.DataFrame, pred: str) -> np.ndarray:
+    return (frame[pred].astype(str) == frame[LABEL].astype(str)).to_numpy()
+
+
+def _bootstrap(
+    frame: pd.DataFrame, policy: GatePolicy, confidence: float | None = None
+) -> PairedDifference:
+    return paired_bootstrap(
+        _correct(frame, CHALLENGER_PRED),
+        _correct(frame, CHAMPION_PRED),
+        confidence=policy.confidence if confidence is None else confidence,
+        n_bootstrap=policy.n_bootstrap,
+        seed=policy.seed,
     )
 
 
-DEFAULT_CHECKS: tuple[GateCheck, ...] = (accuracy_check, fixed_holdout_check)
+def _figures(p: PairedDifference) -> dict[str, float]:
+    return {
+        "n": float(p.n),
+        "challenger": p.challenger,
+        "champion": p.champion,
+        "diff": p.diff,
+        "ci_low": p.low,
+        "ci_high": p.high,
+    }
+
+
+def _regressed(p: PairedDifference, tolerance: float) -> bool:
+    """A drop that is material (beyond the tolerance) and not noise (CI excludes zero)."""
+    return p.diff < -tolerance and p.high < 0
+
+
+def overall_check(eval_set: str, frame: pd.DataFrame, policy: GatePolicy) -> GateCheckResult:
+    """Non-inferiority of accuracy on one held-out set (see the module docstring)."""
+    name = f"overall[{eval_set}]"
+    n = len(frame)
+    if n < policy.min_eval_rows:
+        return GateCheckResult(
+            name,
+            NO_EVIDENCE,
+            f"{name}: {NOT_ENOUGH_EVIDENCE}: {n} rows, fewer than the {policy.min_eval_rows} "
+            "required",
+            {"n": float(n)},
+        )
+    p = _bootstrap(frame, policy)
+    tol = policy.overall_tolerance(eval_set)
+    head = (
+        f"{name}: challenger accuracy {p.challenger:.4f} vs champion {p.champion:.4f} on "
+        f"{n} rows, difference {p.diff:+.4f} ({policy.confidence:.0%} CI {p.low:+.4f} to "
+        f"{p.high:+.4f})"
+    )
+    if eval_set in policy.prove_on:
+        passed = p.low >= -tol
+        reason = f"{head}; lower bound {'>=' if passed else '<'} -tolerance {tol:.4f}"
+    else:
+        passed = not _regressed(p, tol)
+        reason = f"{head}; {'no' if passed else 'a'} regression beyond tolerance {tol:.4f}"
+    return GateCheckResult(name, PASS if passed else FAIL, reason, {**_figures(p), "tol": tol})
+
+
+def slice_checks(
+    eval_set: str, frame: pd.DataFrame, policy: GatePolicy, segments: Sequence[str]
+) -> list[GateCheckResult]:
+    """Per true class (recall) and per segment value (accuracy) on one held-out set."""
+    slices: list[tuple[str, pd.Series]] = [
+        (f"class={c}", frame[LABEL].astype(str) == c)
+        for c in sorted(frame[LABEL].astype(str).unique())
+    ]
+    for column in segments:
+        if column in frame:
+            values = frame[column].astype(object).where(frame[column].notna(), "<missing>")
+            slices += [(f"{column}={v}", values == v) for v in sorted(values.unique(), key=str)]
+    sizes = [int(mask.sum()) for _, mask in slices]
+    # Bonferroni over the slices judged on this set: each one is a look for a regression
+    looks = sum(n >= policy.min_slice_rows for n in sizes) if policy.correct_for_slices else 1
+    level = 1.0 - (1.0 - policy.confidence) / max(looks, 1)
+    results = []
+    for label, mask in slices:
+        name = f"slice[{eval_set}:{label}]"
+        rows = frame[mask.to_numpy()]
+        metric = "recall" if label.startswith("class=") else "accuracy"
+        if len(rows) < policy.min_slice_rows:
+            results.append(
+                GateCheckResult(
+                    name,
+                    NO_EVIDENCE,
+                    f"{name}: {NOT_ENOUGH_EVIDENCE} ({len(rows)} rows < {policy.min_slice_rows})",
+                    {"n": float(len(rows))},
+                )
+            )
+            continue
+        p = _bootstrap(rows, policy, confidence=level)
+        tol = policy.slice_tolerance_for(eval_set)
+        regressed = _regressed(p, tol)
+        reason = (
+            f"{name}: {metric} {p.challenger:.4f} vs champion {p.champion:.4f} on {p.n} rows, "
+            f"difference {p.diff:+.4f} ({level:.1%} CI {p.low:+.4f} to {p.high:+.4f})"
+            + (f"; regressed beyond tolerance {tol:.4f}" if regressed else "")
+        )
+        figures = {**_figures(p), "tol": tol}
+        results.append(GateCheckResult(name, FAIL if regressed else PASS, reason, figures))
+    return results
+
+
+def edge_case_check(frame: pd.DataFrame | None, policy: GatePolicy) -> GateCheckResult:
+    """The challenger passes the edge-case set at the configured rate (or as the champion)."""
+    name = "edge_cases"
+    if frame is None or frame.empty:
+        return GateCheckResult(name, PASS, f"{name}: no edge-case set yet, nothing to check", {})
+    n = len(frame)
+    if n < policy.min_edge_cases:
+        return GateCheckResult(
+            name,
+            NO_EVIDENCE,
+            f"{name}: {NOT_ENOUGH_EVIDENCE} ({n} edge cases < {policy.min_edge_cases}), skipped",
+            {"n": float(n)},
+        )
+    ours = float(_correct(frame, CHALLENGER_PRED).mean())
+    theirs = float(_correct(frame, CHAMPION_PRED).mean()) if CHAMPION_PRED in frame else math.nan
+    passed = ours >= policy.edge_case_pass_rate or (not math.isnan(theirs) and ours >= theirs)
+    reason = (
+        f"{name}: challenger passes {ours:.4f} of {n} edge cases (champion {theirs:.4f}); "
+        f"{'meets' if passed else 'below'} the rate {policy.edge_case_pass_rate:.4f}"
+        + ("" if passed else " and the champion's")
+    )
+    figures = {"n": float(n), "challenger": ours, "champion": theirs}
+    return GateCheckResult(name, PASS if passed else FAIL, reason, figures)
+
+
+def calibration_check(eval_set: str, frame: pd.DataFrame, policy: GatePolicy) -> GateCheckResult:
+    """The challenger's ECE on one held-out set is within bounds."""
+    name = f"calibration[{eval_set}]"
+    n = len(frame)
+    if n < policy.min_calibration_rows:
+        return GateCheckResult(
+            name,
+            NO_EVIDENCE,
+            f"{name}: {NOT_ENOUGH_EVIDENCE} ({n} rows < {policy.min_calibration_rows}), skipped",
+            {"n": float(n)},
+        )
+    ours = expected_calibration_error(
+        frame[CHALLENGER_CONF].to_numpy(), _correct(frame, CHALLENGER_PRED), bins=policy.ece_bins
+    )
+    theirs = (
+        expected_calibration_error(
+            frame[CHAMPION_CONF].to_numpy(), _correct(frame, CHAMPION_PRED), bins=policy.ece_bins
+        )
+        if CHAMPION_PRED in frame
+        else math.nan
+    )
+    bound = (
+        policy.max_ece if math.isnan(theirs) else max(policy.max_ece, theirs + policy.ece_tolerance)
+    )
+    passed = ours <= bound
+    reason = (
+        f"{name}: challenger ECE {ours:.4f} vs champion {theirs:.4f} on {n} rows; "
+        f"{'<=' if passed else '>'} bound {bound:.4f} (max {policy.max_ece:.4f} or champion "
+        f"+ {policy.ece_tolerance:.4f})"
+    )
+    figures = {"n": float(n), "challenger": ours, "champion": theirs, "bound": bound}
+    return GateCheckResult(name, PASS if passed else FAIL, reason, figures)
+
+
+# --- the decision ---------------------------------------------------------------------------
+def set_metrics(frame: pd.DataFrame, pred: str, conf: str, policy: GatePolicy) -> dict[str, float]:
+    """One model's headline figures on one evaluation set (for MLflow and the UI)."""
+    if pred not in frame or frame.empty:
+        return {"n_rows": float(len(frame))}
+    correct = _correct(frame, pred)
+    metrics = {
+        "n_rows": float(len(frame)),
+        "accuracy": float(correct.mean()),
+        "ece": expected_calibration_error(frame[conf].to_numpy(), correct, bins=policy.ece_bins),
+    }
+    for c in sorted(frame[LABEL].astype(str).unique()):
+        metrics[f"recall__{c}"] = float(correct[(frame[LABEL].astype(str) == c).to_numpy()].mean())
+    return metrics
 
 
 def decide(
     *,
-    challenger_metrics: Mapping[str, float],
-    champion_metrics: Mapping[str, float] | None,
+    evidence: Mapping[str, pd.DataFrame | None],
     policy: GatePolicy,
-    checks: Sequence[GateCheck] = DEFAULT_CHECKS,
+    segments: Sequence[str] = (),
 ) -> GateDecision:
-    """Promote or keep the champion, with the reasons.
+    """Promote or keep the champion, with every check's verdict and figures.
 
     Args:
-        challenger_metrics: ``core.training.evaluate_model`` output for the challenger
-            (needs ``n_rows``; ``accuracy`` unless it is the first model or there are
-            too few rows).
-        champion_metrics: The champion's metrics on the same rows; None when there is
-            no champion yet.
+        evidence: ``paired_predictions`` frames by evaluation set (``holdout``,
+            ``human_holdout``, optionally ``edge_cases``; None or absent = not available).
+            Without champion columns the challenger is the first model.
         policy: The gate's tunables.
-        checks: Conditions the challenger must all pass against the champion.
+        segments: Segment columns to slice by (``policy.segments(schema)``).
 
     Returns:
         The decision. Without a champion the challenger is promoted ("no champion
-        yet"); with fewer than ``min_eval_rows`` evaluated rows it is rejected ("not
-        enough evidence"); otherwise it is promoted iff every check passes.
+        yet"). Otherwise it is promoted iff no check failed and both overall checks had
+        enough evidence. Reasons: failures first, then the overall verdicts, then one
+        line naming what was skipped for lack of evidence and how many checks passed.
     """
-    rows = int(challenger_metrics.get("n_rows", 0))
-    challenger = dict(challenger_metrics)
-    champion = dict(champion_metrics or {})
-    if champion_metrics is None:
+    frames = {k: v for k, v in evidence.items() if v is not None}
+    heldout = (HUMAN_HOLDOUT, HOLDOUT)
+    challenger_metrics: dict[str, float] = {}
+    champion_metrics: dict[str, float] = {}
+    for name, frame in frames.items():
+        for key, value in set_metrics(frame, CHALLENGER_PRED, CHALLENGER_CONF, policy).items():
+            challenger_metrics[f"{name}.{key}"] = value
+        for key, value in set_metrics(frame, CHAMPION_PRED, CHAMPION_CONF, policy).items():
+            champion_metrics[f"{name}.{key}"] = value
+    rows = sum(len(f) for f in frames.values())
+    has_champion = any(CHAMPION_PRED in f for f in frames.values())
+    if not has_champion:
         reason = f"{NO_CHAMPION}: promoting the first model (evaluated on {rows} rows)"
-        return GateDecision(True, (reason,), challenger, champion, rows)
-    if rows < policy.min_eval_rows:
-        reason = (
-            f"{NOT_ENOUGH_EVIDENCE}: {rows} held-out rows, fewer than the "
-            f"{policy.min_eval_rows} required"
-        )
-        return GateDecision(False, (reason,), challenger, champion, rows)
-    results = [check(challenger, champion, policy) for check in checks]
-    promote = all(passed for passed, _ in results)
-    return GateDecision(promote, tuple(reason for _, reason in results), challenger, champion, rows)
+        return GateDecision(True, (reason,), challenger_metrics, {}, rows)
+
+    empty = pd.DataFrame(columns=[LABEL, CHALLENGER_PRED, CHAMPION_PRED])
+    checks: list[GateCheckResult] = []
+    for eval_set in heldout:
+        checks.append(overall_check(eval_set, frames.get(eval_set, empty), policy))
+    for eval_set in heldout:
+        checks += slice_checks(eval_set, frames.get(eval_set, empty), policy, segments)
+    checks.append(edge_case_check(frames.get(EDGE_CASES), policy))
+    for eval_set in heldout:
+        checks.append(calibration_check(eval_set, frames.get(eval_set, empty), policy))
+
+    failed = [c for c in checks if c.status == FAIL]
+    blocking_gaps = [c for c in checks if c.name.startswith("overall[") and c.status == NO_EVIDENCE]
+    promote = not failed and not blocking_gaps
+    skipped = [c.name for c in checks if c.status == NO_EVIDENCE and c not in blocking_gaps]
+    passed = sum(c.status == PASS for c in checks)
+    overall = [c for c in checks if c.name.startswith("overall[") and c.status == PASS]
+    reasons = [f"FAILED {c.reason}" for c in failed]
+    reasons += [c.reason for c in blocking_gaps]
+    reasons += [c.reason for c in overall]
+    reasons.append(
+        f"{passed} of {len(checks)} checks passed"
+        + (f"; {NOT_ENOUGH_EVIDENCE}, skipped: {', '.join(skipped)}" if skipped else "")
+    )
+    return GateDecision(
+        promote, tuple(reasons), challenger_metrics, champion_metrics, rows, tuple(checks)
+    )
+
+
+def failed_checks(decision: GateDecision) -> list[str]:
+    """Names of the checks that failed or lacked required evidence."""
+    return [
+        c.name
+        for c in decision.checks
+        if c.status == FAIL or (c.status == NO_EVIDENCE and c.name.startswith("overall["))
+    ]

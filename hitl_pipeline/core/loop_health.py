@@ -6,12 +6,14 @@ the UI shows as a gap rather than as a misleading 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 
 from hitl_pipeline.core.routing import REASON_AUDIT, has_reason
-from hitl_pipeline.core.types import LABEL, PREDICTED_LABEL
+from hitl_pipeline.core.types import LABEL, PARTITION, PREDICTED_LABEL, TIER
 
 
 def _finished(annotations: pd.DataFrame) -> pd.DataFrame:
@@ -88,3 +90,366 @@ def label_counts(
     counts = series.value_counts()
     ordered = [*classes, *sorted(set(counts.index) - set(classes))]
     return {name: int(counts.get(name, 0)) for name in ordered}
+
+
+# --- confidence intervals and the audit alert -------------------------------------------
+def wilson_interval(
+    successes: int, trials: int, *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson score interval of a proportion (statsmodels), sound for small samples.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` with no trials.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    if trials <= 0:
+        return float("nan"), float("nan")
+    low, high = proportion_confint(successes, trials, alpha=1 - confidence, method="wilson")
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    """The audit of auto-accepted items: pass rate, its interval, and whether to alert."""
+
+    passed: int
+    audited: int
+    rate: float | None
+    low: float | None
+    high: float | None
+    baseline_rate: float | None  # earlier partitions pooled
+    alert: bool
+    message: str
+
+
+def _audited(annotations: pd.DataFrame) -> pd.DataFrame:
+    done = _finished(annotations)
+    if done.empty or "reasons" not in done:
+        return done.iloc[0:0]
+    if TIER in done:  # an adjudicator's answer is not an audit of the model
+        done = done[done[TIER].fillna("").astype(str) != "adjudication"]
+    return done[has_reason(done["reasons"], REASON_AUDIT)]
+
+
+def audit_by_partition(annotations: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Audit pass rate per batch partition with its Wilson interval.
+
+    Returns:
+        Columns ``partition``, ``audited``, ``passed``, ``rate``, ``low``, ``high``,
+        sorted by partition.
+    """
+    audited = _audited(annotations)
+    rows = []
+    groups = audited.groupby(PARTITION, sort=True) if len(audited) else []
+    for partition, group in groups:
+        passed = int((group[LABEL].astype(str) == group[PREDICTED_LABEL].astype(str)).sum())
+        low, high = wilson_interval(passed, len(group), confidence=confidence)
+        rows.append(
+            {
+                "partition": str(partition),
+                "audited": len(group),
+                "passed": passed,
+                "rate": passed / len(group),
+                "low": low,
+                "high": high,
+            }
+        )
+    return pd.DataFrame(rows, columns=["partition", "audited", "passed", "rate", "low", "high"])
+
+
+def audit_verdict(
+    annotations: pd.DataFrame,
+    *,
+    min_pass_rate: float = 0.8,
+    recent_partitions: int = 1,
+    confidence: float = 0.95,
+) -> AuditVerdict:
+    """Whether the auto-accepted items got worse: concept drift shows here first.
+
+    The recent window is the newest ``recent_partitions`` audited batches. It alerts
+    when the window's whole Wilson interval lies below ``min_pass_rate``, or below the
+    Wilson interval of the earlier batches pooled (the two no longer overlap): a
+    significant fall, whatever the input drift check says.
+
+    Returns:
+        The verdict with a message saying what was compared.
+    """
+    per = audit_by_partition(annotations, confidence=confidence)
+    if per.empty:
+        return AuditVerdict(0, 0, None, None, None, None, False, "no audited items yet")
+    recent, earlier = per.tail(recent_partitions), per.iloc[: max(len(per) - recent_partitions, 0)]
+    passed, audited = int(recent["passed"].sum()), int(recent["audited"].sum())
+    low, high = wilson_interval(passed, audited, confidence=confidence)
+    rate = passed / audited
+    baseline = baseline_low = None
+    if len(earlier):
+        before, of = int(earlier["passed"].sum()), int(earlier["audited"].sum())
+        baseline = before / of
+        baseline_low = wilson_interval(before, of, confidence=confidence)[0]
+    window = ", ".join(recent["partition"])
+    ci = f"{rate:.2f} [{low:.2f}, {high:.2f}] over {audited} audited items of {window}"
+    if high < min_pass_rate:
+        return AuditVerdict(
+            passed,
+            audited,
+            rate,
+            low,
+            high,
+            baseline,
+            True,
+            f"audit pass rate {ci} is below the floor {min_pass_rate:.2f}: "
+            "the auto-accepted predictions are wrong too often (concept drift "
+            "if the inputs did not drift); review more and retrain",
+        )
+    if baseline_low is not None and high < baseline_low:
+        return AuditVerdict(
+            passed,
+            audited,
+            rate,
+            low,
+            high,
+            baseline,
+            True,
+            f"audit pass rate fell: {ci}, earlier batches {baseline:.2f} (interval from "
+            f"{baseline_low:.2f}): the "
+            "model's auto-accepted answers got worse (concept drift if the inputs "
+            "did not drift)",
+        )
+    return AuditVerdict(
+        passed,
+        audited,
+        rate,
+        low,
+        high,
+        baseline,
+        False,
+        f"audit pass rate {ci}: no significant fall",
+    )
+
+
+# --- correction rate against the healthy band ------------------------------------------------
+HEALTHY_CORRECTION_BAND = (0.05, 0.30)
+
+
+def correction_rates(
+    annotations: pd.DataFrame,
+    *,
+    by: str,
+    band: tuple[float, float] = HEALTHY_CORRECTION_BAND,
+) -> pd.DataFrame:
+    """Correction rate per group (``tier`` or ``predicted_label``) against a healthy band.
+
+    Below the band people mostly confirm the model: the review threshold is too
+    conservative and their time is spent where the model is right. Above it the model
+    is not yet competent enough to assist: its pre-annotations cost more than they save.
+
+    Returns:
+        Columns ``group``, ``annotations``, ``corrected``, ``rate``, ``verdict``
+        ("below" | "healthy" | "above"), ``message``.
+    """
+    columns = ["group", "annotations", "corrected", "rate", "verdict", "message"]
+    done = _finished(annotations)
+    if done.empty or by not in done:
+        return pd.DataFrame(columns=columns)
+    low, high = band
+    rows = []
+    for group, part in done.groupby(done[by].fillna("").astype(str), sort=True):
+        corrected = int((part[LABEL].astype(str) != part[PREDICTED_LABEL].astype(str)).sum())
+        rate = corrected / len(part)
+        if rate < low:
+            verdict, message = (
+                "below",
+                (
+                    f"{by}={group}: {rate:.0%} corrected (< {low:.0%}): people mostly confirm the "
+                    "model; the review threshold is too conservative, send fewer such items"
+                ),
+            )
+        elif rate > high:
+            verdict, message = (
+                "above",
+                (
+                    f"{by}={group}: {rate:.0%} corrected (> {high:.0%}): the model is not yet "
+                    "competent enough to assist here; its pre-annotations cost more than they save"
+                ),
+            )
+        else:
+            verdict, message = "healthy", f"{by}={group}: {rate:.0%} corrected (healthy band)"
+        rows.append([group, len(part), corrected, rate, verdict, message])
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- cost and time-to-loop-close --------------------------------------------------------------
+def annotation_cost(
+    annotations: pd.DataFrame,
+    *,
+    price_per_label: Mapping[str, float],
+    default_price: float,
+) -> float:
+    """What the annotations cost: every submitted answer (skips too: time was spent) at
+    its tier's price.
+
+    Args:
+        annotations: One row per annotation (each annotation id counted once).
+        price_per_label: Tier -> price of one answer.
+        default_price: Price for tiers not listed.
+    """
+    if annotations.empty:
+        return 0.0
+    unique = annotations.drop_duplicates("annotation_id", keep="last")
+    tiers = (
+        unique[TIER].fillna("").astype(str) if TIER in unique else pd.Series("", index=unique.index)
+    )
+    return float(tiers.map(lambda t: price_per_label.get(t, default_price)).sum())
+
+
+def loop_close_seconds(
+    labels_through: datetime | None, serving_since: datetime | None
+) -> float | None:
+    """Time-to-loop-close: the last annotation a champion was trained on to its promotion.
+
+    Returns:
+        Seconds, or None when either instant is unknown.
+    """
+    if labels_through is None or serving_since is None:
+        return None
+    return (serving_since - labels_through).total_seconds()
+
+
+def cost_per_accuracy_point(
+    cost: float, accuracy_before: float | None, accuracy_after: float | None
+) -> float | None:
+    """Annotation cost per accuracy point (percentage point) regained; None without a gain."""
+    if accuracy_before is None or accuracy_after is None:
+        return None
+    points = 100.0 * (accuracy_after - accuracy_before)
+    return cost / points if points > 0 else None
+
+
+# --- per-cycle figures and the chart ----------------------------------------------------------
+CYCLE_COLUMNS = [
+    "partition",
+    "annotations",
+    "labels",
+    "correction_rate",
+    "audited",
+    "audit_pass_rate",
+    "audit_low",
+    "audit_high",
+    "cost",
+]
+
+
+def cycle_table(
+    annotations: pd.DataFrame,
+    *,
+    price_per_label: Mapping[str, float],
+    default_price: float,
+) -> pd.DataFrame:
+    """Per batch partition: answers, labels, correction rate, audit pass rate (with its
+    Wilson interval: the served model's accuracy on what nobody reviewed) and cost.
+
+    Returns:
+        Columns ``CYCLE_COLUMNS``, sorted by partition.
+    """
+    if annotations.empty:
+        return pd.DataFrame(columns=CYCLE_COLUMNS)
+    unique = annotations.drop_duplicates("annotation_id", keep="last")
+    audit = audit_by_partition(unique).set_index("partition")
+    rows = []
+    for partition, part in unique.groupby(unique[PARTITION].fillna("").astype(str), sort=True):
+        done = _finished(part)
+        corrected = correction_rate(part)
+        a = audit.loc[partition] if partition in audit.index else None
+        rows.append(
+            {
+                "partition": partition,
+                "annotations": len(part),
+                "labels": len(done),
+                "correction_rate": float("nan") if corrected is None else corrected,
+                "audited": 0 if a is None else int(a["audited"]),
+                "audit_pass_rate": float("nan") if a is None else float(a["rate"]),
+                "audit_low": float("nan") if a is None else float(a["low"]),
+                "audit_high": float("nan") if a is None else float(a["high"]),
+                "cost": annotation_cost(
+                    part, price_per_label=price_per_label, default_price=default_price
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=CYCLE_COLUMNS)
+
+
+def accuracy_regained(cycles: pd.DataFrame) -> tuple[float | None, float | None, float]:
+    """The audit pass rate at its lowest batch and at the latest one, and what the labels
+    from the lowest batch on cost: the inputs of ``cost_per_accuracy_point``.
+
+    Returns:
+        ``(trough, latest, cost_since_trough)``; rates None without two audited batches.
+    """
+    audited = cycles[cycles["audited"] > 0]
+    if len(audited) < 2:
+        return None, None, 0.0
+    trough_at = audited["audit_pass_rate"].idxmin()
+    since = cycles.loc[cycles["partition"] >= audited.loc[trough_at, "partition"]]
+    return (
+        float(audited.loc[trough_at, "audit_pass_rate"]),
+        float(audited["audit_pass_rate"].iloc[-1]),
+        float(since["cost"].sum()),
+    )
+
+
+def render_chart(cycles: pd.DataFrame, agreement: Mapping[str, float], *, title: str) -> bytes:
+    """A PNG a person would rather look at: per batch the audit pass rate with its
+    interval and the correction rate against the healthy band, labels and cumulative
+    cost, and agreement per queue."""
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
+    x = list(range(len(cycles)))
+    names = [str(p)[5:] if len(str(p)) == 10 else str(p) for p in cycles["partition"]]
+    ax = axes[0]
+    rate = cycles["audit_pass_rate"].to_numpy(dtype=float)
+    ax.errorbar(
+        x,
+        rate,
+        yerr=[
+            rate - cycles["audit_low"].to_numpy(dtype=float),
+            cycles["audit_high"].to_numpy(dtype=float) - rate,
+        ],
+        fmt="o-",
+        capsize=4,
+        label="audit pass rate (95% Wilson)",
+    )
+    ax.plot(x, cycles["correction_rate"].to_numpy(dtype=float), "s--", label="correction rate")
+    low, high = HEALTHY_CORRECTION_BAND
+    ax.axhspan(low, high, color="green", alpha=0.1, label="healthy correction band")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Quality per batch")
+    ax.legend(fontsize=7, loc="lower left")
+    ax = axes[1]
+    ax.bar(x, cycles["labels"].to_numpy(dtype=float), color="tab:blue", label="labels")
+    ax.set_ylabel("labels")
+    twin = ax.twinx()
+    twin.plot(x, cycles["cost"].cumsum().to_numpy(dtype=float), "k.-", label="cumulative cost")
+    twin.set_ylabel("cumulative cost")
+    ax.set_title("Labels spent and cost")
+    ax = axes[2]
+    tiers = [t for t, v in agreement.items() if v == v]  # NaN-free
+    ax.bar(tiers, [agreement[t] for t in tiers], color="tab:purple")
+    ax.axhline(0.667, color="red", linestyle=":", label="alpha 0.667 (guideline signal)")
+    ax.set_ylim(min(0.0, *[agreement[t] for t in tiers]) if tiers else 0, 1)
+    if not tiers:
+        ax.text(0.5, 0.5, "no item reviewed twice yet", ha="center", transform=ax.transAxes)
+        ax.set_xticks([])
+    ax.set_title("Agreement per queue (Krippendorff's alpha)")
+    ax.legend(fontsize=7)
+    for a in axes[:2]:
+        a.set_xticks(x, names, rotation=45, fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=90)
+    return out.getvalue()

@@ -231,3 +231,14 @@ def evaluate_model(model: Any, frame: pd.DataFrame, schema: BatchSchema) -> dict
     for name, value in zip(present, recalls, strict=True):
         metrics[f"recall__{name}"] = float(value)
     return metrics
+
+
+def evaluate_frames(
+    model: Any, frames: Mapping[str, pd.DataFrame], schema: BatchSchema
+) -> dict[str, dict[str, float]]:
+    """``evaluate_model`` on each held-out frame, keyed by frame name.
+
+    This is what the ``evaluate`` stage of ``dvc.yaml`` writes to
+    ``models/eval_metrics.json`` and what the candidate logs as ``heldout.<frame>.*``.
+    """
+    return {name: evaluate_model(model, frame, schema) for name, frame in frames.items()}

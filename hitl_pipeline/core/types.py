@@ -29,8 +29,12 @@ LABEL_SOURCE = "label_source"  # "seed" | "human" | ...
 LABELLED_AT = "labelled_at"  # when the label was decided (UTC); null for seed labels
 ANNOTATORS = "annotators"  # ";"-joined annotators whose votes decided a human label
 N_ANNOTATIONS = "n_annotations"  # votes behind a human label (0 for seed labels)
-DECIDED_BY = "decided_by"  # "single" | "majority" | "latest" (how the votes were resolved)
+DECIDED_BY = "decided_by"  # "single" | "majority" | "latest" | "adjudicated" (how decided)
 PARTITION = "partition"
+DISAGREEMENT = "disagreement"  # committee disagreement in [0, 1] (core.committee)
+OOD_SCORE = "ood_score"  # isolation percentile among the training rows (core.ood)
+REVIEW_RANK = "review_rank"  # 1 = picked first for review; null when not picked by ranking
+THRESHOLD = "confidence_threshold"  # the confidence threshold the decision used
 
 ROUTE_REVIEW = "review"
 ROUTE_AUTO = "auto_accept"
@@ -164,6 +168,7 @@ class LabelingTask:
     tier: str = "general"
     partition: str = ""
     priority: float = 0.0
+    note: str = ""  # shown to the reviewer, e.g. the earlier votes on an adjudication task
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ class PushResult:
     created: int
     already_present: int
     project_id: int
+    # tier -> Label Studio project id of every queue the push touched
+    projects: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,19 @@ class QueueStatus:
 
 # --- gate ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class GateCheckResult:
+    """One check of the promotion gate: its verdict, the reason and the figures behind it.
+
+    ``status`` is "pass", "fail" or "not enough evidence".
+    """
+
+    name: str  # e.g. "overall[human_holdout]", "slice[holdout:class=churn]", "edge_cases"
+    status: str
+    reason: str
+    figures: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GateDecision:
     """Whether the challenger may replace the champion, and why."""
 
@@ -218,3 +238,4 @@ class GateDecision:
     challenger_metrics: Mapping[str, float]
     champion_metrics: Mapping[str, float]
     evaluated_rows: int
+    checks: tuple[GateCheckResult, ...] = ()  # every check, in the order they ran

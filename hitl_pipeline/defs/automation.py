@@ -41,13 +41,23 @@ drift_review_job = dg.define_asset_job(
 )
 collect_labels_job = dg.define_asset_job(
     "collect_labels_job",
-    selection=["human_labels"],
-    description="Pull finished annotations from Label Studio into the label ledger.",
+    selection=["human_labels", "adjudication_tasks", "loop_metrics"],
+    description="Pull finished annotations from Label Studio into the label ledger, send "
+    "disagreements to adjudication, and update loop health.",
 )
 retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=["human_labels", "training_dataset", "candidate_model", "champion_model"],
-    description="Pull labels, version the dataset with DVC, retrain, gate, and promote.",
+    selection=[
+        "human_labels",
+        "adjudication_tasks",
+        "training_dataset",
+        "candidate_model",
+        "champion_model",
+        "routing_threshold",
+        "loop_metrics",
+    ],
+    description="Pull labels, version the dataset with DVC, retrain, gate, promote, and "
+    "update loop health.",
 )
 
 

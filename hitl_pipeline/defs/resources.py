@@ -27,7 +27,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             artifact_location=settings.mlflow_artifacts.as_uri(),
         ),
         "label_studio": LabelStudioResource(
-            url=settings.label_studio_url, api_key=settings.label_studio_api_key
+            url=settings.label_studio_url,
+            api_key=settings.label_studio_api_key,
+            overlap_share=settings.review_overlap_share,
         ),
         "dataset_store": DvcDatasetStore(
             repo_path=str(settings.dataset_repo), remote_url=settings.dvc_remote

@@ -2,7 +2,9 @@
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
+from hitl_pipeline.core.tiers import REASON_POLICY_CATEGORY, FeatureRule, TierPolicy, assign_tiers
 from hitl_pipeline.core.types import (
     CONFIDENCE,
     ITEM_ID,
@@ -12,7 +14,6 @@ from hitl_pipeline.core.types import (
     REASONS,
     ROUTE,
     ROUTE_REVIEW,
-    TIER,
     LabelingTask,
     PushResult,
 )
@@ -21,11 +22,29 @@ from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.production import ProductionSource
 
 
+class TierConfig(dg.Config):
+    """Which reviewed items go to the domain experts' queue instead of general reviewers."""
+
+    expert_classes: list[str] = Field(default_factory=list)
+    expert_reasons: list[str] = Field(default_factory=lambda: [REASON_POLICY_CATEGORY])
+    # rules as "column op value", e.g. "amount > 5000" or 'plan in ["gold"]'
+    expert_rules: list[str] = Field(default_factory=list)
+
+    def policy(self) -> TierPolicy:
+        return TierPolicy(
+            expert_classes=tuple(self.expert_classes),
+            expert_reasons=tuple(self.expert_reasons),
+            expert_rules=tuple(FeatureRule.parse(r) for r in self.expert_rules),
+        )
+
+
 def tasks_from_queue(
-    queue: pd.DataFrame, features: list[str], partition: str
+    queue: pd.DataFrame, features: list[str], partition: str, policy: TierPolicy | None = None
 ) -> list[LabelingTask]:
-    """The review rows of a routed batch as Label Studio tasks, highest priority first."""
+    """The review rows of a routed batch as Label Studio tasks, highest priority first,
+    each in its tier's queue."""
     review = queue[queue[ROUTE] == ROUTE_REVIEW].sort_values(PRIORITY, ascending=False)
+    tiers = assign_tiers(review, policy or TierPolicy())
     return [
         LabelingTask(
             item_id=str(row[ITEM_ID]),
@@ -34,11 +53,11 @@ def tasks_from_queue(
             score=float(row[CONFIDENCE]),
             model_version=str(row[MODEL_VERSION]),
             reasons=tuple(str(row[REASONS]).split(";")),
-            tier=str(row[TIER]),
+            tier=str(tier),
             partition=partition,
             priority=float(row[PRIORITY]),
         )
-        for _, row in review.iterrows()
+        for tier, (_, row) in zip(tiers, review.iterrows(), strict=True)
     ]
 
 
@@ -50,20 +69,25 @@ def _plain(value: object) -> object:
 @dg.asset(partitions_def=BATCH_PARTITIONS, group_name="s05_labeling", kinds={"labelstudio"})
 def labeling_tasks(
     context: dg.AssetExecutionContext,
+    config: TierConfig,
     review_queue: pd.DataFrame,
     label_studio: LabelStudioResource,
     production: ProductionSource,
 ) -> dg.Output[PushResult]:
-    """Tasks in Label Studio; re-runs push only what is missing, never duplicates."""
+    """Tasks in Label Studio, one project per tier; re-runs push only what is missing."""
     schema = production.schema()
-    tasks = tasks_from_queue(review_queue, schema.feature_names, context.partition_key)
+    tasks = tasks_from_queue(
+        review_queue, schema.feature_names, context.partition_key, config.policy()
+    )
     result = label_studio.push_tasks(classes=schema.classes, tasks=tasks)
+    per_tier = pd.Series([t.tier for t in tasks], dtype=object).value_counts().to_dict()
     return dg.Output(
         result,
         metadata={
             "tasks_routed": len(tasks),
             "tasks_created": result.created,
             "tasks_already_present": result.already_present,
+            "tasks_by_tier": dg.MetadataValue.json({str(k): int(v) for k, v in per_tier.items()}),
             "project": dg.MetadataValue.url(
                 f"{label_studio.url.rstrip('/')}/projects/{result.project_id}/data"
             ),

@@ -1,15 +1,31 @@
-"""Feedback: pull finished annotations from Label Studio, incrementally, into the ledger."""
+"""Feedback: pull finished annotations from every review queue into the ledger, resolve
+them to labels, send disagreements to adjudication, and check the audit of auto-accepts."""
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.datasets import resolve_labels
-from hitl_pipeline.core.loop_health import audit_pass_rate, correction_rate
+from hitl_pipeline.core.agreement import disputed_items, latest_votes, summary_metrics
+from hitl_pipeline.core.datasets import resolve_labels, split_out_of_schema
+from hitl_pipeline.core.loop_health import (
+    audit_pass_rate,
+    audit_verdict,
+    correction_rate,
+    correction_rates,
+)
+from hitl_pipeline.core.routing import REASON_AUDIT
+from hitl_pipeline.core.tiers import TIER_ADJUDICATION
+from hitl_pipeline.core.types import ITEM_ID, TIER, LabelingTask, PushResult
 from hitl_pipeline.defs.s05_labeling import labeling_tasks
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore, annotations_to_frame
+from hitl_pipeline.resources.production import ProductionSource
+
+REASON_DISAGREEMENT = "disagreement"
+AUDIT_CHECK = "audit_pass_rate_holds"
 
 # Annotations can be committed slightly out of order; re-reading a short window is free
 # because the ledger is keyed by annotation id.
@@ -38,16 +54,22 @@ def count_new_or_edited(ledger: pd.DataFrame, pulled: pd.DataFrame) -> int:
 
 @dg.asset(group_name="s06_feedback", deps=[labeling_tasks], kinds={"labelstudio"})
 def human_labels(
-    label_studio: LabelStudioResource, local_store: LocalStore
+    label_studio: LabelStudioResource, local_store: LocalStore, production: ProductionSource
 ) -> dg.Output[pd.DataFrame]:
-    """One resolved human label per reviewed item, from every annotation pulled so far."""
+    """One resolved human label per reviewed item, from every annotation pulled so far.
+
+    Annotations whose label is outside the schema stay in the ledger but decide nothing;
+    an adjudicated answer decides its item.
+    """
+    classes = production.schema().classes
     ledger = local_store.read_ledger()
     since = ledger["updated_at"].max() - _PULL_OVERLAP if len(ledger) else None
     pulled = annotations_to_frame(label_studio.pull_annotations(since=since))
     new_or_edited = count_new_or_edited(ledger, pulled)
     ledger = upsert_annotations(ledger, pulled)
     local_store.write_ledger(ledger)
-    labels = resolve_labels(ledger)
+    usable, rejected = split_out_of_schema(ledger, classes)
+    labels = resolve_labels(usable)
     latest = ledger["completed_at"].max() if len(ledger) else None
     return dg.Output(
         labels,
@@ -55,9 +77,115 @@ def human_labels(
             "labelled_items": len(labels),
             "annotations_total": len(ledger),
             "annotations_pulled_now": new_or_edited,
-            "correction_rate": _number(correction_rate(ledger)),
-            "audit_pass_rate": _number(audit_pass_rate(ledger)),
+            "annotations_skipped": int(ledger["was_cancelled"].astype(bool).sum()),
+            "annotations_out_of_schema": len(rejected),
+            "correction_rate": _number(correction_rate(usable)),
+            "audit_pass_rate": _number(audit_pass_rate(usable)),
             "labels_through": latest.isoformat() if latest is not None else "",
+            **feedback_figures(usable, labels, classes),
+        },
+    )
+
+
+def feedback_figures(
+    annotations: pd.DataFrame, labels: pd.DataFrame, classes: tuple[str, ...]
+) -> dict[str, Any]:
+    """Agreement, decisions and correction-rate figures as Dagster metadata."""
+    votes = latest_votes(annotations, classes=classes)
+    decided = labels["decided_by"].value_counts().to_dict() if len(labels) else {}
+    by_tier = correction_rates(annotations, by=TIER)
+    flagged = by_tier[by_tier["verdict"] != "healthy"]["message"].tolist()
+    return {
+        **summary_metrics(votes, labels),
+        "decided_by": dg.MetadataValue.json({str(k): int(v) for k, v in decided.items()}),
+        **{f"correction_rate__{r.group}": float(r.rate) for r in by_tier.itertuples()},
+        "correction_band": " | ".join(flagged) if flagged else "every queue in the healthy band",
+    }
+
+
+def adjudication_tasks_for(
+    annotations: pd.DataFrame, classes: tuple[str, ...]
+) -> list[LabelingTask]:
+    """One adjudication task per disputed item, showing the votes it got."""
+    votes = latest_votes(annotations, classes=classes)
+    disputed = disputed_items(votes)
+    if not disputed:
+        return []
+    latest = annotations.sort_values("updated_at").drop_duplicates(ITEM_ID, keep="last")
+    latest = latest.set_index(latest[ITEM_ID].astype(str))
+    tasks = []
+    for item_id in disputed:
+        row = latest.loc[item_id]
+        mine = votes[(votes[ITEM_ID] == item_id) & (votes[TIER] != TIER_ADJUDICATION)]
+        said = ", ".join(
+            f"{a}: {lab}" for a, lab in zip(mine["annotator"], mine["label"], strict=True)
+        )
+        tasks.append(
+            LabelingTask(
+                item_id=item_id,
+                features=dict(row["features"]) if isinstance(row["features"], Mapping) else {},
+                predicted_label=str(row["predicted_label"]),
+                score=float("nan"),
+                model_version=str(row["model_version"]),
+                # the original reasons, minus "audit": the audit figure is the first reviewers'
+                reasons=(
+                    *(r for r in row["reasons"] if r != REASON_AUDIT),
+                    REASON_DISAGREEMENT,
+                ),
+                tier=TIER_ADJUDICATION,
+                partition=str(row["partition"]),
+                priority=float(len(mine)),
+                note=f"reviewers said: {said}",
+            )
+        )
+    return tasks
+
+
+@dg.asset(group_name="s06_feedback", deps=[human_labels], kinds={"labelstudio"})
+def adjudication_tasks(
+    label_studio: LabelStudioResource, local_store: LocalStore, production: ProductionSource
+) -> dg.Output[PushResult]:
+    """Items whose reviewers disagreed, pushed to the adjudication queue (once each)."""
+    classes = production.schema().classes
+    usable, _ = split_out_of_schema(local_store.read_ledger(), classes)
+    tasks = adjudication_tasks_for(usable, classes)
+    result = (
+        label_studio.push_tasks(classes=classes, tasks=tasks)
+        if tasks
+        else PushResult(created=0, already_present=0, project_id=0)
+    )
+    return dg.Output(
+        result,
+        metadata={
+            "disputed_open": len(tasks),
+            "tasks_created": result.created,
+            "tasks_already_present": result.already_present,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=human_labels,
+    name=AUDIT_CHECK,
+    description="The audit sample of auto-accepted items: its pass rate (Wilson interval) "
+    "must not fall below the floor or significantly below earlier batches. A failure "
+    "is concept drift even when the input drift check passes.",
+)
+def audit_pass_rate_holds(
+    local_store: LocalStore, production: ProductionSource
+) -> dg.AssetCheckResult:
+    usable, _ = split_out_of_schema(local_store.read_ledger(), production.schema().classes)
+    verdict = audit_verdict(usable)
+    return dg.AssetCheckResult(
+        passed=not verdict.alert,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=verdict.message,
+        metadata={
+            "audited": verdict.audited,
+            "audit_pass_rate": _number(verdict.rate),
+            "audit_ci_low": _number(verdict.low),
+            "audit_ci_high": _number(verdict.high),
+            "earlier_pass_rate": _number(verdict.baseline_rate),
         },
     )
 

@@ -3,8 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.datasets import canonical_dataset, merge_labelled, split_holdout
-from hitl_pipeline.core.types import DatasetVersion
+from hitl_pipeline.core.datasets import (
+    canonical_dataset,
+    edge_case_items,
+    merge_labelled,
+    split_holdout,
+)
+from hitl_pipeline.core.types import ITEM_ID, DatasetVersion
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.production import ProductionSource
@@ -24,7 +29,8 @@ def training_dataset(
     dataset_store: DvcDatasetStore,
     production: ProductionSource,
 ) -> dg.Output[DatasetVersion]:
-    """A DVC version holding the training rows, the fixed holdout and the human holdout."""
+    """A DVC version holding the training rows, the fixed holdout, the human holdout and
+    the edge cases (items a reviewer flagged, with their resolved label)."""
     schema = production.schema()
     seed_train, seed_holdout = local_store.read_seed()
     if human_labels.empty:  # before the first annotation the frame has no feature columns
@@ -33,11 +39,14 @@ def training_dataset(
         human_labels, fraction=config.human_holdout_fraction, salt=config.holdout_salt
     )
     training = merge_labelled(seed_train, human_train, schema)
+    flagged = edge_case_items(local_store.read_ledger())
+    edge_cases = canonical_dataset(human_labels[human_labels[ITEM_ID].isin(flagged)], schema)
     version = dataset_store.commit(
         frames={
             "training": training,
             "holdout": canonical_dataset(seed_holdout, schema),
             "human_holdout": canonical_dataset(human_holdout, schema),
+            "edge_cases": edge_cases,
         },
         message=f"training data: {len(seed_train)} seed + {len(human_train)} human rows",
     )
@@ -50,5 +59,6 @@ def training_dataset(
             "training_rows": len(training),
             "human_training_rows": len(human_train),
             "human_holdout_rows": len(human_holdout),
+            "edge_case_rows": len(edge_cases),
         },
     )

@@ -1,68 +1,148 @@
 """Training: retrain on a dataset version, track it in MLflow, and gate it.
 
 The ``passes_gate`` check is blocking: a challenger that fails it never reaches
-``champion_model``, and its reasons are shown in the UI and logged to its MLflow run.
+``champion_model``. Its verdict, the reasons and every check's figures are shown in the
+UI (check metadata) and logged to the candidate's MLflow run and model version.
 """
 
-import dagster as dg
+import dataclasses
+import json
+from typing import Any
 
-from hitl_pipeline.core.gate import FIXED_PREFIX, GatePolicy, decide
-from hitl_pipeline.core.training import TrainingParams, evaluate_model, train_model
-from hitl_pipeline.core.types import BatchSchema, DatasetVersion, ModelRef
+import dagster as dg
+import pandas as pd
+
+from hitl_pipeline.core.gate import (
+    EDGE_CASES,
+    HOLDOUT,
+    HUMAN_HOLDOUT,
+    GatePolicy,
+    decide,
+    failed_checks,
+    gate_evidence,
+)
+from hitl_pipeline.core.routing import RoutingPolicy
+from hitl_pipeline.core.training import TrainingParams, evaluate_frames, train_model
+from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
-from hitl_pipeline.resources.dvc_store import DvcDatasetStore
-from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
+from hitl_pipeline.resources.dvc_store import DATA_DIR, DvcDatasetStore
+from hitl_pipeline.resources.mlflow_registry import TAG_ROUTING_POLICY, MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
 _TRAINING = TrainingParams()
 _GATE = GatePolicy()
+ROUTING_ASSET = dg.AssetKey("review_queue")
 
 
 class TrainingConfig(dg.Config):
+    """Training tunables; defaults come from :class:`TrainingParams`."""
+
     estimator: str = _TRAINING.estimator
     seed: int = _TRAINING.seed
+    learning_rate: float = _TRAINING.learning_rate
+    max_iter: int = _TRAINING.max_iter
+    max_leaf_nodes: int = _TRAINING.max_leaf_nodes
+    l2_regularization: float = _TRAINING.l2_regularization
+    c: float = _TRAINING.c
+    human_weight: float = _TRAINING.human_weight
+
+    def params(self) -> TrainingParams:
+        return TrainingParams.from_dict(self.model_dump())
 
 
 class GateConfig(dg.Config):
+    """Gate tunables; defaults and their meaning: :class:`GatePolicy`."""
+
     tolerance: float = _GATE.tolerance
-    min_eval_rows: int = _GATE.min_eval_rows
     fixed_holdout_tolerance: float = _GATE.fixed_holdout_tolerance
+    min_eval_rows: int = _GATE.min_eval_rows
+    recent_rows: int = _GATE.recent_rows
+    slice_tolerance: float = _GATE.slice_tolerance
+    fixed_slice_tolerance: float = _GATE.fixed_slice_tolerance
+    min_slice_rows: int = _GATE.min_slice_rows
+    # None: the schema's categorical features
+    segment_columns: list[str] | None = None
+    edge_case_pass_rate: float = _GATE.edge_case_pass_rate
+    min_edge_cases: int = _GATE.min_edge_cases
+    max_ece: float = _GATE.max_ece
+    ece_tolerance: float = _GATE.ece_tolerance
+    min_calibration_rows: int = _GATE.min_calibration_rows
+    confidence: float = _GATE.confidence
+    correct_for_slices: bool = _GATE.correct_for_slices
+    n_bootstrap: int = _GATE.n_bootstrap
+    seed: int = _GATE.seed
+
+    def policy(self) -> GatePolicy:
+        values = self.model_dump()
+        segments = values.pop("segment_columns")
+        return GatePolicy(
+            **values, segment_columns=tuple(segments) if segments is not None else None
+        )
 
 
-def gate_metrics(
-    model: object, dataset_store: DvcDatasetStore, version: DatasetVersion, schema: BatchSchema
-) -> dict[str, float]:
-    """A model's figures on the recent human held-out rows (unprefixed: they decide) and
-    on the fixed held-out set of the original regime (prefixed ``fixed_``)."""
-    recent = dataset_store.load(version_id=version.version_id, name="human_holdout")
-    fixed = dataset_store.load(version_id=version.version_id, name="holdout")
-    metrics = evaluate_model(model, recent, schema)
-    metrics.update(
-        {f"{FIXED_PREFIX}{k}": v for k, v in evaluate_model(model, fixed, schema).items()}
-    )
-    return metrics
+def load_eval_frames(
+    store: DvcDatasetStore, version: DatasetVersion
+) -> dict[str, pd.DataFrame | None]:
+    """The evaluation frames of a dataset version; None for a frame it does not hold."""
+    return {
+        name: store.load(version_id=version.version_id, name=name)
+        if f"{DATA_DIR}/{name}.parquet" in version.files
+        else None
+        for name in (HOLDOUT, HUMAN_HOLDOUT, EDGE_CASES)
+    }
+
+
+def routing_lineage(instance: dg.DagsterInstance) -> dict[str, Any]:
+    """The routing configuration that produced the labels, as far as it is known.
+
+    The :class:`RoutingPolicy` defaults, overlaid with the run config of the latest
+    ``review_queue`` materialization (what a person may have changed in the launchpad).
+    """
+    lineage: dict[str, Any] = {"policy_defaults": dataclasses.asdict(RoutingPolicy())}
+    event = instance.get_latest_materialization_event(ROUTING_ASSET)
+    run = instance.get_run_by_id(event.run_id) if event is not None else None
+    if run is not None:
+        run_config: dict[str, Any] = dict(run.run_config or {})
+        ops: dict[str, Any] = run_config.get("ops", {})
+        lineage["latest_run_id"] = run.run_id
+        lineage["latest_run_config"] = ops.get(ROUTING_ASSET.path[-1], {}).get("config", {})
+    return lineage
 
 
 @dg.asset(group_name="s08_training", kinds={"mlflow", "scikitlearn"})
 def candidate_model(
+    context: dg.AssetExecutionContext,
     config: TrainingConfig,
     training_dataset: DatasetVersion,
     dataset_store: DvcDatasetStore,
     registry: MlflowRegistryResource,
     production: ProductionSource,
 ) -> dg.Output[ModelRef]:
-    """A model retrained on the dataset version, registered in MLflow as a challenger."""
+    """A model retrained on the dataset version, registered in MLflow as a challenger.
+
+    Its model version records the lineage: dataset version and md5 of every frame
+    (training, held-out, edge cases), code version, parameters and routing configuration.
+    """
     schema = production.schema()
-    params = TrainingParams.from_dict({**_TRAINING.to_dict(), **config.model_dump()})
+    params = config.params()
     frame = dataset_store.load(version_id=training_dataset.version_id)
     result = train_model(frame, schema, params)
-    held_out = gate_metrics(result.model, dataset_store, training_dataset, schema)
-    metrics = {**result.metrics, **{f"heldout_{k}": v for k, v in held_out.items()}}
+    frames = {
+        k: v for k, v in load_eval_frames(dataset_store, training_dataset).items() if v is not None
+    }
+    held_out = evaluate_frames(result.model, frames, schema)
+    metrics = {
+        **result.metrics,
+        **{f"heldout.{s}.{k}": v for s, values in held_out.items() for k, v in values.items()},
+    }
     ref = registry.log_candidate(
         model=result.model,
         params=params.to_dict(),
         metrics=metrics,
-        tags={DATASET_VERSION_TAG: training_dataset.version_id},
+        tags={
+            DATASET_VERSION_TAG: training_dataset.version_id,
+            TAG_ROUTING_POLICY: json.dumps(routing_lineage(context.instance), sort_keys=True),
+        },
         dataset=training_dataset,
         input_example=frame[schema.feature_names].head(5),
     )
@@ -72,9 +152,11 @@ def candidate_model(
             "model_version": ref.version,
             "dataset_version": training_dataset.version_id,
             "training_rows": len(frame),
-            "recent_heldout_accuracy": float(held_out["accuracy"]),
-            "recent_heldout_rows": int(held_out["n_rows"]),
-            "fixed_heldout_accuracy": float(held_out[f"{FIXED_PREFIX}accuracy"]),
+            **{
+                f"{s}_accuracy": float(values.get("accuracy", float("nan")))
+                for s, values in held_out.items()
+            },
+            **{f"{s}_rows": int(values["n_rows"]) for s, values in held_out.items()},
         },
     )
 
@@ -83,9 +165,10 @@ def candidate_model(
     asset=candidate_model,
     blocking=True,
     additional_ins={"training_dataset": dg.AssetIn()},
-    description="The challenger replaces the champion only if it does at least as well on "
-    "the recent held-out human labels and does not lose more than a tolerance on the fixed "
-    "held-out set.",
+    description="The challenger replaces the champion only if, with paired bootstrap "
+    "intervals, it is not worse overall on the recent human held-out rows nor on the fixed "
+    "held-out set, no class or segment slice regresses, it passes the edge-case set and "
+    "stays calibrated; too little evidence is reported, never guessed.",
 )
 def passes_gate(
     config: GateConfig,
@@ -95,40 +178,47 @@ def passes_gate(
     registry: MlflowRegistryResource,
     production: ProductionSource,
 ) -> dg.AssetCheckResult:
-    schema = production.schema()
+    schema, policy = production.schema(), config.policy()
     champion = registry.champion()
-    challenger_metrics = gate_metrics(
-        registry.load_model(ref=candidate_model), dataset_store, training_dataset, schema
+    if champion is not None and champion.version == candidate_model.version:
+        champion = None  # re-check of the serving model: nothing to compare with
+    evidence = gate_evidence(
+        load_eval_frames(dataset_store, training_dataset),
+        schema,
+        challenger=registry.load_model(ref=candidate_model),
+        champion=registry.load_model(ref=champion) if champion is not None else None,
+        policy=policy,
     )
-    champion_metrics = (
-        gate_metrics(registry.load_model(ref=champion), dataset_store, training_dataset, schema)
-        if champion is not None and champion.version != candidate_model.version
-        else None
-    )
-    decision = decide(
-        challenger_metrics=challenger_metrics,
-        champion_metrics=champion_metrics,
-        policy=GatePolicy(
-            tolerance=config.tolerance,
-            min_eval_rows=config.min_eval_rows,
-            fixed_holdout_tolerance=config.fixed_holdout_tolerance,
-        ),
-    )
+    decision = decide(evidence=evidence, policy=policy, segments=policy.segments(schema))
     registry.log_gate_decision(ref=candidate_model, decision=decision)
     return dg.AssetCheckResult(
         passed=decision.promote,
         description="; ".join(decision.reasons),
-        metadata={
-            "challenger_version": candidate_model.version,
-            "champion_version": champion.version if champion else "none",
-            "challenger_accuracy": float(challenger_metrics["accuracy"]),
-            "champion_accuracy": float(champion_metrics["accuracy"])
-            if champion_metrics
-            else float("nan"),
-            "evaluated_rows": decision.evaluated_rows,
-        },
+        metadata=gate_metadata(decision, candidate_model, champion),
     )
 
 
-def _get(metrics: dict[str, float] | None, key: str) -> float:
-    return float(metrics[key]) if metrics else float("nan")
+def gate_metadata(
+    decision: GateDecision, challenger: ModelRef, champion: ModelRef | None
+) -> dict[str, Any]:
+    """What a person wants to see on the check in the UI: verdicts and figures."""
+    rows = [
+        f"| {c.name} | {c.status} | "
+        + ", ".join(f"{k}={v:.4f}" for k, v in c.figures.items())
+        + " |"
+        for c in decision.checks
+    ]
+    metadata: dict[str, Any] = {
+        "challenger_version": challenger.version,
+        "champion_version": champion.version if champion else "none",
+        "evaluated_rows": decision.evaluated_rows,
+        "failed_checks": ", ".join(failed_checks(decision)) or "none",
+        "checks": dg.MetadataValue.md(
+            "| check | status | figures |\n|---|---|---|\n" + "\n".join(rows)
+        ),
+    }
+    for check in decision.checks:  # the headline checks as plottable numbers
+        if check.name.startswith(("overall[", "calibration[", "edge_cases")):
+            for key, value in check.figures.items():
+                metadata[f"{check.name}.{key}"] = float(value)
+    return metadata

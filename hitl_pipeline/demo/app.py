@@ -42,16 +42,24 @@ MLFLOW_PORT = 5000
 
 
 def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
-    """Three simulated annotators; the error rate is the one asked for, on average."""
+    """Three simulated annotators and an adjudicator, so agreement, adjudication and
+    annotator quality have something to find: one careful, one careless, one biased
+    toward the majority class; ``reviewer_error_rate`` scales them all."""
     rate = options.reviewer_error_rate
     return ReviewerPool(
         url=settings.label_studio_url,
         api_key=settings.label_studio_api_key,
         reviewers=[
             SimulatedReviewer(email="ada@hitl.local", error_rate=rate * 0.5, seed=1),
-            SimulatedReviewer(email="grace@hitl.local", error_rate=rate, seed=2),
-            SimulatedReviewer(email="linus@hitl.local", error_rate=rate * 1.5, seed=3),
+            SimulatedReviewer(email="grace@hitl.local", error_rate=min(1.0, rate * 4), seed=2),
+            SimulatedReviewer(
+                email="linus@hitl.local",
+                error_rate=min(1.0, rate * 2),
+                bias_toward="retain",
+                seed=3,
+            ),
         ],
+        adjudicators=[SimulatedReviewer(email="hopper@hitl.local", error_rate=rate * 0.25, seed=4)],
         data_dir=settings.label_studio_data if settings.label_studio_is_local else None,
     )
 

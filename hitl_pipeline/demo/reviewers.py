@@ -27,11 +27,13 @@ from typing import Any
 
 import httpx
 
+from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIERS
 from hitl_pipeline.resources.label_studio import (
     EDGE_CASE_FLAG,
     FLAGS_CONTROL,
     LABEL_CONTROL,
     choice_result,
+    tier_project_title,
 )
 
 DEFAULT_PROJECT_TITLE = "hitl-pipeline: review"
@@ -100,14 +102,20 @@ class ReviewAnswer:
 
 @dataclass
 class ReviewerPool:
-    """Simulated reviewers sharing a review project's open tasks.
+    """Simulated reviewers sharing the open tasks of every review tier's project.
 
     Attributes:
         url: Label Studio base URL.
         api_key: an admin token: reads the queue and creates the reviewers' accounts.
-        reviewers: who answers; each open task goes to one of them (deterministically).
-        project_title: the review project.
-        overlap: share of tasks that a second, different reviewer answers too.
+        reviewers: who answers; each open task goes to one of them (deterministically),
+            or to as many distinct ones as the task's ``overlap`` asks (Label Studio
+            sets it from the project's overlap settings).
+        project_title: the general review project; the other tiers' projects are
+            named after it (``tier_project_title``).
+        overlap: share of tasks that a second, different reviewer answers too, on top
+            of what Label Studio asks (a demo knob; a real team sets the project's
+            overlap instead).
+        adjudicators: who answers the adjudication queue (default: the reviewers).
         seed: fixes which reviewer gets which task.
         data_dir: the local server's data dir, for a ``label-studio init`` fallback when
             sign-up through the invite link is refused.
@@ -120,6 +128,7 @@ class ReviewerPool:
     project_title: str = DEFAULT_PROJECT_TITLE
     overlap: float = 0.0
     seed: int = 0
+    adjudicators: Sequence[SimulatedReviewer] = ()
     data_dir: Path | None = None
     password: str = DEFAULT_REVIEWER_PASSWORD
     timeout_s: float = 120.0
@@ -128,7 +137,9 @@ class ReviewerPool:
     def __post_init__(self) -> None:
         if not self.reviewers:
             raise ValueError("a reviewer pool needs at least one reviewer")
-        if len({r.email for r in self.reviewers}) != len(self.reviewers):
+        if len({r.email for r in self.reviewers}) != len(self.reviewers) or len(
+            {r.email for r in self.adjudicators}
+        ) != len(self.adjudicators):
             raise ValueError("reviewer e-mails must be distinct")
         if not 0.0 <= self.overlap <= 1.0:
             raise ValueError(f"overlap must be in [0, 1], got {self.overlap}")
@@ -142,22 +153,49 @@ class ReviewerPool:
         classes: Sequence[str] | None = None,
         limit: int | None = None,
         overlap: float | None = None,
+        tiers: Sequence[str] = TIERS,
     ) -> int:
-        """Answer open tasks (no annotation, not skipped), highest priority first.
+        """Answer open tasks (owed an answer, not skipped) in each tier's project, highest
+        priority first.
 
         Args:
             truth: item id -> true class; items without a known truth are left open.
-            classes: the class names; read from the project's interface when omitted.
-            limit: answer at most this many tasks.
+            classes: the class names; read from each project's interface when omitted.
+            limit: answer at most this many tasks per project.
             overlap: overrides the pool's overlap share for this call.
+            tiers: the queues to work on.
 
         Returns:
             How many annotations were submitted (skips included; an overlapping task
-            counts twice).
+            counts once per answer).
         """
         share = self.overlap if overlap is None else overlap
+        adjudicators = self.adjudicators or self.reviewers
+        return sum(
+            self._answer_project(
+                title=tier_project_title(self.project_title, tier),
+                people=adjudicators if tier == TIER_ADJUDICATION else self.reviewers,
+                # an adjudicator's decision is final: one answer per disputed item
+                share=0.0 if tier == TIER_ADJUDICATION else share,
+                truth=truth,
+                classes=classes,
+                limit=limit,
+            )
+            for tier in tiers
+        )
+
+    def _answer_project(
+        self,
+        *,
+        title: str,
+        people: Sequence[SimulatedReviewer],
+        share: float,
+        truth: Mapping[str, str],
+        classes: Sequence[str] | None,
+        limit: int | None,
+    ) -> int:
         with self._admin() as admin:
-            project = self._project(admin)
+            project = self._project(admin, title)
             if project is None:
                 return 0
             project_id, label_config = project
@@ -175,7 +213,16 @@ class ReviewerPool:
                 item_id = str(data.get("item_id"))
                 if item_id not in truth:
                     continue
-                for reviewer in self._assign(item_id, share):
+                needed = int(task.get("overlap") or 1)
+                done = int(task.get("total_annotations") or 0)
+                # Label Studio may raise a task's overlap after it was first answered (it
+                # spreads overlap_cohort_percentage over the whole project as tasks
+                # arrive): the assignment is prefix-stable, so the first `done` reviewers
+                # are those who already answered and the rest are still owed.
+                owed = self._assign(item_id, share, people=people, needed=needed)[done:]
+                if not owed:
+                    continue
+                for reviewer in owed:
                     answer = reviewer.answer(
                         item_id=item_id,
                         truth=str(truth[item_id]),
@@ -189,17 +236,24 @@ class ReviewerPool:
 
     def ensure_accounts(self) -> dict[str, str]:
         """Make sure every reviewer has an account; returns e-mail -> API token."""
-        return {r.email: self._token(r) for r in self.reviewers}
+        return {r.email: self._token(r) for r in [*self.reviewers, *self.adjudicators]}
 
     # --- assignment ----------------------------------------------------------------------
-    def _assign(self, item_id: str, share: float) -> list[SimulatedReviewer]:
+    def _assign(
+        self,
+        item_id: str,
+        share: float,
+        *,
+        people: Sequence[SimulatedReviewer] | None = None,
+        needed: int = 1,
+    ) -> list[SimulatedReviewer]:
+        """Distinct reviewers for one item: ``needed`` of them (the task's overlap), or
+        two when the pool's own overlap share picks the item."""
+        people = list(people or self.reviewers)
         rng = random.Random(f"pool:{self.seed}:{item_id}")
-        first = rng.randrange(len(self.reviewers))
-        chosen = [self.reviewers[first]]
-        if len(self.reviewers) > 1 and rng.random() < share:
-            second = (first + 1 + rng.randrange(len(self.reviewers) - 1)) % len(self.reviewers)
-            chosen.append(self.reviewers[second])
-        return chosen
+        order = rng.sample(range(len(people)), len(people))
+        count = max(needed, 2 if rng.random() < share else 1)
+        return [people[i] for i in order[: min(count, len(people))]]
 
     # --- Label Studio traffic ------------------------------------------------------------
     def _admin(self) -> httpx.Client:
@@ -209,10 +263,10 @@ class ReviewerPool:
             timeout=self.timeout_s,
         )
 
-    def _project(self, admin: httpx.Client) -> tuple[int, str] | None:
-        response = admin.get("/api/projects/", params={"title": self.project_title})
+    def _project(self, admin: httpx.Client, title: str) -> tuple[int, str] | None:
+        response = admin.get("/api/projects/", params={"title": title})
         response.raise_for_status()
-        matches = [p for p in response.json()["results"] if p["title"] == self.project_title]
+        matches = [p for p in response.json()["results"] if p["title"] == title]
         if not matches:
             return None
         project = min(matches, key=lambda p: p["id"])
@@ -231,7 +285,7 @@ class ReviewerPool:
                         "type": "Number",
                         "value": 0,
                     }
-                    for column in ("total_annotations", "cancelled_annotations")
+                    for column in ("cancelled_annotations",)
                 ],
             },
             # the order a person working down the queue tab would see

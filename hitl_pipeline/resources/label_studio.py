@@ -21,10 +21,12 @@ Paths chosen for speed (FACTS.md, checked against server 1.23.2 / SDK 2.1.2):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +36,7 @@ import dagster as dg
 import httpx
 from pydantic import PrivateAttr
 
+from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL, TIERS
 from hitl_pipeline.core.types import Annotation, LabelingTask, PushResult, QueueStatus
 
 # Names inside the labelling interface. Stable: exports, predictions and simulated
@@ -52,6 +55,27 @@ DEFAULT_INSTRUCTIONS = (
     "must not get wrong: they join the edge-case set every new model is tested on.</p>"
     "<p>Skip an item only when it cannot be judged at all.</p>"
 )
+
+_TIER_INSTRUCTIONS = {
+    TIER_GENERAL: DEFAULT_INSTRUCTIONS,
+    TIER_EXPERT: (
+        "<p><b>Expert queue.</b> These items fall under a policy that needs a domain expert "
+        "(a sensitive class, a rule on the features, or a policy category): judge them by "
+        "the domain guideline, not by the model's guess.</p>" + DEFAULT_INSTRUCTIONS
+    ),
+    TIER_ADJUDICATION: (
+        "<p><b>Adjudication queue.</b> Reviewers disagreed on these items; their answers are "
+        "listed above the table. Decide the correct class: your answer is final and becomes "
+        "the training label. If the disagreement comes from an unclear guideline, say so to "
+        "the team that owns it.</p>"
+        "<p>Tick <b>edge case</b> for items a future model must not get wrong.</p>"
+    ),
+}
+_TIER_DESCRIPTIONS = {
+    TIER_GENERAL: "Items the hitl-pipeline routed to general reviewers.",
+    TIER_EXPERT: "Items the hitl-pipeline routed to domain experts by policy.",
+    TIER_ADJUDICATION: "Items whose reviewers disagreed: the decision here is final.",
+}
 
 _DM_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # the only form the Data Manager filter accepts
 # Ids travel in the query string. Reverse proxies commonly cap a request line at 8 KB
@@ -109,13 +133,31 @@ def choice_result(control: str, values: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def tier_project_title(base: str, tier: str) -> str:
+    """The Label Studio project of one review tier (at most 50 characters).
+
+    The general queue keeps ``base`` itself, so a loop that ran before tiers existed
+    keeps its project. A title too long for a suffix is shortened with a hash of the
+    full base, so two bases never share a tier project.
+    """
+    if tier == TIER_GENERAL:
+        return base
+    suffix = f" · {tier}"
+    if len(base) + len(suffix) <= _MAX_TITLE:
+        return base + suffix
+    digest = hashlib.sha256(base.encode()).hexdigest()[:6]
+    return f"{base[: _MAX_TITLE - len(suffix) - 7]}~{digest}{suffix}"
+
+
 def task_payload(task: LabelingTask) -> dict[str, Any]:
     """A task as Label Studio imports it: our fields in ``data``, the model as a prediction."""
     context = (
-        f"Model says: {task.predicted_label} (score {task.score:.2f}, model "
+        f"Model says: {task.predicted_label} (score {_score_text(task.score)}, model "
         f"{task.model_version}) · sent for review because: {', '.join(task.reasons) or '-'}"
         f" · batch {task.partition or '-'} · queue {task.tier}"
     )
+    if task.note:
+        context += f" · {task.note}"
     return {
         "data": {
             "item_id": task.item_id,
@@ -196,6 +238,10 @@ def annotations_from_export(
     return out
 
 
+def _score_text(score: float) -> str:
+    return f"{score:.2f}" if math.isfinite(score) else "n/a"
+
+
 def _jsonable(value: Any) -> Any:
     """A JSON-safe scalar: numpy scalars unwrapped, NaN/inf as null, the rest as text."""
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
@@ -269,12 +315,24 @@ def _dm_query(filters: Sequence[Mapping[str, Any]] = (), ordering: Sequence[str]
 
 # --- the resource ------------------------------------------------------------------------
 class LabelStudioResource(dg.ConfigurableResource):
-    """Label Studio: one review project, tasks in, annotations out.
+    """Label Studio: one project per review tier, tasks in, annotations out.
+
+    Each tier (``core.tiers.TIERS``: general, expert, adjudication) is a project of its
+    own, so each queue has its own instructions, members and settings; tasks move
+    between them only when the pipeline pushes them. Overlap (a share of tasks answered
+    by several people) uses Label Studio's own project settings ``maximum_annotations``
+    and ``overlap_cohort_percentage``, which the community edition honours: each task
+    gets an ``overlap`` (how many answers it needs), and Label Studio's labelling
+    stream serves it to that many annotators.
 
     Attributes:
         url: base URL, e.g. ``http://127.0.0.1:8080``.
         api_key: a legacy API token (``Authorization: Token ...``).
-        project_title: the review project; found by title, created when missing.
+        project_title: the general review project; the other tiers are named after it
+            (``tier_project_title``). Found by title, created when missing.
+        overlap_share: share of the general and expert tasks that need more than one
+            answer (0 = one each). The adjudication queue always needs one.
+        overlap_annotators: answers an overlapping task needs.
         request_timeout_s: per request; large exports take tens of seconds.
         import_chunk_size: tasks per import call: the most a crash mid-push can leave
             half-done (Label Studio imports each call in one transaction).
@@ -285,42 +343,55 @@ class LabelStudioResource(dg.ConfigurableResource):
     project_title: str = "hitl-pipeline: review"
     request_timeout_s: float = 600
     import_chunk_size: int = 500
+    overlap_share: float = 0.0
+    overlap_annotators: int = 2
 
     _client: Any = PrivateAttr(default=None)
 
     # --- projects --------------------------------------------------------------------
+    def tier_title(self, tier: str) -> str:
+        """The title of the project holding ``tier``'s queue."""
+        return tier_project_title(self.project_title, tier)
+
     def ensure_project(
-        self, *, classes: Sequence[str], title: str | None = None, instructions: str = ""
+        self,
+        *,
+        classes: Sequence[str],
+        title: str | None = None,
+        instructions: str = "",
+        tier: str = TIER_GENERAL,
     ) -> int:
-        """Find the review project by title, or create it; keep its interface current.
+        """Find a tier's project by title, or create it; keep its interface and settings current.
 
         Args:
             classes: the class names offered to reviewers. A project whose interface
                 lists other classes is updated (Label Studio refuses if that would drop
                 a class that existing annotations use).
-            title: project title; defaults to ``project_title``.
-            instructions: HTML shown to reviewers; empty keeps ours.
+            title: project title; defaults to the tier's (``tier_title``).
+            instructions: HTML shown to reviewers; empty keeps the tier's own.
+            tier: which queue the project serves (instructions and overlap follow it).
 
         Returns:
             The project id.
         """
-        title = title or self.project_title
+        title = title or self.tier_title(tier)
         if len(title) > _MAX_TITLE:
             raise ValueError(f"Label Studio project titles have at most {_MAX_TITLE} characters")
         label_config = build_label_config(classes)
-        instructions = instructions or DEFAULT_INSTRUCTIONS
+        instructions = instructions or _TIER_INSTRUCTIONS.get(tier, DEFAULT_INSTRUCTIONS)
+        settings = self._overlap_settings(tier)
         client = self._sdk()
         with self._errors():
             project_id = self._find_project(title)
             if project_id is None:
                 created = client.projects.create(
                     title=title,
-                    description="Items the hitl-pipeline routed to people for review.",
+                    description=_TIER_DESCRIPTIONS.get(tier, _TIER_DESCRIPTIONS[TIER_GENERAL]),
                     label_config=label_config,
                     expert_instruction=instructions,
                     show_instruction=True,
                     show_skip_button=True,
-                    maximum_annotations=1,
+                    **settings,
                 )
                 return int(created.id)
             current = client.projects.get(project_id)
@@ -330,9 +401,24 @@ class LabelStudioResource(dg.ConfigurableResource):
             if (current.expert_instruction or "") != instructions:
                 changes["expert_instruction"] = instructions
                 changes["show_instruction"] = True
+            for key, value in settings.items():
+                if getattr(current, key, None) != value:
+                    changes[key] = value
             if changes:
                 client.projects.update(project_id, **changes)
             return project_id
+
+    def _overlap_settings(self, tier: str) -> dict[str, int]:
+        if not 0.0 <= self.overlap_share <= 1.0:
+            raise ValueError(f"overlap_share must be in [0, 1], got {self.overlap_share}")
+        if tier == TIER_ADJUDICATION or self.overlap_share == 0.0:
+            return {"maximum_annotations": 1, "overlap_cohort_percentage": 100}
+        if self.overlap_annotators < 2:
+            raise ValueError("overlap_annotators must be at least 2 when overlap_share > 0")
+        return {
+            "maximum_annotations": self.overlap_annotators,
+            "overlap_cohort_percentage": round(self.overlap_share * 100),
+        }
 
     # --- push --------------------------------------------------------------------------
     def push_tasks(self, *, classes: Sequence[str], tasks: Sequence[LabelingTask]) -> PushResult:
@@ -341,19 +427,40 @@ class LabelStudioResource(dg.ConfigurableResource):
         Idempotent: item ids already in the project are skipped, so a re-run, even after a
         crash half-way through a previous push, never duplicates a task. Tasks go in by
         descending priority, so Label Studio's default (sequential) queue serves the most
-        useful items first; each tier gets a Data Manager tab ("queue: <tier>").
+        useful items first. Each task goes to its tier's project (created on first use).
 
         Args:
             classes: the class names (the project is created or updated with them).
             tasks: the routed items; a repeated item id is pushed once.
 
         Returns:
-            How many tasks were created and how many were already present.
+            How many tasks were created and how many were already present, over all
+            tiers; ``project_id`` is the general queue's (or the only tier's) project.
         """
         unknown = sorted({t.predicted_label for t in tasks} - set(classes))
         if unknown:
             raise ValueError(f"predicted labels not among the classes {list(classes)}: {unknown}")
-        project_id = self.ensure_project(classes=classes)
+        by_tier: dict[str, list[LabelingTask]] = {}
+        for task in tasks:
+            by_tier.setdefault(task.tier, []).append(task)
+        results = {
+            tier: self._push_tier(classes=classes, tier=tier, tasks=tier_tasks)
+            for tier, tier_tasks in sorted(by_tier.items())
+        }
+        if not results:  # nothing to push: still make sure the general queue exists
+            results[TIER_GENERAL] = self._push_tier(classes=classes, tier=TIER_GENERAL, tasks=[])
+        main = results.get(TIER_GENERAL) or next(iter(results.values()))
+        return PushResult(
+            created=sum(r.created for r in results.values()),
+            already_present=sum(r.already_present for r in results.values()),
+            project_id=main.project_id,
+            projects={tier: r.project_id for tier, r in results.items()},
+        )
+
+    def _push_tier(
+        self, *, classes: Sequence[str], tier: str, tasks: Sequence[LabelingTask]
+    ) -> PushResult:
+        project_id = self.ensure_project(classes=classes, tier=tier)
         unique: dict[str, LabelingTask] = {}
         for task in tasks:
             unique.setdefault(task.item_id, task)
@@ -373,7 +480,6 @@ class LabelStudioResource(dg.ConfigurableResource):
                 )
                 created += int(response.task_count or 0)
             if missing:
-                self._ensure_tier_views(project_id, sorted({t.tier for t in missing}))
                 current = Counter(t.model_version for t in missing).most_common(1)[0][0]
                 self._select_model_version(project_id, current)
         return PushResult(
@@ -381,24 +487,34 @@ class LabelStudioResource(dg.ConfigurableResource):
         )
 
     # --- pull --------------------------------------------------------------------------
-    def pull_annotations(self, *, since: datetime | None = None) -> list[Annotation]:
-        """Finished annotations, skipped ones included, oldest change first.
+    def pull_annotations(
+        self, *, since: datetime | None = None, tiers: Sequence[str] = TIERS
+    ) -> list[Annotation]:
+        """Finished annotations of every tier's queue, skipped ones included, oldest first.
 
         Args:
             since: timezone-aware instant; when given, only annotations created or
                 updated strictly after it (use the largest ``updated_at`` seen as the
                 next ``since``).
+            tiers: the queues to read.
 
         Returns:
-            One :class:`Annotation` per annotation (a task answered twice gives two).
+            One :class:`Annotation` per annotation (a task answered twice gives two);
+            ``tier`` is the queue the annotation was made in.
         """
         if since is not None:
             if since.tzinfo is None:
                 raise ValueError("since must be timezone-aware (UTC)")
             since = _plain_utc(since)
-        project_id = self._find_project_checked()
-        if project_id is None:
-            return []
+        out: list[Annotation] = []
+        for tier in tiers:
+            project_id = self._find_project_checked(tier)
+            if project_id is not None:
+                out.extend(replace(a, tier=tier) for a in self._pull_project(project_id, since))
+        out.sort(key=lambda a: (a.updated_at, a.annotation_id))
+        return out
+
+    def _pull_project(self, project_id: int, since: datetime | None) -> list[Annotation]:
         with self._errors():
             if since is None:
                 tasks = self._export(project_id)
@@ -424,15 +540,55 @@ class LabelStudioResource(dg.ConfigurableResource):
         return annotations_from_export(tasks, users, since=since)
 
     def queue_status(self) -> QueueStatus:
-        """How far reviewers are: cheap enough for a sensor every 30 s.
+        """How far reviewers are over every tier: cheap enough for a sensor every 30 s.
 
         Returns:
             Total tasks, tasks with a submitted (not skipped) answer, and when the
-            newest of those was submitted.
+            newest of those was submitted, summed over the tiers' projects.
         """
-        project_id = self._find_project_checked()
+        per_tier = self.queue_status_by_tier().values()
+        latest = [s.latest_completed_at for s in per_tier if s.latest_completed_at is not None]
+        return QueueStatus(
+            total_tasks=sum(s.total_tasks for s in per_tier),
+            finished_tasks=sum(s.finished_tasks for s in per_tier),
+            latest_completed_at=max(latest) if latest else None,
+        )
+
+    def queue_status_by_tier(self) -> dict[str, QueueStatus]:
+        """``queue_status`` of each tier whose project exists."""
+        out = {}
+        for tier in TIERS:
+            project_id = self._find_project_checked(tier)
+            if project_id is not None:
+                out[tier] = self._project_status(project_id)
+        return out
+
+    def delete_task(self, *, tier: str, item_id: str) -> bool:
+        """Delete an item's task from a tier's queue (what an admin does in the UI).
+
+        Returns:
+            Whether a task was deleted.
+        """
+        project_id = self._find_project_checked(tier)
         if project_id is None:
-            return QueueStatus(total_tasks=0, finished_tasks=0, latest_completed_at=None)
+            return False
+        with self._errors():
+            ids = self._task_ids(
+                project_id,
+                [
+                    {
+                        "filter": "filter:tasks:data.item_id",
+                        "operator": "equal",
+                        "type": "String",
+                        "value": item_id,
+                    }
+                ],
+            )
+            for task_id in ids:
+                self._sdk().tasks.delete(task_id)
+        return bool(ids)
+
+    def _project_status(self, project_id: int) -> QueueStatus:
         client = self._sdk()
         with self._errors():
             everything = client.tasks.list(project=project_id, page_size=1, fields="task_only")
@@ -531,9 +687,9 @@ class LabelStudioResource(dg.ConfigurableResource):
         ]
         return min(matches) if matches else None  # the oldest, should titles repeat
 
-    def _find_project_checked(self) -> int | None:
+    def _find_project_checked(self, tier: str = TIER_GENERAL) -> int | None:
         with self._errors():
-            return self._find_project(self.project_title)
+            return self._find_project(self.tier_title(tier))
 
     def _export(self, project_id: int, ids: Sequence[int] | None = None) -> list[dict]:
         options: dict[str, Any] = self._long()
@@ -586,35 +742,6 @@ class LabelStudioResource(dg.ConfigurableResource):
             request_options=self._long(),
         )
         return [int(t.id) for t in pager]
-
-    def _ensure_tier_views(self, project_id: int, tiers: Sequence[str]) -> None:
-        client = self._sdk()
-        titles = set()
-        for view in client.views.list(project=project_id):
-            data = view.data if isinstance(view.data, Mapping) else {}
-            titles.add(data.get("title"))
-        for tier in tiers:
-            title = f"queue: {tier}"
-            if title in titles:
-                continue
-            client.views.create(
-                project=project_id,
-                data={
-                    "title": title,
-                    "filters": {
-                        "conjunction": "and",
-                        "items": [
-                            {
-                                "filter": "filter:tasks:data.tier",
-                                "operator": "equal",
-                                "type": "String",
-                                "value": tier,
-                            }
-                        ],
-                    },
-                    "ordering": ["-tasks:data.priority"],
-                },
-            )
 
     def _select_model_version(self, project_id: int, model_version: str) -> None:
         # Label Studio pre-selects only predictions of the project's model version: follow

@@ -85,9 +85,38 @@ class LocalStore(dg.ConfigurableResource):
         path.write_text(html, encoding="utf-8")
         return path
 
+    def write_chart(self, *, kind: str, name: str, png: bytes) -> Path:
+        """Keep a chart as ``reports/<kind>/<name>.png``."""
+        path = self._home / "reports" / kind / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return path
+
+    def read_tables(self, *, kind: str) -> pd.DataFrame:
+        """Every table kept under ``<kind>/`` (e.g. the routing decisions of each batch),
+        stacked, with the file's name in a ``table`` column; empty when there are none."""
+        folder = self._home / kind
+        paths = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        frames = [pd.read_parquet(p).assign(table=p.stem) for p in paths]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def write_table(self, *, kind: str, name: str, frame: pd.DataFrame) -> Path:
         """Keep a table (e.g. each batch's routing decisions) as Parquet for later audits."""
         path = self._home / kind / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
         return path
+
+    def read_table(self, *, kind: str, name: str) -> pd.DataFrame | None:
+        """A table written by ``write_table``, or None when there is none."""
+        path = self._home / kind / f"{name}.parquet"
+        return pd.read_parquet(path) if path.is_file() else None
+
+    def table_names(self, *, kind: str) -> list[str]:
+        """Names of the tables of one kind, sorted (partition keys sort by date)."""
+        folder = self._home / kind
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.parquet"))

@@ -52,6 +52,9 @@ TAG_DATASET_GIT_REV = "dataset.git_rev"
 TAG_DATASET_ROWS = "dataset.rows"
 TAG_DATASET_PATH = "dataset.path"
 TAG_CODE_VERSION = "code.version"
+TAG_FILE_MD5_PREFIX = "dataset.file."  # dataset.file.<frame>.md5: every frame of the version
+TAG_TRAINING_PARAMS = "training.params"  # JSON, so the version alone says how it was fitted
+TAG_ROUTING_POLICY = "lineage.routing"  # JSON: the routing configuration behind the labels
 TAG_EXPERIMENT_ID = "hitl.experiment_id"  # with the run id: the run's page in the MLflow UI
 TAG_MODEL_ID = "hitl.logged_model_id"
 TAG_CHAMPION_SINCE = "champion.since"
@@ -65,6 +68,7 @@ TAG_END_REASON = "champion.end_reason"
 TAG_ENDED_VIA = "champion.ended_via"
 TAG_GATE_PROMOTE = "gate.promote"
 TAG_GATE_REASONS = "gate.reasons"
+TAG_GATE_FAILED = "gate.failed_checks"
 # Tag on the registered model: the last promotions and rollbacks, newest last.
 TAG_HISTORY = "champion.history"
 
@@ -152,6 +156,13 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             TAG_DATASET_ROWS: str(dataset.rows),
             TAG_DATASET_PATH: dataset.path,
             TAG_CODE_VERSION: code_version(),
+            **{
+                f"{TAG_FILE_MD5_PREFIX}{Path(path).stem}.md5": md5
+                for path, md5 in sorted(dataset.files.items())
+            },
+            TAG_TRAINING_PARAMS: _truncate(
+                json.dumps(_jsonable(dict(params)), sort_keys=True), _TAG_MAX_CHARS
+            ),
             **{str(k): _truncate(str(v), _TAG_MAX_CHARS) for k, v in tags.items()},
         }
         run = client.create_run(
@@ -194,9 +205,11 @@ class MlflowRegistryResource(dg.ConfigurableResource):
     def log_gate_decision(self, *, ref: ModelRef, decision: GateDecision) -> None:
         """Record the gate's verdict on a candidate in its run and on its model version.
 
-        Metrics ``gate.promote`` (1/0), ``gate.evaluated_rows``, ``gate.challenger.*`` and
-        ``gate.champion.*``; tags ``gate.promote`` and ``gate.reasons``; the full decision
-        as the artifact ``gate/decision.json``.
+        Metrics ``gate.promote`` (1/0), ``gate.evaluated_rows``, ``gate.checks_failed``,
+        ``gate.challenger.*``, ``gate.champion.*`` and ``gate.check.<check>.<figure>``;
+        tags ``gate.promote``, ``gate.reasons`` and ``gate.failed_checks`` (also on the
+        model version); the full decision, every check included, as the artifact
+        ``gate/decision.json``.
         """
         from mlflow.entities import Metric, RunTag
 
@@ -214,13 +227,27 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                 Metric(_metric_key(f"gate.{side}.{k}"), float(v), now, 0)
                 for k, v in sorted(values.items())
             ]
+        failed = [c.name for c in decision.checks if c.status == "fail"]
+        metrics.append(Metric("gate.checks_failed", float(len(failed)), now, 0))
+        metrics += [
+            Metric(_metric_key(f"gate.check.{c.name}.{k}"), float(v), now, 0)
+            for c in decision.checks
+            for k, v in sorted(c.figures.items())
+        ]
         reasons = _truncate("; ".join(decision.reasons), _TAG_MAX_CHARS)
+        failed_text = _truncate(", ".join(failed) or "none", _TAG_MAX_CHARS)
         promote = "true" if decision.promote else "false"
-        client.log_batch(
-            ref.run_id,
-            metrics=metrics,
-            tags=[RunTag(TAG_GATE_PROMOTE, promote), RunTag(TAG_GATE_REASONS, reasons)],
-        )
+        tags = [
+            RunTag(TAG_GATE_PROMOTE, promote),
+            RunTag(TAG_GATE_REASONS, reasons),
+            RunTag(TAG_GATE_FAILED, failed_text),
+        ]
+        for start in range(0, len(metrics), 1000):  # MLflow takes 1000 metrics a batch
+            client.log_batch(
+                ref.run_id,
+                metrics=metrics[start : start + 1000],
+                tags=tags if start == 0 else [],
+            )
         payload = {
             "model_name": ref.name,
             "model_version": ref.version,
@@ -230,6 +257,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         client.log_dict(ref.run_id, _jsonable(payload), "gate/decision.json")
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_PROMOTE, promote)
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_REASONS, reasons)
+        client.set_model_version_tag(ref.name, ref.version, TAG_GATE_FAILED, failed_text)
 
     # --- reading the registry --------------------------------------------------------
     def champion(self) -> ModelRef | None:

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from hitl_pipeline.core.datasets import merge_labelled, resolve_labels, split_holdout
+from hitl_pipeline.core.datasets import (
+    edge_case_items,
+    merge_labelled,
+    resolve_labels,
+    split_holdout,
+    split_out_of_schema,
+)
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
 
 SCHEMA = BatchSchema(
@@ -250,3 +256,89 @@ def test_rows_without_label_are_dropped():
     merged = merge_labelled(base, base.iloc[0:0], SCHEMA)
 
     assert merged["item_id"].tolist() == ["k1"]
+
+
+# --- adjudication, out-of-schema labels, edge cases -------------------------------------------
+def tiered(item, label, annotator, minute, tier, **kw) -> dict:
+    return {**annotation(item, label, annotator, minute, **kw), "tier": tier}
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected_label", "expected_by", "expected_n"),
+    [
+        # a tie between two reviewers, then the adjudicator decides (even against recency)
+        (
+            [
+                ("b", "ann", 1, "general"),
+                ("c", "bob", 2, "general"),
+                ("b", "eve", 3, "adjudication"),
+            ],
+            "b",
+            "adjudicated",
+            3,
+        ),
+        # the adjudicated label wins over a majority too
+        (
+            [
+                ("b", "ann", 1, "general"),
+                ("b", "bob", 2, "general"),
+                ("c", "cat", 3, "general"),
+                ("c", "eve", 4, "adjudication"),
+            ],
+            "c",
+            "adjudicated",
+            4,
+        ),
+        # an adjudicator who also rated keeps both roles; the latest ruling wins
+        (
+            [
+                ("b", "eve", 1, "general"),
+                ("c", "bob", 2, "general"),
+                ("c", "eve", 3, "adjudication"),
+                ("a", "eve", 4, "adjudication"),
+            ],
+            "a",
+            "adjudicated",
+            3,
+        ),
+        # without a ruling: the old rules
+        ([("b", "ann", 1, "general"), ("c", "bob", 2, "expert")], "c", "latest", 2),
+    ],
+)
+def test_adjudicated_label_wins(rows, expected_label, expected_by, expected_n):
+    frame = pd.DataFrame([tiered("i1", lab, who, m, tier) for lab, who, m, tier in rows])
+    (row,) = resolve_labels(frame).to_dict("records")
+    assert (row["label"], row["decided_by"], row["n_annotations"]) == (
+        expected_label,
+        expected_by,
+        expected_n,
+    )
+
+
+def test_labels_outside_the_schema_are_set_aside_not_lost():
+    frame = pd.DataFrame(
+        [
+            annotation("i1", "a", "ann", 1),
+            annotation("i2", "zebra", "ann", 2),
+            annotation("i3", None, "ann", 3, cancelled=True),
+        ]
+    )
+    usable, rejected = split_out_of_schema(frame, SCHEMA.classes)
+    assert usable["item_id"].tolist() == ["i1", "i3"]  # the skip is a skip, not a bad label
+    assert rejected["item_id"].tolist() == ["i2"]
+    assert "schema" in rejected["reject_reason"].iloc[0]
+    assert len(usable) + len(rejected) == len(frame)
+    assert resolve_labels(usable)["item_id"].tolist() == ["i1"]
+
+
+def test_edge_case_items_follow_the_latest_answer():
+    rows = [
+        {**annotation("i1", "a", "ann", 1), "flags": ("edge case",)},
+        {**annotation("i2", "b", "ann", 2), "flags": ()},
+        {**annotation("i3", "b", "ann", 3), "flags": ("edge case",)},
+        # annotation 3 edited later: the flag was removed
+        {**annotation("i3", "b", "ann", 4, annotation_id=3), "flags": ()},
+    ]
+    rows[3]["updated_at"] = rows[2]["updated_at"] + timedelta(minutes=5)
+    assert edge_case_items(pd.DataFrame(rows)) == ["i1"]
+    assert edge_case_items(pd.DataFrame(rows[:1]).drop(columns="flags")) == []

@@ -47,3 +47,133 @@ def test_label_counts():
     assert label_counts(frame, classes=("a", "b", "c")) == {"a": 1, "b": 2, "c": 0, "zeta": 1}
     assert label_counts(frame["label"]) == {"a": 1, "b": 2, "zeta": 1}
     assert label_counts(pd.Series([None], dtype=object)) is None
+
+
+# --- Wilson interval, audit alert, correction band, cost ---------------------------------------
+from hitl_pipeline.core.loop_health import (  # noqa: E402
+    accuracy_regained,
+    annotation_cost,
+    audit_verdict,
+    correction_rates,
+    cost_per_accuracy_point,
+    cycle_table,
+    render_chart,
+    wilson_interval,
+)
+
+
+def test_wilson_interval_matches_the_hand_worked_figure():
+    # 16 of 20, z = 1.96: centre (0.8 + z²/40) / (1 + z²/20) = 0.75166,
+    # half-width z·sqrt(0.8·0.2/20 + z²/1600) / (1 + z²/20) = 0.16768
+    low, high = wilson_interval(16, 20)
+    assert (low, high) == pytest.approx((0.58398, 0.91934), abs=1e-4)
+    assert wilson_interval(0, 0) != wilson_interval(0, 0)  # NaN: nothing to estimate
+    low, high = wilson_interval(20, 20)
+    assert high == pytest.approx(1.0) and low < 1.0  # never a zero-width interval
+
+
+def audits(per_partition: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """partition -> (passed, audited) as audit annotations, plus a non-audit row each."""
+    rows, next_id = [], 0
+    for partition, (passed, audited) in per_partition.items():
+        for i in range(audited):
+            label = "a" if i < passed else "b"
+            rows.append(("a", label, partition, ("audit",), "general", next_id))
+            next_id += 1
+        rows.append(("a", "b", partition, ("low_confidence",), "general", next_id))
+        next_id += 1
+    return pd.DataFrame(
+        [
+            {
+                "predicted_label": p,
+                "label": lab,
+                "partition": part,
+                "reasons": r,
+                "tier": t,
+                "annotation_id": i,
+                "was_cancelled": False,
+            }
+            for p, lab, part, r, t, i in rows
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("per_partition", "alert", "words"),
+    [
+        ({}, False, "no audited"),
+        ({"d1": (19, 20), "d2": (18, 20)}, False, "no significant fall"),
+        # a fall after a long good history: the intervals no longer overlap, while the
+        # recent rate alone (0.85, [0.64, 0.95]) does not break the 0.8 floor
+        ({"d1": (200, 200), "d2": (17, 20)}, True, "fell"),
+        ({"d1": (39, 40), "d2": (16, 20)}, False, "no significant fall"),
+        # below the floor from the start
+        ({"d1": (5, 20)}, True, "floor"),
+        # a small, noisy window does not alert on a dip the interval cannot exclude
+        ({"d1": (39, 40), "d2": (3, 4)}, False, "no significant fall"),
+    ],
+)
+def test_audit_verdict(per_partition, alert, words):
+    verdict = audit_verdict(audits(per_partition))
+    assert verdict.alert is alert
+    assert words in verdict.message
+
+
+def test_adjudication_answers_are_not_audits():
+    frame = audits({"d1": (20, 20)})
+    frame.loc[0, "tier"] = "adjudication"
+    frame.loc[0, "label"] = "b"
+    assert audit_verdict(frame).audited == 19
+
+
+@pytest.mark.parametrize(
+    ("corrected", "of", "verdict"),
+    [
+        (0, 50, "below"),
+        (2, 50, "below"),
+        (3, 50, "healthy"),
+        (15, 50, "healthy"),
+        (16, 50, "above"),
+    ],
+)
+def test_correction_band(corrected, of, verdict):
+    frame = pd.DataFrame(
+        {
+            "predicted_label": ["a"] * of,
+            "label": ["b"] * corrected + ["a"] * (of - corrected),
+            "tier": ["expert"] * of,
+            "was_cancelled": [False] * of,
+        }
+    )
+    (row,) = correction_rates(frame, by="tier").to_dict("records")
+    assert (row["group"], row["verdict"]) == ("expert", verdict)
+    assert row["rate"] == pytest.approx(corrected / of)
+    if verdict == "below":
+        assert "too conservative" in row["message"]
+    if verdict == "above":
+        assert "not yet competent" in row["message"]
+
+
+def test_cost_counts_each_answer_once_at_its_tier_price():
+    frame = pd.DataFrame(
+        {
+            "annotation_id": [1, 1, 2, 3, 4],  # annotation 1 pulled twice
+            "tier": ["general", "general", "expert", "adjudication", "other"],
+        }
+    )
+    prices = {"general": 0.1, "expert": 1.0, "adjudication": 0.5}
+    assert annotation_cost(frame, price_per_label=prices, default_price=0.2) == pytest.approx(1.8)
+
+
+def test_cycle_table_accuracy_regained_and_cost_per_point():
+    frame = audits({"2026-01-05": (19, 20), "2026-01-12": (10, 20), "2026-01-19": (18, 20)})
+    cycles = cycle_table(frame, price_per_label={"general": 1.0}, default_price=1.0)
+    assert cycles["partition"].tolist() == ["2026-01-05", "2026-01-12", "2026-01-19"]
+    assert cycles["audit_pass_rate"].tolist() == pytest.approx([0.95, 0.5, 0.9])
+    assert cycles["cost"].tolist() == [21.0, 21.0, 21.0]
+    trough, latest, cost = accuracy_regained(cycles)
+    assert (trough, latest, cost) == (0.5, 0.9, 42.0)
+    assert cost_per_accuracy_point(cost, trough, latest) == pytest.approx(42.0 / 40.0)
+    assert cost_per_accuracy_point(10.0, 0.9, 0.8) is None  # no gain: no price per point
+    png = render_chart(cycles, {"general": 0.7, "expert": float("nan")}, title="t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

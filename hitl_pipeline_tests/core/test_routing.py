@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from hitl_pipeline.core.routing import RoutingPolicy, Trigger, has_reason, route_predictions
+from hitl_pipeline.core.types import BatchSchema, FeatureSpec
 
 
 def scores(confidences: list[float], margins: list[float] | None = None) -> pd.DataFrame:
@@ -194,3 +195,210 @@ def test_drift_fills_spare_capacity_with_a_random_sample_of_confident_items():
     # deterministic: the same items again
     again = route_predictions(scores, policy, drift=True)
     assert again["reasons"].tolist() == drifted["reasons"].tolist()
+
+
+# --- the further triggers, ranking and recorded explanation ---------------------------
+
+
+def confident_scores(n: int, **columns) -> pd.DataFrame:
+    """n confident items (no low-confidence trigger), with extra columns."""
+    frame = scores([0.95] * n, [0.9] * n)
+    for name, values in columns.items():
+        frame[name] = values
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "policy_kwargs", "code", "expected_reviewed"),
+    [
+        ("disagreement", [0.0, 0.3, 0.25, 0.1], {}, "committee_disagreement", [1, 2]),
+        ("disagreement", [0.0, 0.3, 0.25, 0.1], {"disagreement_threshold": 0.5}, "x", []),
+        ("ood_score", [0.5, 0.995, 0.99, 0.2], {}, "out_of_distribution", [1, 2]),
+        ("ood_score", [0.5, 0.995, 0.99, 0.2], {"ood_threshold": 1.0}, "x", []),
+    ],
+)
+def test_score_triggers_escalate_and_say_why(
+    column, values, policy_kwargs, code, expected_reviewed
+):
+    frame = confident_scores(4, **{column: values})
+    policy = RoutingPolicy(review_capacity=10, audit_rate=0.0, **policy_kwargs)
+
+    routed = route_predictions(frame, policy)
+
+    reviewed = routed.index[routed["route"] == "review"].tolist()
+    assert reviewed == expected_reviewed
+    for i in expected_reviewed:
+        assert routed.loc[i, "reasons"] == code
+    assert routed.loc[0, "reasons"] == "confident"
+
+
+def test_triggers_without_their_column_never_fire():
+    routed = route_predictions(confident_scores(3), RoutingPolicy(audit_rate=0.0))
+
+    assert routed["reasons"].eq("confident").all()
+
+
+def test_policy_categories_always_go_to_a_person_even_beyond_capacity():
+    frame = confident_scores(
+        5,
+        predicted_label=["fraud", "ok", "ok", "fraud", "ok"],
+        amount=[10.0, 5000.0, 20.0, 30.0, 40.0],
+    )
+    frame.loc[4, ["confidence", "margin"]] = [0.4, 0.05]  # uncertain, not a policy item
+    policy = RoutingPolicy(
+        review_capacity=1,
+        audit_rate=0.0,
+        review_classes=("fraud",),
+        review_rules=("amount > 1000",),
+    )
+
+    routed = route_predictions(frame, policy)
+
+    assert routed["reasons"].tolist() == [
+        "policy_category",
+        "policy_category",
+        "confident",
+        "policy_category",
+        "low_confidence;over_capacity",  # the capacity went to the mandatory items
+    ]
+    assert routed["route"].tolist() == ["review", "review", "auto_accept", "review", "auto_accept"]
+
+
+def test_a_rule_that_cannot_be_evaluated_is_an_error():
+    with pytest.raises(ValueError, match="no_such_column"):
+        route_predictions(confident_scores(2), RoutingPolicy(review_rules=("no_such_column > 1",)))
+
+
+def test_priority_adds_disagreement_and_ood_excess():
+    frame = confident_scores(3, disagreement=[0.0, 0.4, 0.0], ood_score=[0.0, 0.0, 0.995])
+    policy = RoutingPolicy(disagreement_weight=1.0, ood_weight=0.5, ood_threshold=0.99)
+
+    routed = route_predictions(frame, policy)
+
+    assert routed["priority"].tolist() == pytest.approx([0.1, 0.5, 0.1 + 0.5 * 0.5])
+
+
+SCHEMA = BatchSchema(
+    features=(FeatureSpec("x", "numeric"), FeatureSpec("segment", "categorical")),
+    classes=("a", "b", "c"),
+)
+
+
+def test_diverse_ranking_skips_near_duplicates_of_a_pick():
+    # ten uncertain items, the five most uncertain nearly identical copies of each other
+    frame = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(10)],
+            "confidence": [0.40] * 5 + [0.45] * 5,
+            "margin": [0.01, 0.011, 0.012, 0.013, 0.014, 0.05, 0.06, 0.07, 0.08, 0.09],
+            "x": [0.0, 0.001, 0.002, 0.003, 0.004, 1.0, 2.0, 3.0, 4.0, 5.0],
+            "segment": ["s"] * 10,
+        }
+    )
+    policy = RoutingPolicy(review_capacity=3, audit_rate=0.0, stratify=False)
+
+    diverse = route_predictions(frame, policy, schema=SCHEMA)
+    plain = route_predictions(frame, policy)  # no schema: by priority alone
+
+    assert sorted(plain.index[plain["route"] == "review"]) == [0, 1, 2]
+    picked = diverse.index[diverse["route"] == "review"].tolist()
+    assert 0 in picked and len(set(picked) & {1, 2, 3, 4}) == 0  # one of the duplicates
+    assert diverse.loc[0, "review_rank"] == 1  # the most uncertain is picked first
+    assert diverse["review_rank"].notna().sum() == 3
+
+
+def test_stratified_ranking_covers_every_predicted_class():
+    n = 30
+    frame = pd.DataFrame(
+        {
+            "item_id": [f"i{k:02d}" for k in range(n)],
+            "confidence": [0.5] * n,
+            # class "a" is far more uncertain than the others
+            "margin": [0.01] * 20 + [0.3] * 5 + [0.4] * 5,
+            "predicted_label": ["a"] * 20 + ["b"] * 5 + ["c"] * 5,
+        }
+    )
+    policy = RoutingPolicy(review_capacity=4, audit_rate=0.0)
+
+    stratified = route_predictions(frame, policy)
+    unstratified = route_predictions(
+        frame, RoutingPolicy(review_capacity=4, audit_rate=0.0, stratify=False)
+    )
+
+    assert set(stratified.loc[stratified["route"] == "review", "predicted_label"]) == {
+        "a",
+        "b",
+        "c",
+    }
+    assert set(unstratified.loc[unstratified["route"] == "review", "predicted_label"]) == {"a"}
+
+
+def test_under_drift_every_drifted_segment_gets_a_review():
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "item_id": [f"i{k:02d}" for k in range(n)],
+            "confidence": [0.5] * n,
+            "margin": [0.01] * 36 + [0.4] * 4,  # the new segment looks certain
+            "predicted_label": ["a"] * n,
+            "x": np.linspace(0, 1, n),
+            "segment": ["old"] * 36 + ["new"] * 4,
+        }
+    )
+    policy = RoutingPolicy(review_capacity=4, audit_rate=0.0, drift_capacity_multiplier=1.0)
+
+    calm = route_predictions(frame, policy, schema=SCHEMA, drifted_columns=("segment",))
+    drifted = route_predictions(
+        frame, policy, drift=True, schema=SCHEMA, drifted_columns=("segment",)
+    )
+
+    assert set(calm.loc[calm["route"] == "review", "segment"]) == {"old"}
+    assert set(drifted.loc[drifted["route"] == "review", "segment"]) == {"old", "new"}
+
+
+def test_each_decision_records_what_explains_it():
+    frame = confident_scores(4, disagreement=[0.5, 0.0, 0.0, 0.0])
+    frame["model_version"] = "7"
+    policy = RoutingPolicy(confidence_threshold=0.8, review_capacity=2, audit_rate=0.0)
+
+    routed = route_predictions(frame, policy)
+
+    for column in (
+        "item_id",
+        "model_version",
+        "confidence",
+        "margin",
+        "disagreement",
+        "route",
+        "reasons",
+        "priority",
+        "review_rank",
+        "confidence_threshold",
+        "tier",
+    ):
+        assert column in routed
+    assert routed["confidence_threshold"].eq(0.8).all()
+    assert routed.loc[0, "review_rank"] == 1 and routed["review_rank"].isna().sum() == 3
+
+
+def test_fill_capacity_explores_without_drift():
+    frame = scores([0.5] * 2 + [0.95] * 18)
+    policy = RoutingPolicy(review_capacity=5, audit_rate=0.0, fill_capacity=True)
+
+    routed = route_predictions(frame, policy)
+
+    assert (routed["route"] == "review").sum() == 5
+    assert (routed["reasons"] == "explore").sum() == 3
+
+
+def test_explore_share_keeps_part_of_the_capacity_for_a_random_sample():
+    frame = scores([0.5] * 30 + [0.95] * 30)  # more uncertain items than capacity
+    policy = RoutingPolicy(review_capacity=10, audit_rate=0.0, explore_share=0.4)
+
+    routed = route_predictions(frame, policy)
+
+    ranked = routed["review_rank"].notna()
+    explored = has_reason(routed["reasons"], "explore")
+    assert ranked.sum() == 6 and explored.sum() == 4
+    assert (routed["route"] == "review").sum() == 10
+    assert not (ranked & explored).any()

@@ -177,3 +177,85 @@ def test_overlap_gives_some_tasks_two_different_reviewers(
     assert 6 <= len(doubled) <= 24  # about half of 30
     for item in doubled:
         assert len({a.annotator for a in pulled if a.item_id == item}) == 2
+
+
+@pytest.mark.labelstudio
+def test_agreement_adjudication_and_annotator_quality_against_known_truth(
+    label_studio, project_title: str
+) -> None:
+    """The whole trust machinery on a real server, checked against the simulated truth:
+    Label Studio's overlap setting doubles a share of tasks, a careless and a biased
+    reviewer disagree with the careful one, disputes go to the adjudication project, an
+    error-free adjudicator decides them, and every adjudicated label is the truth."""
+    import pandas as pd
+
+    from hitl_pipeline.core.agreement import (
+        agreement_by_queue,
+        annotator_quality,
+        disputed_items,
+        latest_votes,
+    )
+    from hitl_pipeline.core.datasets import resolve_labels
+    from hitl_pipeline.defs.s06_feedback import adjudication_tasks_for
+    from hitl_pipeline.resources.local_store import annotations_to_frame
+
+    resource = LabelStudioResource(
+        url=label_studio.url,
+        api_key=label_studio.token,
+        project_title=project_title,
+        overlap_share=1.0,  # every general task needs two answers
+        overlap_annotators=2,
+    )
+    tasks, truth = tasks_with_truth(60)
+    resource.push_tasks(classes=CLASSES, tasks=tasks)
+    careful = SimulatedReviewer(email="careful@sim.hitl.local", error_rate=0.0, seed=1)
+    careless = SimulatedReviewer(email="careless@sim.hitl.local", error_rate=0.4, seed=2)
+    biased = SimulatedReviewer(
+        email="biased@sim.hitl.local", error_rate=0.4, bias_toward="fox", seed=3
+    )
+    judge = SimulatedReviewer(email="judge@sim.hitl.local", error_rate=0.0, seed=4)
+    pool = ReviewerPool(
+        url=label_studio.url,
+        api_key=label_studio.token,
+        reviewers=[careful, careless, biased],
+        adjudicators=[judge],
+        project_title=project_title,
+        seed=5,
+    )
+    assert pool.answer_open_tasks(truth=truth) == 120  # two answers on each of 60 tasks
+
+    ledger = annotations_to_frame(resource.pull_annotations())
+    votes = latest_votes(ledger, classes=CLASSES)
+    assert votes.groupby("item_id").size().eq(2).all()
+    disputed = disputed_items(votes)
+    # every dispute involves a wrong answer, and every wrong answer meets a right one or
+    # another wrong one: disputes are exactly the items with two different answers
+    two_labels = votes.groupby("item_id")["label"].nunique()
+    assert disputed == sorted(two_labels[two_labels > 1].index)
+    assert 10 <= len(disputed) <= 45
+
+    (general,) = agreement_by_queue(votes)
+    assert general.alpha is not None and general.alpha < 0.667 and general.signal
+
+    pushed = resource.push_tasks(classes=CLASSES, tasks=adjudication_tasks_for(ledger, CLASSES))
+    assert pushed.created == len(disputed) and set(pushed.projects) == {"adjudication"}
+    assert pool.answer_open_tasks(truth=truth) == len(disputed)  # one ruling each
+    ledger = annotations_to_frame(resource.pull_annotations())
+    labels = resolve_labels(ledger).set_index("item_id")
+    ruled = labels[labels["decided_by"] == "adjudicated"]
+    assert sorted(ruled.index) == disputed
+    assert all(ruled["label"] == pd.Series(truth).reindex(ruled.index))
+    # agreeing pairs can still both be wrong (two careless errors): rarely
+    accuracy = (labels["label"] == pd.Series(truth).reindex(labels.index)).mean()
+    assert accuracy >= 0.9
+    assert disputed_items(latest_votes(ledger, classes=CLASSES)) == []
+
+    quality = annotator_quality(latest_votes(ledger, classes=CLASSES), labels.reset_index())
+    quality = quality.set_index("annotator")
+    assert quality.loc[careful.email, "matches_final"] == pytest.approx(1.0, abs=0.05)
+    for sloppy in (careless.email, biased.email):
+        assert quality.loc[sloppy, "matches_final"] < 0.85
+    wrong = ledger[(ledger["annotator"] == biased.email) & ledger["tier"].eq("general")]
+    wrong = wrong[wrong["label"] != wrong["item_id"].map(truth)]
+    not_fox = wrong[wrong["item_id"].map(truth) != "fox"]
+    assert len(not_fox) > 0 and set(not_fox["label"]) == {"fox"}  # every such error is "fox"

@@ -34,7 +34,9 @@ from hitl_pipeline.resources.label_studio_server import free_port
 CLASSES = ("cat", "dog", "fox")
 
 
-def make_tasks(n: int, *, prefix: str = "item", model_version: str = "3") -> list[LabelingTask]:
+def make_tasks(
+    n: int, *, prefix: str = "item", model_version: str = "3", tier: str = "general"
+) -> list[LabelingTask]:
     return [
         LabelingTask(
             item_id=f"{prefix}-{i:04d}",
@@ -43,7 +45,7 @@ def make_tasks(n: int, *, prefix: str = "item", model_version: str = "3") -> lis
             score=0.4 + (i % 5) / 10,
             model_version=model_version,
             reasons=("low_confidence",) if i % 2 else ("audit",),
-            tier="expert" if i % 3 == 0 else "general",
+            tier=tier,
             partition="2026-11-02",
             priority=float(n - i),
         )
@@ -255,8 +257,6 @@ def test_push_creates_tasks_with_the_models_prediction(
 
     project = admin.http.get(f"/api/projects/{result.project_id}/").json()
     assert project["model_version"] == "3"  # its predictions are the pre-filled ones
-    views = admin.http.get("/api/dm/views/", params={"project": result.project_id}).json()
-    assert {v["data"]["title"] for v in views} >= {"queue: expert", "queue: general"}
 
 
 @pytest.mark.labelstudio
@@ -391,3 +391,120 @@ def test_queue_status_counts_finished_tasks_and_latest_answer(
         label_studio_resource.queue_status()
     per_call = (time.perf_counter() - started) / 5
     assert per_call < 2.0 and not math.isnan(per_call)  # sensor-cheap even on a busy machine
+
+
+# --- tiers, overlap, bad annotations -----------------------------------------------------------
+def test_tier_titles_fit_label_studio_and_never_collide() -> None:
+    from hitl_pipeline.resources.label_studio import tier_project_title
+
+    assert tier_project_title("hitl-pipeline: review", "general") == "hitl-pipeline: review"
+    assert tier_project_title("hitl-pipeline: review", "expert") == "hitl-pipeline: review · expert"
+    long_a, long_b = "a" * 44 + "-one", "a" * 44 + "-two"
+    titles = {
+        tier_project_title(b, t) for b in (long_a, long_b) for t in ("expert", "adjudication")
+    }
+    assert len(titles) == 4 and all(len(t) <= 50 for t in titles)
+
+
+@pytest.mark.labelstudio
+def test_each_tier_is_its_own_project_and_status_and_pull_cover_them_all(
+    label_studio_resource: LabelStudioResource, admin: Admin
+) -> None:
+    tasks = make_tasks(4) + make_tasks(3, prefix="exp", tier="expert")
+    result = label_studio_resource.push_tasks(classes=CLASSES, tasks=tasks)
+    assert (result.created, set(result.projects)) == (7, {"general", "expert"})
+    assert result.project_id == result.projects["general"]
+    expert_title = label_studio_resource.tier_title("expert")
+    assert admin.project_ids(expert_title) == [result.projects["expert"]]
+    detail = admin.http.get(f"/api/projects/{result.projects['expert']}/").json()
+    assert "Expert queue" in detail["expert_instruction"]
+    assert sorted(t["data"]["item_id"] for t in admin.tasks(result.projects["expert"])) == [
+        "exp-0000",
+        "exp-0001",
+        "exp-0002",
+    ]
+    # a re-push of the same items into their tiers creates nothing
+    again = label_studio_resource.push_tasks(classes=CLASSES, tasks=tasks)
+    assert (again.created, again.already_present) == (0, 7)
+
+    general = task_ids_by_item(admin, result.projects["general"])
+    expert = task_ids_by_item(admin, result.projects["expert"])
+    admin.annotate(general["item-0001"], "dog")
+    admin.annotate(expert["exp-0002"], "fox", flags=(EDGE_CASE_FLAG,))
+    by_tier = label_studio_resource.queue_status_by_tier()
+    assert {t: (s.total_tasks, s.finished_tasks) for t, s in by_tier.items()} == {
+        "general": (4, 1),
+        "expert": (3, 1),
+    }
+    status = label_studio_resource.queue_status()
+    assert (status.total_tasks, status.finished_tasks) == (7, 2)
+    pulled = {a.item_id: a for a in label_studio_resource.pull_annotations()}
+    assert set(pulled) == {"item-0001", "exp-0002"}
+    assert (pulled["exp-0002"].tier, pulled["exp-0002"].flags) == ("expert", (EDGE_CASE_FLAG,))
+    assert pulled["item-0001"].tier == "general"
+
+
+@pytest.mark.labelstudio
+def test_overlap_uses_label_studios_own_project_settings(
+    label_studio: Any, project_title: str, admin: Admin
+) -> None:
+    resource = LabelStudioResource(
+        url=label_studio.url,
+        api_key=label_studio.token,
+        project_title=project_title,
+        overlap_share=0.4,
+        overlap_annotators=3,
+    )
+    result = resource.push_tasks(classes=CLASSES, tasks=make_tasks(10))
+    project = admin.http.get(f"/api/projects/{result.project_id}/").json()
+    assert (project["maximum_annotations"], project["overlap_cohort_percentage"]) == (3, 40)
+    overlaps = sorted(t["overlap"] for t in admin.tasks(result.project_id))
+    assert overlaps == [1] * 6 + [3] * 4  # Label Studio itself picks the 40% cohort
+    adjudication = resource.push_tasks(
+        classes=CLASSES, tasks=make_tasks(2, prefix="adj", tier="adjudication")
+    )
+    project = admin.http.get(f"/api/projects/{adjudication.project_id}/").json()
+    assert project["maximum_annotations"] == 1  # one final decision per item
+
+
+@pytest.mark.labelstudio
+def test_bad_annotations_nothing_lost_nothing_counted_twice(
+    label_studio_resource: LabelStudioResource, admin: Admin
+) -> None:
+    from hitl_pipeline.core.datasets import resolve_labels, split_out_of_schema
+    from hitl_pipeline.defs.s06_feedback import count_new_or_edited, upsert_annotations
+    from hitl_pipeline.resources.local_store import annotations_to_frame
+
+    pushed = label_studio_resource.push_tasks(classes=CLASSES, tasks=make_tasks(4))
+    ids = task_ids_by_item(admin, pushed.project_id)
+    edited = admin.annotate(ids["item-0000"], "cat")
+    admin.annotate(ids["item-0001"], "zebra")  # not a class: Label Studio stores it anyway
+    admin.annotate(ids["item-0002"], None)  # skipped
+    admin.annotate(ids["item-0003"], "fox")
+
+    first = annotations_to_frame(label_studio_resource.pull_annotations())
+    ledger = upsert_annotations(first.iloc[0:0], first)
+    assert count_new_or_edited(first.iloc[0:0], first) == 4
+    usable, rejected = split_out_of_schema(ledger, CLASSES)
+    assert rejected["item_id"].tolist() == ["item-0001"]
+    assert sorted(resolve_labels(usable)["item_id"]) == ["item-0000", "item-0003"]
+    skipped = ledger[ledger["item_id"] == "item-0002"]
+    assert skipped["was_cancelled"].tolist() == [True] and skipped["label"].isna().all()
+
+    # edited after it was pulled: replaces its copy, counted as one edit, not a new vote
+    since = ledger["updated_at"].max()
+    time.sleep(1.1)
+    admin.relabel(edited["id"], "dog")
+    # deleted in Label Studio: its annotation stays in the ledger
+    assert label_studio_resource.delete_task(tier="general", item_id="item-0003") is True
+    pulled = annotations_to_frame(
+        label_studio_resource.pull_annotations(since=since - timedelta(minutes=5))
+    )
+    assert count_new_or_edited(ledger, pulled) == 1
+    ledger = upsert_annotations(ledger, pulled)
+    assert len(ledger) == 4 and ledger["annotation_id"].is_unique
+    labels = resolve_labels(split_out_of_schema(ledger, CLASSES)[0]).set_index("item_id")
+    assert labels.loc["item-0000", "label"] == "dog"
+    assert labels.loc["item-0000", "n_annotations"] == 1
+    assert labels.loc["item-0003", "label"] == "fox"  # the deleted task's label is kept
+    assert label_studio_resource.queue_status().total_tasks == 3

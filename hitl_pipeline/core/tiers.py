@@ -1,0 +1,116 @@
+"""Review tiers: which queue of people an item goes to.
+
+Three queues, each a Label Studio project of its own: ``general`` reviewers for the
+bulk (low confidence, audit, drift samples), domain ``expert`` s for items a declared
+policy says need one (a class, a feature rule, a ``policy_category`` routing reason),
+and ``adjudication`` for items whose annotators disagreed. The first two are assigned
+here from the routed frame; the pipeline alone moves an item to adjudication (see
+``core.agreement.disputed_items``).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from hitl_pipeline.core.types import PREDICTED_LABEL, REASONS
+
+TIER_GENERAL = "general"
+TIER_EXPERT = "expert"
+TIER_ADJUDICATION = "adjudication"
+TIERS = (TIER_GENERAL, TIER_EXPERT, TIER_ADJUDICATION)
+
+REASON_POLICY_CATEGORY = "policy_category"
+
+_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": lambda s, v: s.isin(list(v)),  # type: ignore[call-overload, arg-type]
+}
+
+
+@dataclass(frozen=True)
+class FeatureRule:
+    """One declarative condition on a column of the routed frame, e.g. ``amount > 5000``.
+
+    Attributes:
+        column: A feature (or any column of the routed frame).
+        op: One of ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``.
+        value: The right-hand side (a list for ``in``).
+    """
+
+    column: str
+    op: str
+    value: object
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPERATORS:
+            raise ValueError(f"unknown operator {self.op!r}; use one of {sorted(_OPERATORS)}")
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureRule:
+        """A rule written as ``"column op value"``, the value as JSON when it parses
+        (``"amount > 5000"``, ``'plan in ["gold", "platinum"]'``), else as text."""
+        parts = text.strip().split(None, 2)
+        if len(parts) != 3:
+            raise ValueError(f"tier rule {text!r}: write it as 'column op value'")
+        column, op, raw = parts
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        return cls(column=column, op=op, value=value)
+
+    def matches(self, frame: pd.DataFrame) -> pd.Series:
+        if self.column not in frame:
+            raise ValueError(f"tier rule on {self.column!r}: no such column in the routed frame")
+        return _OPERATORS[self.op](frame[self.column], self.value).fillna(False).astype(bool)
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """Which reviewed items need a domain expert; everything else goes to general reviewers.
+
+    Attributes:
+        expert_classes: Items the model predicted as one of these go to experts.
+        expert_reasons: Routing reasons that need an expert (by default the routing
+            stage's ``policy_category``).
+        expert_rules: Feature rules; an item matching any of them goes to experts.
+    """
+
+    expert_classes: tuple[str, ...] = ()
+    expert_reasons: tuple[str, ...] = (REASON_POLICY_CATEGORY,)
+    expert_rules: tuple[FeatureRule, ...] = field(default_factory=tuple)
+
+
+def assign_tiers(routed: pd.DataFrame, policy: TierPolicy) -> pd.Series:
+    """The review tier of every row of a routed frame.
+
+    Args:
+        routed: Rows with ``predicted_label``, ``reasons`` (";"-joined) and the features.
+        policy: The declared expert policy.
+
+    Returns:
+        ``"expert"`` or ``"general"`` per row, aligned with ``routed`` (auto-accepted rows
+        get a tier too; only reviewed ones are pushed).
+    """
+    expert = pd.Series(False, index=routed.index)
+    if policy.expert_classes:
+        expert |= routed[PREDICTED_LABEL].astype(str).isin(policy.expert_classes)
+    if policy.expert_reasons:
+        wanted = set(policy.expert_reasons)
+        expert |= (
+            routed[REASONS].astype(str).map(lambda r: bool(wanted & set(r.split(";")))).astype(bool)
+        )
+    for rule in policy.expert_rules:
+        expert |= rule.matches(routed)
+    return expert.map({True: TIER_EXPERT, False: TIER_GENERAL})

@@ -1,0 +1,156 @@
+"""The benchmark on a few hundred synthetic rows: outputs exist and figures agree.
+
+Fast (a small logistic regression, two batches, one repeat, no Evidently); the real
+figures come from running the benchmark itself on real streams, not from this test.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hitl_pipeline.benchmark import (
+    BenchmarkConfig,
+    infer_schema,
+    labels_for_gain,
+    run_benchmark,
+)
+
+
+def drifting_csv(path: Path, n: int = 700, seed: int = 0) -> Path:
+    """Two numeric features, one categorical; from row 300 on, half the rows are of a
+    new colour that is nearly always "up" (the old colours keep their rule)."""
+    rng = np.random.default_rng(seed)
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    after = np.arange(n) >= 300
+    colour = np.where(
+        after & (rng.uniform(size=n) < 0.5), "green", rng.choice(["red", "blue"], size=n)
+    )
+    flipped = colour == "green"
+    score = np.where(flipped, 1.5, x) + 0.3 * z
+    frame = pd.DataFrame(
+        {
+            "t": np.arange(n),  # stored newest first: the time column orders it
+            "x": x,
+            "z": z,
+            "colour": colour,
+            "row_id": np.arange(n),
+            "y": np.where(score > 0, "up", "down"),
+        }
+    ).iloc[::-1]
+    path = path / "stream.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    config = BenchmarkConfig(
+        data=drifting_csv(folder),
+        target="y",
+        time_column="t",
+        drop=("row_id",),
+        seed_rows=300,
+        batch_rows=200,
+        budgets=(0.05, 0.2),
+        strategies=("random", "least_confidence", "default"),
+        repeats=1,
+        out=folder / "out",
+        estimator="logistic_regression",
+        drift_check=False,
+        progress=False,
+    )
+    return config, run_benchmark(config)
+
+
+def test_every_output_is_written(result):
+    config, res = result
+    names = {p.name for p in res.files}
+    assert {
+        "per_batch.csv",
+        "summary.csv",
+        "summary.json",
+        "summary.md",
+        "accuracy_by_batch.png",
+        "gain_vs_labels.png",
+    } <= names
+    for path in res.files:
+        assert path.stat().st_size > 0
+    payload = json.loads((config.out / "summary.json").read_text(encoding="utf-8"))
+    assert set(payload["targets"]) >= {"meets_90pct_of_oracle_gain", "never_below_never_retrained"}
+
+
+def test_label_counts_are_consistent(result):
+    _, res = result
+    per_batch = res.per_batch
+    # seed 300 rows, then two batches of 200 (the last 100 rows do not fill a batch)
+    assert sorted(per_batch["batch"].unique()) == [0, 1]
+    none = per_batch[per_batch["strategy"] == "none"]
+    oracle = per_batch[per_batch["strategy"] == "oracle"]
+    assert none["labels"].sum() == 0
+    assert (oracle["labels"] == oracle["rows"]).all()
+    for budget, expected in ((0.05, 10), (0.2, 40)):
+        for strategy in ("random", "least_confidence", "default"):
+            rows = per_batch[(per_batch["strategy"] == strategy) & (per_batch["budget"] == budget)]
+            assert rows["labels"].tolist() == [expected, expected]
+
+
+def test_summary_figures_follow_from_the_per_batch_records(result):
+    _, res = result
+    summary = res.summary.set_index(["strategy", "budget"])
+    per_batch = res.per_batch
+    for budget in (0.05, 0.2):
+        none = summary.loc[("none", budget), "accuracy"]
+        oracle = summary.loc[("oracle", budget), "accuracy"]
+        assert summary.loc[("none", budget), "gain_share"] == pytest.approx(0.0)
+        assert summary.loc[("oracle", budget), "gain_share"] == pytest.approx(1.0)
+        row = summary.loc[("random", budget)]
+        mean = per_batch[(per_batch["strategy"] == "random") & (per_batch["budget"] == budget)][
+            "accuracy"
+        ].mean()
+        assert row["accuracy"] == pytest.approx(mean)
+        assert row["gain_share"] == pytest.approx((mean - none) / (oracle - none))
+    # batch 0 is scored by the seed model whatever the strategy
+    first = per_batch[per_batch["batch"] == 0]["accuracy"]
+    assert first.nunique() == 1
+    # the new segment's rule is learnt only from labels: the oracle wins accuracy back
+    assert summary.loc[("oracle", 0.2), "accuracy"] > summary.loc[("none", 0.2), "accuracy"]
+
+
+def test_labels_for_gain_interpolates_from_zero():
+    summary = pd.DataFrame(
+        {
+            "strategy": ["s", "s"],
+            "budget": [0.1, 0.2],
+            "label_share": [0.1, 0.2],
+            "gain_share": [0.5, 1.0],
+        }
+    )
+
+    table = labels_for_gain(summary).iloc[0]
+
+    assert table["labels_for_50pct"] == pytest.approx(0.1)
+    assert table["labels_for_80pct"] == pytest.approx(0.16)
+    assert table["labels_for_90pct"] == pytest.approx(0.18)
+
+
+def test_schema_inference_types_columns():
+    frame = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "n": ["1.5", "2", None],
+            "code": ["1", "2", "1"],
+            "cat": ["x", "y", None],
+            "target": [0, 1, 0],
+        }
+    )
+
+    schema, typed = infer_schema(frame, target="target")
+
+    kinds = {f.name: f.kind for f in schema.features}
+    assert kinds == {"n": "numeric", "code": "categorical", "cat": "categorical"}
+    assert schema.classes == ("0", "1")
+    assert typed["label"].tolist() == ["0", "1", "0"]
