@@ -44,6 +44,15 @@ def loop(tmp_path_factory, label_studio):
         yield settings, summary
 
 
+@pytest.fixture(scope="module")
+def dagster(loop) -> tuple[dg.Definitions, dg.DagsterInstance]:
+    """The loop's definitions and Dagster instance, the instance created first and kept
+    alive for the module: a new instance becomes the state storage Dagster's definitions
+    loader reads, and a garbage-collected one would leave that loader a dead reference."""
+    instance = dg.DagsterInstance.get()
+    return load_definitions(), instance
+
+
 def test_every_cycle_scored_and_the_sensors_runs_executed(loop):
     _, summary = loop
     cycles = summary["cycles"]
@@ -114,10 +123,10 @@ def test_retrained_champion_beats_the_never_retrained_model_after_drift(loop):
     assert last["accuracy"]["champion_after_cycle"] > last["accuracy"]["never_retrained"]
 
 
-def test_rerun_of_a_push_creates_no_duplicates(loop):
+def test_rerun_of_a_push_creates_no_duplicates(loop, dagster):
     settings, summary = loop
     drifted = next(c for c in summary["cycles"] if c["cycle"] == DRIFT_AT)
-    record = HeadlessLoop(settings, load_definitions(), dg.DagsterInstance.get()).execute(
+    record = HeadlessLoop(settings, *dagster).execute(
         dg.RunRequest(job_name="drift_review_job", partition_key=drifted["partition"])
     )
     push = record.outputs["labeling_tasks"]
@@ -128,7 +137,7 @@ def test_rerun_of_a_push_creates_no_duplicates(loop):
     assert routed == sum(c["tasks_pushed"] for c in summary["cycles"])
 
 
-def test_rollback_moves_champion_back_and_inference_uses_it(loop, capsys):
+def test_rollback_moves_champion_back_and_inference_uses_it(loop, dagster, capsys):
     settings, summary = loop
     registry = build_resources(settings)["registry"]
     before = registry.champion()
@@ -136,8 +145,7 @@ def test_rollback_moves_champion_back_and_inference_uses_it(loop, capsys):
     after = registry.champion()
     assert after is not None and after.version != before.version
     assert f"-> v{after.version}" in capsys.readouterr().out
-    # (the instance is not disposed: Dagster's definitions loader keeps a reference to it)
-    record = HeadlessLoop(settings, load_definitions(), dg.DagsterInstance.get()).execute(
+    record = HeadlessLoop(settings, *dagster).execute(
         dg.RunRequest(job_name="score_batch_job", partition_key=summary["cycles"][-1]["partition"])
     )
     scores = record.outputs["predictions"]

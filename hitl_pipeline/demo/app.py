@@ -175,8 +175,10 @@ def _run_with_ui(
             )
             return 1
     stream = prepare_home(settings, options)
-    defs = load_definitions()
+    # The instance first: creating one makes its state storage the one Dagster's
+    # definitions loader uses, and it must outlive every load of the definitions.
     instance = dg.DagsterInstance.get()
+    defs = load_definitions()
     loop = HeadlessLoop(settings, defs, instance)
     if defs.resources["registry"].champion() is None:
         print("bootstrap: training the first champion from the seed data (a Dagster run)")

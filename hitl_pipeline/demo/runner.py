@@ -352,8 +352,10 @@ def run_headless(
     """
     use_home(settings)
     stream = prepare_home(settings, options)
-    defs = load_definitions()
+    # The instance first: creating one makes its state storage the one Dagster's
+    # definitions loader uses, and it must outlive every load of the definitions.
     instance = dg.DagsterInstance.get()
+    defs = load_definitions()
     loop = HeadlessLoop(settings, defs, instance)
     registry = defs.resources["registry"]
     from hitl_pipeline.core.inference import score_batch
