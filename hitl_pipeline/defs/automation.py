@@ -121,8 +121,9 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
     return requests or dg.SkipReason("drift alerts without a partition")
 
 
-def drift_outstanding(instance: dg.DagsterInstance) -> bool:
-    """Whether a drift alert came after the last retrain and its review was pushed.
+def outstanding_drift_alert(instance: dg.DagsterInstance) -> int | None:
+    """The drift alert (its check record id) that came after the last retrain and whose
+    boosted review was pushed, or ``None``.
 
     Until the drift sensor's boosted review has reached Label Studio, an empty queue
     only means people finished the regular review: retraining then would ignore the
@@ -132,13 +133,26 @@ def drift_outstanding(instance: dg.DagsterInstance) -> bool:
         DRIFT_CHECK_KEY, limit=1, status={AssetCheckExecutionRecordStatus.FAILED}
     )
     if not alerts:
-        return False
+        return None
     alert_at = alerts[0].create_timestamp
     trained = instance.get_latest_materialization_event(CANDIDATE_KEY)
     if trained is not None and trained.timestamp >= alert_at:
-        return False
-    pushed = instance.get_latest_materialization_event(LABELING_KEY)
-    return pushed is not None and pushed.timestamp > alert_at
+        return None
+    return alerts[0].id if drift_review_pushed_since(instance, alert_at) else None
+
+
+def drift_review_pushed_since(instance: dg.DagsterInstance, since: float) -> bool:
+    """Whether a drift-alert review run pushed its tasks after ``since`` (the regular
+    scoring run pushes too, right after its own drift check: that one does not count)."""
+    records = instance.fetch_materializations(LABELING_KEY, limit=50).records
+    for record in records:  # newest first
+        entry = record.event_log_entry
+        if entry.timestamp <= since:
+            return False
+        run = instance.get_run_by_id(entry.run_id)
+        if run is not None and run.tags.get(TRIGGER_TAG) == "drift_alert":
+            return True
+    return False
 
 
 def last_training_at(instance: dg.DagsterInstance) -> datetime | None:
@@ -158,11 +172,12 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
     except LabelStudioUnavailable as exc:  # keep ticking while Label Studio is down
         return dg.SkipReason(f"Label Studio not reachable: {exc}")
     last_seen = datetime.fromisoformat(context.cursor) if context.cursor else None
+    alert = outstanding_drift_alert(context.instance)
     action = annotation_action(
         latest_completed_at=status.latest_completed_at,
         last_seen=last_seen,
         pending_tasks=status.pending_tasks,
-        drift_outstanding=drift_outstanding(context.instance),
+        drift_outstanding=alert is not None,
     )
     if action is AnnotationAction.NOTHING:
         return dg.SkipReason(f"no new annotations ({status.pending_tasks} tasks pending)")
@@ -171,7 +186,8 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
     context.update_cursor(stamp)
     if action is AnnotationAction.EARLY_RETRAIN:
         return dg.RunRequest(
-            run_key=f"early-retrain:{stamp}",
+            # one early retrain per alert, however many annotations arrive before it runs
+            run_key=f"early-retrain:{alert}",
             job_name=retrain_job.name,
             tags={TRIGGER_TAG: "drift_early_retrain"},
         )

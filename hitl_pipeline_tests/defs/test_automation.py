@@ -200,9 +200,18 @@ def test_drift_sensor_scenarios(tick):
         done = FakeLabelStudio(QueueStatus(total_tasks=8, finished_tasks=8, latest_completed_at=T1))
         waiting = tick(annotation_sensor, instance=instance, label_studio=done)
         assert [r.job_name for r in waiting.run_requests] == [collect_labels_job.name]
+        # a regular scoring run's push (right after its own drift check) is not the
+        # boosted review either
+        assert dg.materialize(
+            [stand_in_labeling_tasks], instance=instance, tags={"hitl/trigger": "new_batch"}
+        ).success
+        regular = tick(annotation_sensor, instance=instance, label_studio=done)
+        assert [r.job_name for r in regular.run_requests] == [collect_labels_job.name]
         # once the boosted review was pushed and is done, the annotation sensor retrains
         # early instead of only collecting
-        assert dg.materialize([stand_in_labeling_tasks], instance=instance).success
+        assert dg.materialize(
+            [stand_in_labeling_tasks], instance=instance, tags={"hitl/trigger": "drift_alert"}
+        ).success
         early = tick(annotation_sensor, instance=instance, label_studio=done)
         assert [r.job_name for r in early.run_requests] == [retrain_job.name]
         # while people are still reviewing, it only collects
