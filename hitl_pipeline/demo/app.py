@@ -259,5 +259,7 @@ def _run_with_ui(
         )
         return 0
     finally:
+        # A second Ctrl-C must not leave the UIs running half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for process in processes:
             _stop(process)
