@@ -155,6 +155,16 @@ def drift_review_pushed_since(instance: dg.DagsterInstance, since: float) -> boo
     return False
 
 
+def waiting_runs(instance: dg.DagsterInstance, job_name: str) -> bool:
+    """Whether a run of the job is queued or starting (not yet pulling anything)."""
+    waiting = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+    ]
+    return bool(instance.get_run_ids(dg.RunsFilter(job_name=job_name, statuses=waiting), limit=1))
+
+
 def last_training_at(instance: dg.DagsterInstance) -> datetime | None:
     event = instance.get_latest_materialization_event(CANDIDATE_KEY)
     return datetime.fromtimestamp(event.timestamp, tz=UTC) if event else None
@@ -181,6 +191,12 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
     )
     if action is AnnotationAction.NOTHING:
         return dg.SkipReason(f"no new annotations ({status.pending_tasks} tasks pending)")
+    if action is AnnotationAction.COLLECT and waiting_runs(
+        context.instance, collect_labels_job.name
+    ):
+        # the waiting run will pull these annotations too; keep the cursor so a later
+        # tick asks again if it does not
+        return dg.SkipReason("a label collection run is already waiting to start")
     assert status.latest_completed_at is not None
     stamp = status.latest_completed_at.isoformat()
     context.update_cursor(stamp)

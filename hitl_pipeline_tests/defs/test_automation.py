@@ -125,6 +125,26 @@ def test_annotations_first_seen_are_collected(tick):
     assert result.cursor == T1.isoformat()
 
 
+def test_annotations_not_requested_twice_while_a_collection_waits(tick):
+    ls = FakeLabelStudio(QueueStatus(total_tasks=10, finished_tasks=4, latest_completed_at=T1))
+    with dg.instance_for_test() as instance:
+        first = tick(annotation_sensor, instance=instance, label_studio=ls)
+        waiting = dg.DagsterRun(
+            job_name=collect_labels_job.name,
+            run_id="waiting",
+            status=dg.DagsterRunStatus.NOT_STARTED,
+        )
+        instance.add_run(waiting)
+        later = FakeLabelStudio(
+            QueueStatus(total_tasks=10, finished_tasks=6, latest_completed_at=T1.replace(hour=11))
+        )
+        second = tick(annotation_sensor, cursor=first.cursor, instance=instance, label_studio=later)
+    assert [r.job_name for r in first.run_requests] == [collect_labels_job.name]
+    assert second.run_requests == []
+    assert "already waiting" in second.skip_message
+    assert second.cursor == first.cursor
+
+
 def test_annotations_nothing_new(tick):
     ls = FakeLabelStudio(QueueStatus(total_tasks=10, finished_tasks=4, latest_completed_at=T1))
     with dg.instance_for_test() as instance:
