@@ -190,42 +190,26 @@ def audit_verdict(
     window = ", ".join(recent["partition"])
     ci = f"{rate:.2f} [{low:.2f}, {high:.2f}] over {audited} audited items of {window}"
     if high < min_pass_rate:
-        return AuditVerdict(
-            passed,
-            audited,
-            rate,
-            low,
-            high,
-            baseline,
+        alert, message = (
             True,
-            f"audit pass rate {ci} is below the floor {min_pass_rate:.2f}: "
-            "the auto-accepted predictions are wrong too often (concept drift "
-            "if the inputs did not drift); review more and retrain",
+            (
+                f"audit pass rate {ci} is below the floor {min_pass_rate:.2f}: "
+                "the auto-accepted predictions are wrong too often (concept drift "
+                "if the inputs did not drift); review more and retrain"
+            ),
         )
-    if baseline_low is not None and high < baseline_low:
-        return AuditVerdict(
-            passed,
-            audited,
-            rate,
-            low,
-            high,
-            baseline,
+    elif baseline_low is not None and high < baseline_low:
+        alert, message = (
             True,
-            f"audit pass rate fell: {ci}, earlier batches {baseline:.2f} (interval from "
-            f"{baseline_low:.2f}): the "
-            "model's auto-accepted answers got worse (concept drift if the inputs "
-            "did not drift)",
+            (
+                f"audit pass rate fell: {ci}, earlier batches {baseline:.2f} (interval from "
+                f"{baseline_low:.2f}): the model's auto-accepted answers got worse (concept "
+                "drift if the inputs did not drift)"
+            ),
         )
-    return AuditVerdict(
-        passed,
-        audited,
-        rate,
-        low,
-        high,
-        baseline,
-        False,
-        f"audit pass rate {ci}: no significant fall",
-    )
+    else:
+        alert, message = False, f"audit pass rate {ci}: no significant fall"
+    return AuditVerdict(passed, audited, rate, low, high, baseline, alert, message)
 
 
 # --- correction rate against the healthy band ------------------------------------------------
