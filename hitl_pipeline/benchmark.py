@@ -846,11 +846,11 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m hitl_pipeline.benchmark ...`` (the same as ``hitl-pipeline benchmark``)."""
-    from hitl_pipeline.benchmark_cli import add_arguments
+    from hitl_pipeline.benchmark_cli import add_arguments, resolve_dataset
 
     parser = argparse.ArgumentParser(prog="hitl-pipeline benchmark", description=__doc__)
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    return run_from_args(resolve_dataset(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

