@@ -45,7 +45,14 @@ import pandas as pd
 from hitl_pipeline.benchmark_cli import STRATEGY_NAMES
 from hitl_pipeline.core.committee import committee_disagreement, disagreement, fit_committee
 from hitl_pipeline.core.datasets import merge_labelled, split_holdout, stable_uniform
-from hitl_pipeline.core.gate import HOLDOUT, HUMAN_HOLDOUT, GatePolicy, decide, gate_evidence
+from hitl_pipeline.core.gate import (
+    HOLDOUT,
+    HUMAN_HOLDOUT,
+    GatePolicy,
+    decide,
+    gate_evidence,
+    recent_window,
+)
 from hitl_pipeline.core.inference import probability_matrix, score_batch
 from hitl_pipeline.core.ood import fit_ood_detector, ood_scores
 from hitl_pipeline.core.routing import RoutingPolicy, has_reason, route_predictions
@@ -127,6 +134,7 @@ class BenchmarkConfig:
     progress: bool = True
     threads: int = 1
     explore_share: float = 0.0
+    human_weight: float = TrainingParams.human_weight
 
 
 # --- the stream ----------------------------------------------------------------------
@@ -336,7 +344,12 @@ def replay(
     tick: Callable[[], None] = lambda: None,
 ) -> list[dict[str, Any]]:
     """Run one strategy at one budget over the stream; one record per batch."""
-    params = TrainingParams(estimator=config.estimator, max_iter=config.max_iter, seed=repeat)
+    params = TrainingParams(
+        estimator=config.estimator,
+        max_iter=config.max_iter,
+        seed=repeat,
+        human_weight=config.human_weight,
+    )
     champion = train_model(seed_train, schema, params).model
     state = LoopState(
         schema=schema,
@@ -408,7 +421,10 @@ def replay(
                 human, fraction=config.human_holdout_fraction, salt=f"bench:{repeat}"
             )
             training = merge_labelled(seed_train, human_train, schema)
-            challenger = train_model(training, schema, params).model
+            # the training recipe is chosen on the rows the gate will judge (the
+            # pipeline's candidate_model does the same)
+            window = recent_window(recent, config.gate)
+            challenger = train_model(training, schema, params, select_on=window).model
             # the pipeline's gate, on the same evaluation sets as ``passes_gate``
             evidence = gate_evidence(
                 {HOLDOUT: fixed_holdout, HUMAN_HOLDOUT: recent},

@@ -136,7 +136,14 @@ def cmd_train(args: argparse.Namespace, _: Settings) -> int:
     params = TrainingParams.from_dict(
         yaml.safe_load(Path(args.params).read_text(encoding="utf-8"))["train"]
     )
-    result = train_model(pd.read_parquet(args.data), load_schema(args.schema), params)
+    select_on = None
+    if args.select_on and Path(args.select_on).exists():
+        from hitl_pipeline.core.gate import GatePolicy, recent_window
+
+        select_on = recent_window(pd.read_parquet(args.select_on), GatePolicy())
+    result = train_model(
+        pd.read_parquet(args.data), load_schema(args.schema), params, select_on=select_on
+    )
     Path(args.model).parent.mkdir(parents=True, exist_ok=True)
     Path(args.model).write_bytes(pickle.dumps(result.model))
     _write_metrics(args.metrics, result.metrics)
@@ -277,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True)
     train.add_argument("--schema", required=True)
     train.add_argument("--params", default="params.yaml")
+    train.add_argument(
+        "--select-on",
+        default=None,
+        help="human held-out labels that choose the human weight (as candidate_model does)",
+    )
     train.add_argument("--model", required=True, help="where to write the fitted model")
     train.add_argument("--metrics", required=True, help="where to write training metrics")
     train.set_defaults(func=cmd_train)

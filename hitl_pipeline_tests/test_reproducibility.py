@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from hitl_pipeline.core.datasets import canonical_dataset, merge_labelled
+from hitl_pipeline.core.gate import GatePolicy, recent_window
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.training import TrainingParams, evaluate_frames, train_model
 from hitl_pipeline.core.types import LABEL_SOURCE, LABELLED_AT
@@ -98,8 +99,15 @@ def test_dvc_repro_of_an_old_version_restored_from_a_fresh_clone_reproduces_metr
     )
     assert old.md5 != new.md5
 
-    # what the candidate_model asset computes for the old version, in-process
-    result = train_model(store.load(version_id=old.version_id), DEMO_SCHEMA, params)
+    # what the candidate_model asset computes for the old version, in-process (the human
+    # weight chosen on the gate's window of the human held-out rows)
+    window = recent_window(
+        store.load(version_id=old.version_id, name="human_holdout"), GatePolicy()
+    )
+    result = train_model(
+        store.load(version_id=old.version_id), DEMO_SCHEMA, params, select_on=window
+    )
+    assert "human_weight_used" in result.metrics  # the comparison did run
     expected = evaluate_frames(
         result.model,
         {name: store.load(version_id=old.version_id, name=name) for name in EVAL_FRAMES},

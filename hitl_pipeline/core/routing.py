@@ -15,12 +15,14 @@ A trigger whose column is absent or that is not configured never fires. Mandator
 triggers (policy categories) are reviewed first; the other wanted items are ranked by
 ``core.selection.select_diverse`` (uncertainty x diversity, stratified by predicted class
 and, under drift, by drifted segment) and the review capacity takes the picks; the rest
-are auto-accepted with ``over_capacity`` recorded. Under drift (or with
-``fill_capacity``) capacity left over goes to a random sample of the untriggered items
-(``drift_sample`` / ``explore``): that is where confidently wrong predictions of a
-changed segment hide. On top of that, a small uniform audit sample of the auto-accepted
-items goes to review, so the accuracy of what nobody looked at can be measured without
-bias (and the cost-aware threshold re-calibrated, see ``core.threshold``).
+are auto-accepted with ``over_capacity`` recorded. Under drift capacity left over goes
+to a random sample of the untriggered items (``drift_sample``): that is where
+confidently wrong predictions of a changed segment hide; without drift, with
+``fill_capacity``, to the next items of the ranking (``capacity_fill``), and a reserved
+``explore_share`` of the capacity to a random sample (``explore``). On top of that, a
+small uniform audit sample of the auto-accepted items goes to review, so the accuracy
+of what nobody looked at can be measured without bias (and the cost-aware threshold
+re-calibrated, see ``core.threshold``).
 
 Every choice is deterministic for a policy seed and the item ids (ranking ties are
 broken by id, the samples by a keyed hash of the id), so re-running a partition
@@ -68,6 +70,9 @@ REASON_CONFIDENT = "confident"
 REASON_DRIFT_SAMPLE = "drift_sample"
 REASON_EXPLORE = "explore"  # the same without drift, when the policy fills its capacity
 REASON_OVER_CAPACITY = "over_capacity"
+# With ``fill_capacity``: capacity the triggers leave goes to the next most informative
+# items by the same ranking (a label near the boundary teaches the model most).
+REASON_FILL = "capacity_fill"
 DEFAULT_TIER = "general"
 
 
@@ -97,8 +102,10 @@ class RoutingPolicy:
         stratify: Guarantee a pick per predicted class and, under drift, per drifted
             segment.
         drift_weight: Weight of drifted columns in the diversity distance under drift.
-        fill_capacity: Spend capacity left after the triggered items on a random
-            sample of the others even without drift.
+        fill_capacity: Spend capacity left after the triggered items even without
+            drift: on the next items of the same ranking ("capacity_fill"), except the
+            ``explore_share``, which stays a random sample. Replayed on drifting
+            streams, a ranked fill learnt more per label than a random one.
         explore_share: Share of the capacity kept for that random sample even when
             triggered items could fill it (a hedge against confidently wrong segments,
             and representative labels for the gate's held-out set).
@@ -253,6 +260,36 @@ def _strata(
     return strata
 
 
+def _rank(
+    out: pd.DataFrame,
+    pool: np.ndarray,
+    priority: np.ndarray,
+    slots: int,
+    policy: RoutingPolicy,
+    schema: BatchSchema | None,
+    drifted_columns: Sequence[str],
+    drift: bool,
+) -> np.ndarray:
+    """Positions in ``pool`` of its ``slots`` best picks (``select_diverse``)."""
+    embedding = None
+    if policy.diversity and schema is not None:
+        weights = {c: policy.drift_weight for c in drifted_columns} if drift else {}
+        embedding = feature_embedding(
+            out.iloc[pool],
+            numeric=[c for c in schema.numeric_features if c in out],
+            categorical=[c for c in schema.categorical_features if c in out],
+            column_weights=weights,
+        )
+    strata = _strata(out.iloc[pool], schema, drifted_columns, drift) if policy.stratify else []
+    return select_diverse(
+        priority[pool],
+        slots,
+        embedding=embedding,
+        strata=strata,
+        tie_break=out[ITEM_ID].astype(str).to_numpy()[pool],
+    )
+
+
 def route_predictions(
     scores: pd.DataFrame,
     policy: RoutingPolicy,
@@ -309,22 +346,22 @@ def route_predictions(
     reserved = math.floor(policy.explore_share * capacity)
     slots = max(capacity - reserved - int(mandatory.sum()), 0)
     if len(pool) and slots:
-        embedding = None
-        if policy.diversity and schema is not None:
-            weights = {c: policy.drift_weight for c in drifted_columns} if drift else {}
-            embedding = feature_embedding(
-                out.iloc[pool],
-                numeric=[c for c in schema.numeric_features if c in out],
-                categorical=[c for c in schema.categorical_features if c in out],
-                column_weights=weights,
-            )
-        strata = _strata(out.iloc[pool], schema, drifted_columns, drift) if policy.stratify else []
-        picks = select_diverse(
-            priority[pool], slots, embedding=embedding, strata=strata, tie_break=id_array[pool]
-        )
+        picks = _rank(out, pool, priority, slots, policy, schema, drifted_columns, drift)
         review[pool[picks]] = True
         rank[pool[picks]] = np.arange(1, len(picks) + 1)
 
+    # capacity the triggered items leave: under drift a random sample (confidently
+    # wrong items of a changed segment hide among the confident); otherwise, with
+    # fill_capacity, the next most informative items by the same ranking, keeping the
+    # explore share random
+    spare = capacity - int(review.sum())
+    filled = np.zeros(n, dtype=bool)
+    if policy.fill_capacity and not drift and spare > reserved:
+        rest = np.flatnonzero(~review)
+        picks = _rank(out, rest, priority, spare - reserved, policy, schema, (), False)
+        filled[rest[picks]] = True
+        rank[rest[picks]] = np.nanmax(rank, initial=0) + np.arange(1, len(picks) + 1)
+        review |= filled
     explore = np.zeros(n, dtype=bool)
     spare = capacity - int(review.sum())
     if (drift or policy.fill_capacity or reserved) and spare > 0:
@@ -347,7 +384,9 @@ def route_predictions(
     reasons: list[str] = []
     for i in range(n):
         codes = [code for code, mask in fired.items() if mask[i]]
-        if explore[i]:
+        if filled[i]:
+            codes.append(REASON_FILL)
+        elif explore[i]:
             codes.append(explore_code)
         elif audit[i]:
             codes.append(REASON_AUDIT)

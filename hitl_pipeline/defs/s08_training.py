@@ -20,6 +20,7 @@ from hitl_pipeline.core.gate import (
     decide,
     failed_checks,
     gate_evidence,
+    recent_window,
 )
 from hitl_pipeline.core.routing import RoutingPolicy
 from hitl_pipeline.core.training import TrainingParams, evaluate_frames, train_model
@@ -45,6 +46,8 @@ class TrainingConfig(dg.Config):
     l2_regularization: float = _TRAINING.l2_regularization
     c: float = _TRAINING.c
     human_weight: float = _TRAINING.human_weight
+    # None: always human_weight
+    compare_weight: float | None = _TRAINING.compare_weight
 
     def params(self) -> TrainingParams:
         return TrainingParams.from_dict(self.model_dump())
@@ -57,6 +60,8 @@ class GateConfig(dg.Config):
     fixed_holdout_tolerance: float = _GATE.fixed_holdout_tolerance
     min_eval_rows: int = _GATE.min_eval_rows
     recent_rows: int = _GATE.recent_rows
+    # None: no time window, the recent_rows most recent labels
+    recent_days: float | None = _GATE.recent_days
     slice_tolerance: float = _GATE.slice_tolerance
     fixed_slice_tolerance: float = _GATE.fixed_slice_tolerance
     min_slice_rows: int = _GATE.min_slice_rows
@@ -71,6 +76,7 @@ class GateConfig(dg.Config):
     correct_for_slices: bool = _GATE.correct_for_slices
     n_bootstrap: int = _GATE.n_bootstrap
     seed: int = _GATE.seed
+    recent_outweighs_fixed: bool = _GATE.recent_outweighs_fixed
 
     def policy(self) -> GatePolicy:
         values = self.model_dump()
@@ -126,10 +132,13 @@ def candidate_model(
     schema = production.schema()
     params = config.params()
     frame = dataset_store.load(version_id=training_dataset.version_id)
-    result = train_model(frame, schema, params)
     frames = {
         k: v for k, v in load_eval_frames(dataset_store, training_dataset).items() if v is not None
     }
+    # the human weight is chosen on the rows the gate judges (TrainingParams.compare_weight)
+    recent = frames.get(HUMAN_HOLDOUT)
+    select_on = recent_window(recent, _GATE) if recent is not None else None
+    result = train_model(frame, schema, params, select_on=select_on)
     held_out = evaluate_frames(result.model, frames, schema)
     metrics = {
         **result.metrics,

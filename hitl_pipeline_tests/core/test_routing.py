@@ -381,14 +381,42 @@ def test_each_decision_records_what_explains_it():
     assert routed.loc[0, "review_rank"] == 1 and routed["review_rank"].isna().sum() == 3
 
 
-def test_fill_capacity_explores_without_drift():
-    frame = scores([0.5] * 2 + [0.95] * 18)
+def test_fill_capacity_takes_the_next_most_uncertain_without_drift():
+    confidences = [0.5] * 2 + [0.95] * 15 + [0.80, 0.82, 0.84]
+    frame = scores(confidences)
     policy = RoutingPolicy(review_capacity=5, audit_rate=0.0, fill_capacity=True)
 
     routed = route_predictions(frame, policy)
 
     assert (routed["route"] == "review").sum() == 5
+    filled = routed["reasons"] == "capacity_fill"
+    assert set(routed.index[filled]) == {17, 18, 19}  # the three least confident left
+    assert routed.loc[filled, "review_rank"].notna().all()
+
+
+def test_fill_capacity_keeps_the_explore_share_random():
+    frame = scores([0.5] * 2 + [0.95] * 30 + [0.80] * 8)
+    policy = RoutingPolicy(
+        review_capacity=10, audit_rate=0.0, fill_capacity=True, explore_share=0.3
+    )
+
+    routed = route_predictions(frame, policy)
+
+    assert (routed["route"] == "review").sum() == 10
+    assert (routed["reasons"] == "capacity_fill").sum() == 5
     assert (routed["reasons"] == "explore").sum() == 3
+
+
+def test_drift_fills_with_a_random_sample_not_the_ranking():
+    frame = scores([0.5] * 2 + [0.95] * 18)
+    policy = RoutingPolicy(
+        review_capacity=5, audit_rate=0.0, fill_capacity=True, drift_capacity_multiplier=1.0
+    )
+
+    routed = route_predictions(frame, policy, drift=True)
+
+    assert (routed["reasons"] == "drift_sample").sum() == 3
+    assert not (routed["reasons"] == "capacity_fill").any()
 
 
 def test_explore_share_keeps_part_of_the_capacity_for_a_random_sample():

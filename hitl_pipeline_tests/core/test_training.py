@@ -148,6 +148,30 @@ def test_human_weight_lets_few_corrections_outvote_stale_seed_labels(estimator):
     assert share_c(20.0) > share_c(1.0) + 0.2
 
 
+def test_the_human_weight_is_chosen_on_the_selection_rows():
+    # 30 human rows relabel blue x < 1 as "c"; whether that is right, only the selection
+    # rows (labels the model does not train on) can say
+    segment = (TEST["x"] < 1) & (TEST["colour"] == "blue")
+    human = TEST[segment].head(30)
+    human = human.assign(label="c", label_source="human", item_id=human["item_id"] + "-h")
+    frame = pd.concat([TRAIN.assign(label_source="seed"), human], ignore_index=True)
+    fresh = make_frame(600, seed=11)
+    fresh = fresh[(fresh["x"] < 1) & (fresh["colour"] == "blue")]
+    params = TrainingParams(human_weight=20.0, compare_weight=1.0, **QUICK)
+
+    moved = train_model(frame, SCHEMA, params, select_on=fresh.assign(label="c"))
+    stayed = train_model(frame, SCHEMA, params, select_on=fresh.assign(label="a"))
+    plain = train_model(frame, SCHEMA, params)
+
+    assert moved.metrics["human_weight_used"] == 20.0
+    assert stayed.metrics["human_weight_used"] == 1.0
+    accuracies = {k: v for k, v in stayed.metrics.items() if k.startswith("select.accuracy")}
+    assert accuracies["select.accuracy_at_weight_1"] > accuracies["select.accuracy_at_weight_20"]
+    assert "human_weight_used" not in plain.metrics  # no selection rows: no comparison
+    probe = fresh[SCHEMA.feature_names]
+    assert (stayed.model.predict(probe) == "a").mean() > (moved.model.predict(probe) == "a").mean()
+
+
 def test_params_round_trip_and_refuse_unknown_keys():
     params = TrainingParams(estimator="logistic_regression", seed=3, c=0.5)
 
@@ -156,6 +180,8 @@ def test_params_round_trip_and_refuse_unknown_keys():
     assert TrainingParams.from_dict({"seed": "4", "learning_rate": "0.1"}) == TrainingParams(
         seed=4, learning_rate=0.1
     )
+    assert TrainingParams.from_dict({"compare_weight": "None"}).compare_weight is None
+    assert TrainingParams.from_dict({"compare_weight": "2"}).compare_weight == 2.0
     with pytest.raises(ValueError, match="unknown training parameter"):
         TrainingParams.from_dict({"depth": 3})
     with pytest.raises(ValueError, match="unknown estimator"):
