@@ -19,8 +19,11 @@ The replay is prequential and uses the pipeline's own code, not a copy:
    drift verdict of ``core.drift.compute_drift`` and the diverse, stratified ranking;
 4. the labels join the data as the pipeline joins them (``split_holdout`` keeps a share
    as the recent held-out set, ``merge_labelled`` merges the rest), a challenger is
-   trained, and ``core.gate.decide`` promotes it or keeps the champion, on the same
-   metrics as the pipeline's ``passes_gate``.
+   trained as ``candidate_model`` trains it (the human weight chosen on the gate's
+   window of the recent held-out rows), and ``core.gate.decide`` promotes it or keeps
+   the champion, on the same metrics as the pipeline's ``passes_gate``. The labels of
+   batch ``b`` are stamped as labelled on day ``b``, so the gate's ``recent_days``
+   window counts batches as the pipeline's daily partitions.
 
 Outputs in ``--out``: ``per_batch.csv``, ``summary.csv``/``summary.json``/``summary.md``
 (accuracy and macro-F1 overall, labels used, share of the oracle's gain recovered, worst
