@@ -121,7 +121,7 @@ class HeadlessLoop:
 
     def tick_sensor(self, name: str) -> list[RunRecord]:
         """One evaluation of a sensor; runs whatever it requests."""
-        sensor = self.defs.get_sensor_def(name)
+        sensor = self.defs.resolve_sensor_def(name)
         context = dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursors.get(name),
@@ -135,7 +135,7 @@ class HeadlessLoop:
         return [self.execute(r, default_job=default_job) for r in result.run_requests or []]
 
     def tick_schedule(self, name: str) -> list[RunRecord]:
-        schedule = self.defs.get_schedule_def(name)
+        schedule = self.defs.resolve_schedule_def(name)
         context = dg.build_schedule_context(instance=self.instance, resources=self.defs.resources)
         data = schedule.evaluate_tick(context)
         return [
