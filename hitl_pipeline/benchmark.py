@@ -60,7 +60,7 @@ from hitl_pipeline.core.inference import probability_matrix, score_batch
 from hitl_pipeline.core.ood import fit_ood_detector, ood_scores
 from hitl_pipeline.core.routing import RoutingPolicy, has_reason, route_predictions
 from hitl_pipeline.core.threshold import calibrate, choose_threshold
-from hitl_pipeline.core.training import TrainingParams, train_model
+from hitl_pipeline.core.training import Estimator, TrainingParams, train_model
 from hitl_pipeline.core.types import (
     CONFIDENCE,
     DISAGREEMENT,
@@ -127,7 +127,7 @@ class BenchmarkConfig:
     repeats: int = 3
     out: Path = Path("benchmark-out")
     max_rows: int | None = None
-    estimator: str = TrainingParams.estimator
+    estimator: Estimator = TrainingParams.estimator
     max_iter: int = TrainingParams.max_iter
     holdout_fraction: float = 0.2
     human_holdout_fraction: float = 0.25
