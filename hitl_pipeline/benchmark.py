@@ -571,7 +571,9 @@ def summarise(per_batch: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame
     """One row per strategy and budget: overall figures, averaged over repeats.
 
     ``gain_share`` is ``(acc - acc_none) / (acc_oracle - acc_none)`` on the mean
-    per-batch accuracy (NaN when the oracle wins less than ``MIN_ORACLE_GAIN``);
+    per-batch accuracy (NaN when the oracle wins less than ``MIN_ORACLE_GAIN``),
+    ``gain_share_std`` the spread of that share over the repeats (each against its own
+    repeat's none and oracle runs; NaN with one repeat);
     ``worst_vs_none`` the lowest per-batch accuracy difference to
     the never-retrained model (mean over repeats); ``label_share`` labels used over rows
     streamed.
@@ -597,6 +599,7 @@ def summarise(per_batch: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame
         joined.groupby(["strategy", "budget", "repeat"])["vs_none"].min().rename("worst_vs_none")
     )
     per_run = per_run.join(worst, on=["strategy", "budget", "repeat"])
+    per_run["run_gain_share"] = _run_gain_shares(per_run)
     summary = (
         per_run.groupby(["strategy", "budget"])
         .agg(
@@ -607,6 +610,7 @@ def summarise(per_batch: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame
             rows=("rows", "mean"),
             promotions=("promotions", "mean"),
             worst_vs_none=("worst_vs_none", "mean"),
+            gain_share_std=("run_gain_share", "std"),
         )
         .reset_index()
     )
@@ -630,6 +634,23 @@ def summarise(per_batch: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame
     return summary.sort_values(
         ["budget", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c
     ).reset_index(drop=True)
+
+
+def _run_gain_shares(per_run: pd.DataFrame) -> pd.Series:
+    """Each run's gain share against the none and oracle runs of its repeat.
+
+    Their spread across repeats (``gain_share_std``) says how much of a difference
+    between two strategies' ``gain_share`` is seed noise; NaN where the repeat's oracle
+    wins less than ``MIN_ORACLE_GAIN``.
+    """
+    keys = ["budget", "repeat"]
+    base = per_run[per_run["strategy"] == "none"].set_index(keys)["accuracy"]
+    top = per_run[per_run["strategy"] == "oracle"].set_index(keys)["accuracy"]
+    index = pd.MultiIndex.from_frame(per_run[keys])
+    low = base.reindex(index).to_numpy()
+    span = top.reindex(index).to_numpy() - low
+    share = (per_run["accuracy"].to_numpy() - low) / np.where(span >= MIN_ORACLE_GAIN, span, np.nan)
+    return pd.Series(share, index=per_run.index)
 
 
 def labels_for_gain(summary: pd.DataFrame) -> pd.DataFrame:
@@ -740,6 +761,7 @@ def markdown_report(
         "labels",
         "label_share",
         "gain_share",
+        "gain_share_std",
         "worst_vs_none",
         "promotions",
     ]

@@ -16,6 +16,7 @@ from hitl_pipeline.benchmark import (
     infer_schema,
     labels_for_gain,
     run_benchmark,
+    summarise,
 )
 
 
@@ -154,3 +155,35 @@ def test_schema_inference_types_columns():
     assert kinds == {"n": "numeric", "code": "categorical", "cat": "categorical"}
     assert schema.classes == ("0", "1")
     assert typed["label"].tolist() == ["0", "1", "0"]
+
+
+def test_gain_share_spread_is_taken_over_repeats_against_each_repeats_own_baselines():
+    def run(strategy, budget, repeat, accuracy):
+        return {
+            "strategy": strategy,
+            "budget": budget,
+            "repeat": repeat,
+            "batch": 0,
+            "accuracy": accuracy,
+            "macro_f1": accuracy,
+            "labels": 0,
+            "rows": 100,
+            "promoted": False,
+        }
+
+    per_batch = pd.DataFrame(
+        [
+            run("none", 0.0, 0, 0.5),
+            run("none", 0.0, 1, 0.5),
+            run("oracle", 0.0, 0, 0.7),
+            run("oracle", 0.0, 1, 0.9),
+            run("random", 0.1, 0, 0.6),  # half of repeat 0's gain
+            run("random", 0.1, 1, 0.6),  # a quarter of repeat 1's
+        ]
+    )
+
+    summary = summarise(per_batch, (0.1,)).set_index("strategy")
+
+    assert summary.loc["random", "gain_share"] == pytest.approx(0.1 / 0.3)  # on the means
+    assert summary.loc["random", "gain_share_std"] == pytest.approx(np.std([0.5, 0.25], ddof=1))
+    assert summary.loc["oracle", "gain_share_std"] == pytest.approx(0.0)
