@@ -46,11 +46,10 @@ def loop(tmp_path_factory, label_studio):
 
 @pytest.fixture(scope="module")
 def dagster(loop) -> tuple[dg.Definitions, dg.DagsterInstance]:
-    """The loop's definitions and Dagster instance, the instance created first and kept
-    alive for the module: a new instance becomes the state storage Dagster's definitions
-    loader reads, and a garbage-collected one would leave that loader a dead reference."""
+    """The loop's definitions and the Dagster instance they were loaded against (kept
+    alive for the module)."""
     instance = dg.DagsterInstance.get()
-    return load_definitions(), instance
+    return load_definitions(instance), instance
 
 
 def test_every_cycle_scored_and_the_sensors_runs_executed(loop):

@@ -175,10 +175,8 @@ def _run_with_ui(
             )
             return 1
     stream = prepare_home(settings, options)
-    # The instance first: creating one makes its state storage the one Dagster's
-    # definitions loader uses, and it must outlive every load of the definitions.
     instance = dg.DagsterInstance.get()
-    defs = load_definitions()
+    defs = load_definitions(instance)
     loop = HeadlessLoop(settings, defs, instance)
     if defs.resources["registry"].champion() is None:
         print("bootstrap: training the first champion from the seed data (a Dagster run)")

@@ -218,10 +218,25 @@ def accuracy(predicted: pd.Series, truth: Mapping[str, str], ids: pd.Series) -> 
     return float((predicted.astype(str).to_numpy() == expected.to_numpy()).mean())
 
 
-def load_definitions() -> dg.Definitions:
+def load_definitions(instance: dg.DagsterInstance) -> dg.Definitions:
+    """The project's definitions, loaded against ``instance``.
+
+    Dagster's definitions loader reads the "defs state" storage from a context variable
+    that any instance entered earlier in the process may have set (execute_in_process
+    and the test helpers enter instances); once that instance is garbage-collected the
+    loader fails with "undefined DagsterInstance weakref". Binding the storage of the
+    live instance around the load, and resolving the repository there (Dagster caches
+    it, so later lookups do not read the variable again), makes it independent of what
+    ran before.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
     from hitl_pipeline.definitions import defs
 
-    return defs()
+    with set_defs_state_storage(instance.defs_state_storage):
+        loaded = defs()
+        loaded.get_repository_def()
+    return loaded
 
 
 def use_home(settings: Settings) -> None:
@@ -352,10 +367,8 @@ def run_headless(
     """
     use_home(settings)
     stream = prepare_home(settings, options)
-    # The instance first: creating one makes its state storage the one Dagster's
-    # definitions loader uses, and it must outlive every load of the definitions.
     instance = dg.DagsterInstance.get()
-    defs = load_definitions()
+    defs = load_definitions(instance)
     loop = HeadlessLoop(settings, defs, instance)
     registry = defs.resources["registry"]
     from hitl_pipeline.core.inference import score_batch
