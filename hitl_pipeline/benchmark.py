@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hitl_pipeline.benchmark_cli import STRATEGY_NAMES
+from hitl_pipeline.benchmark_cli import DEFAULT_BATCH_ROWS, DEFAULT_SEED_ROWS, STRATEGY_NAMES
 from hitl_pipeline.core.committee import committee_disagreement, disagreement, fit_committee
 from hitl_pipeline.core.datasets import merge_labelled, split_holdout, stable_uniform
 from hitl_pipeline.core.gate import (
@@ -120,8 +120,8 @@ class BenchmarkConfig:
     target: str
     time_column: str | None = None
     drop: tuple[str, ...] = ()
-    seed_rows: int = 2000
-    batch_rows: int = 500
+    seed_rows: int = DEFAULT_SEED_ROWS
+    batch_rows: int = DEFAULT_BATCH_ROWS
     budgets: tuple[float, ...] = (0.02, 0.05, 0.10)
     strategies: tuple[str, ...] = STRATEGIES
     repeats: int = 3
@@ -428,9 +428,10 @@ def replay(
             # pipeline's candidate_model does the same)
             window = recent_window(recent, config.gate)
             challenger = train_model(training, schema, params, select_on=window).model
-            # the pipeline's gate, on the same evaluation sets as ``passes_gate``
+            # the pipeline's gate, on the same evaluation sets as ``passes_gate`` (the
+            # window is already cut; gate_evidence cutting it again changes nothing)
             evidence = gate_evidence(
-                {HOLDOUT: fixed_holdout, HUMAN_HOLDOUT: recent},
+                {HOLDOUT: fixed_holdout, HUMAN_HOLDOUT: window},
                 schema,
                 challenger=challenger,
                 champion=state.champion,

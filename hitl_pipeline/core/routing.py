@@ -262,6 +262,7 @@ def _strata(
 
 def _rank(
     out: pd.DataFrame,
+    ids: np.ndarray,
     pool: np.ndarray,
     priority: np.ndarray,
     slots: int,
@@ -286,7 +287,7 @@ def _rank(
         slots,
         embedding=embedding,
         strata=strata,
-        tie_break=out[ITEM_ID].astype(str).to_numpy()[pool],
+        tie_break=ids[pool],
     )
 
 
@@ -346,7 +347,7 @@ def route_predictions(
     reserved = math.floor(policy.explore_share * capacity)
     slots = max(capacity - reserved - int(mandatory.sum()), 0)
     if len(pool) and slots:
-        picks = _rank(out, pool, priority, slots, policy, schema, drifted_columns, drift)
+        picks = _rank(out, id_array, pool, priority, slots, policy, schema, drifted_columns, drift)
         review[pool[picks]] = True
         rank[pool[picks]] = np.arange(1, len(picks) + 1)
 
@@ -358,7 +359,7 @@ def route_predictions(
     filled = np.zeros(n, dtype=bool)
     if policy.fill_capacity and not drift and spare > reserved:
         rest = np.flatnonzero(~review)
-        picks = _rank(out, rest, priority, spare - reserved, policy, schema, (), False)
+        picks = _rank(out, id_array, rest, priority, spare - reserved, policy, schema, (), False)
         filled[rest[picks]] = True
         rank[rest[picks]] = np.nanmax(rank, initial=0) + np.arange(1, len(picks) + 1)
         review |= filled
