@@ -3,10 +3,12 @@
 The ``no_dataset_drift`` check failing is the drift alert that the drift sensor reacts to.
 """
 
+import dataclasses
+
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.drift import compute_drift
+from hitl_pipeline.core.drift import DriftPolicy, compute_drift
 from hitl_pipeline.core.inference import score_batch
 from hitl_pipeline.core.types import MODEL_VERSION, DriftSummary
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
@@ -18,9 +20,25 @@ from hitl_pipeline.resources.production import ProductionSource
 DATASET_VERSION_TAG = "hitl.dataset_version"
 NO_DRIFT_CHECK = "no_dataset_drift"
 
+_POLICY = DriftPolicy()
+
 
 class DriftConfig(dg.Config):
-    drift_share: float = 0.5  # share of drifted feature columns that makes dataset drift
+    """The drift alert's policy (``core.drift.DriftPolicy``, same names and defaults).
+
+    Methods are Evidently stattest names (empty: Evidently's size-dependent choice);
+    a numeric column drifts when its distance reaches the threshold.
+    """
+
+    num_method: str | None = _POLICY.num_method
+    num_threshold: float | None = _POLICY.num_threshold
+    cat_method: str | None = _POLICY.cat_method
+    cat_threshold: float | None = _POLICY.cat_threshold
+    drift_share: float = _POLICY.drift_share  # share of drifted features that is dataset drift
+    distance_min_rows: int = _POLICY.distance_min_rows  # fewer rows: p-value tests instead
+
+    def to_policy(self) -> DriftPolicy:
+        return DriftPolicy(**self.model_dump())
 
 
 @dg.asset(
@@ -57,7 +75,7 @@ def drift_report(
         schema,
         reference_scores=reference_scores,
         current_scores=predictions,
-        drift_share=config.drift_share,
+        policy=config.to_policy(),
     )
     report = local_store.write_report(kind="drift", name=context.partition_key, html=html)
     figures = {
@@ -79,7 +97,11 @@ def drift_report(
         check_name=NO_DRIFT_CHECK,
         passed=not summary.dataset_drift,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={**figures, "threshold": summary.drift_share_threshold},
+        metadata={
+            **figures,
+            "threshold": summary.drift_share_threshold,
+            "policy": dg.MetadataValue.json(dataclasses.asdict(config.to_policy())),
+        },
         description=_describe(summary),
     )
 

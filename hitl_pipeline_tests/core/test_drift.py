@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hitl_pipeline.core.drift import HOMOGENEITY_TEST, compute_drift
+from hitl_pipeline.core.drift import HOMOGENEITY_DISPLAY_NAME, DriftPolicy, compute_drift
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
 
 SCHEMA = BatchSchema(
@@ -67,14 +67,81 @@ def test_shifted_batch_drifts_and_same_distribution_does_not(reference_rows, cur
     assert set(alarm.column_scores) == {"a", "b", "c", "colour"}
 
 
-def test_methods_follow_the_sample_size():
-    small, _ = compute_drift(features(500, 1), features(200, 2), SCHEMA)
-    large, _ = compute_drift(features(2000, 1), features(200, 2), SCHEMA)
+@pytest.mark.parametrize(
+    ("reference_rows", "current_rows", "numeric_method", "categorical_method"),
+    [
+        # effect sizes whatever the reference size...
+        (500, 200, "Wasserstein distance (normed)", "Jensen-Shannon distance"),
+        (2000, 200, "Wasserstein distance (normed)", "Jensen-Shannon distance"),
+        # ...p-value tests when the batch is too small to measure a distance on
+        (2000, 60, "K-S p_value", HOMOGENEITY_DISPLAY_NAME),
+    ],
+)
+def test_the_policy_picks_effect_sizes_unless_the_batch_is_small(
+    reference_rows, current_rows, numeric_method, categorical_method
+):
+    summary, _ = compute_drift(features(reference_rows, 1), features(current_rows, 2), SCHEMA)
+
+    assert summary.column_methods["a"] == numeric_method
+    assert summary.column_methods["colour"] == categorical_method
+
+
+def test_evidently_defaults_follow_the_reference_size():
+    policy = DriftPolicy.evidently_defaults()
+
+    small, _ = compute_drift(features(500, 1), features(200, 2), SCHEMA, policy=policy)
+    large, _ = compute_drift(features(2000, 1), features(200, 2), SCHEMA, policy=policy)
 
     assert small.column_methods["a"] == "K-S p_value"
-    assert small.column_methods["colour"] == HOMOGENEITY_TEST
+    assert small.column_methods["colour"] == HOMOGENEITY_DISPLAY_NAME
     assert large.column_methods["a"] == "Wasserstein distance (normed)"
     assert large.column_methods["colour"] == "Jensen-Shannon distance"
+
+
+def test_a_small_but_certain_shift_alarms_p_values_but_not_the_policy():
+    """Many rows make a p-value test flag any shift; the effect size does not grow."""
+    reference = features(3000, 1)
+    current = features(3000, 2, shift=0.08)  # a twelfth of a standard deviation
+    current["colour"] = features(3000, 2, colours=(0.45, 0.3, 0.25))["colour"]
+
+    p_values, _ = compute_drift(
+        reference, current, SCHEMA, policy=DriftPolicy(num_method="ks", cat_method="chisquare")
+    )
+    effect, _ = compute_drift(reference, current, SCHEMA)
+
+    assert p_values.dataset_drift is True
+    assert effect.dataset_drift is False
+    assert effect.drifted_columns == ()
+
+
+@pytest.mark.parametrize(
+    ("threshold", "drifted"),
+    [(0.2, False), (0.05, True)],  # the column moved by about a tenth of a deviation
+)
+def test_numeric_threshold_is_the_effect_size(threshold, drifted):
+    current = features(2000, 2)
+    current["a"] = current["a"] + 0.1
+
+    summary, _ = compute_drift(
+        features(2000, 1), current, SCHEMA, policy=DriftPolicy(num_threshold=threshold)
+    )
+
+    assert 0.05 < summary.column_scores["a"] < 0.2
+    assert ("a" in summary.drifted_columns) is drifted
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"drift_share": 0.0},
+        {"drift_share": 1.5},
+        {"num_threshold": -0.1},
+        {"distance_min_rows": -1},
+    ],
+)
+def test_policy_refuses_impossible_values(changes):
+    with pytest.raises(ValueError):
+        DriftPolicy(**changes)
 
 
 @pytest.mark.parametrize("reference_rows", [500, 2000])
@@ -101,7 +168,9 @@ def test_dataset_verdict_uses_the_drift_share(share, expected):
     current = features(300, 2)
     current["a"] = current["a"] + 2.0  # one of four features drifts
 
-    summary, _ = compute_drift(features(500, 1), current, SCHEMA, drift_share=share)
+    summary, _ = compute_drift(
+        features(500, 1), current, SCHEMA, policy=DriftPolicy(drift_share=share)
+    )
 
     assert summary.drifted_columns == ("a",)
     assert summary.dataset_drift is expected
