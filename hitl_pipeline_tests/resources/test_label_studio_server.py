@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import time
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil  # a dependency of dvc
 import pytest
 
 from hitl_pipeline.resources.label_studio_server import (
@@ -82,8 +84,7 @@ def test_start_is_idempotent_and_status_reports_ready(label_studio) -> None:
     again = server.start()
     assert again.running and "already running" in again.message
     assert again.pid == before.pid
-    # bound to loopback only, and the API answers with the session's token
-    assert server.url.startswith("http://127.0.0.1:")
+    # the API answers with the session's token (where it listens: the test below)
     whoami = httpx.get(
         f"{server.url}/api/current-user/whoami",
         headers={"Authorization": f"Token {label_studio.token}"},
@@ -91,6 +92,54 @@ def test_start_is_idempotent_and_status_reports_ready(label_studio) -> None:
     )
     assert whoami.json()["email"] == "admin@tests.hitl.local"
     assert label_studio.startup_s < 120
+
+
+def _listening_sockets(port: int) -> list[tuple[str, int | None]]:
+    """(address, pid) of every TCP socket listening on ``port``, IPv4 and IPv6 (the
+    kernel's table, not what the server says about itself)."""
+    return [
+        (conn.laddr.ip, conn.pid)
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+    ]
+
+
+def _other_local_addresses() -> list[str]:
+    """This machine's interface addresses other than loopback (IPv6 link-local aside:
+    it needs a scope to connect)."""
+    found = []
+    for addresses in psutil.net_if_addrs().values():
+        for addr in addresses:
+            if addr.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = ipaddress.ip_address(addr.address.split("%")[0])
+            if not (ip.is_loopback or ip.is_link_local):
+                found.append(str(ip))
+    return found
+
+
+def _accepts(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.mark.labelstudio
+def test_server_listens_on_loopback_only(label_studio) -> None:
+    server = label_studio.server
+    pid = server.status().pid
+    assert pid is not None
+    listening = _listening_sockets(server.port)
+    # exactly one address, 127.0.0.1: no 0.0.0.0, no ::, no interface address
+    assert {address for address, _ in listening} == {"127.0.0.1"}, listening
+    # and it is the server's socket (its process or the autoreloader child in its group)
+    owners = {owner for _, owner in listening}
+    assert owners and all(o is not None and os.getpgid(o) == pid for o in owners), owners
+    assert _accepts("127.0.0.1", server.port)
+    # nothing answers on the machine's other addresses (when it has any)
+    for address in _other_local_addresses():
+        assert not _accepts(address, server.port), f"reachable on {address}:{server.port}"
 
 
 @pytest.mark.labelstudio
