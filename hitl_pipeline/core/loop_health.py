@@ -110,6 +110,32 @@ def wilson_interval(
 
 
 @dataclass(frozen=True)
+class AuditPolicy:
+    """When the audit of auto-accepted items raises the concept-drift alert.
+
+    Attributes:
+        min_pass_rate: The floor: alert when the recent window's whole Wilson interval
+            lies below it (the auto-accepted answers are wrong too often, whatever came
+            before).
+        recent_partitions: How many of the newest audited batches form the recent
+            window; the batches before it, pooled, are the baseline.
+        confidence: Of the Wilson intervals.
+    """
+
+    min_pass_rate: float = 0.8
+    recent_partitions: int = 1
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_pass_rate <= 1.0:
+            raise ValueError(f"min_pass_rate must be in [0, 1], got {self.min_pass_rate}")
+        if self.recent_partitions < 1:
+            raise ValueError(f"recent_partitions must be >= 1, got {self.recent_partitions}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+
+
+@dataclass(frozen=True)
 class AuditVerdict:
     """The audit of auto-accepted items: pass rate, its interval, and whether to alert."""
 
@@ -121,6 +147,7 @@ class AuditVerdict:
     baseline_rate: float | None  # earlier partitions pooled
     alert: bool
     message: str
+    partitions: tuple[str, ...] = ()  # the recent window, oldest first
 
 
 def _audited(annotations: pd.DataFrame) -> pd.DataFrame:
@@ -132,18 +159,15 @@ def _audited(annotations: pd.DataFrame) -> pd.DataFrame:
     return done[has_reason(done["reasons"], REASON_AUDIT)]
 
 
-def audit_by_partition(annotations: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Audit pass rate per batch partition with its Wilson interval.
+_AUDIT_COLUMNS = ["partition", "audited", "passed", "rate", "low", "high"]
 
-    Returns:
-        Columns ``partition``, ``audited``, ``passed``, ``rate``, ``low``, ``high``,
-        sorted by partition.
-    """
-    audited = _audited(annotations)
+
+def _per_partition(outcomes: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """``partition`` + boolean ``passed`` per audited item -> the per-batch table."""
     rows = []
-    groups = audited.groupby(PARTITION, sort=True) if len(audited) else []
+    groups = outcomes.groupby(PARTITION, sort=True) if len(outcomes) else []
     for partition, group in groups:
-        passed = int((group[LABEL].astype(str) == group[PREDICTED_LABEL].astype(str)).sum())
+        passed = int(group["passed"].sum())
         low, high = wilson_interval(passed, len(group), confidence=confidence)
         rows.append(
             {
@@ -155,45 +179,102 @@ def audit_by_partition(annotations: pd.DataFrame, *, confidence: float = 0.95) -
                 "high": high,
             }
         )
-    return pd.DataFrame(rows, columns=["partition", "audited", "passed", "rate", "low", "high"])
+    return pd.DataFrame(rows, columns=_AUDIT_COLUMNS)
 
 
-def audit_verdict(
-    annotations: pd.DataFrame,
-    *,
-    min_pass_rate: float = 0.8,
-    recent_partitions: int = 1,
-    confidence: float = 0.95,
-) -> AuditVerdict:
+def audit_by_partition(annotations: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Audit pass rate per batch partition with its Wilson interval.
+
+    Returns:
+        Columns ``partition``, ``audited``, ``passed``, ``rate``, ``low``, ``high``,
+        sorted by partition.
+    """
+    audited = _audited(annotations)
+    outcomes = pd.DataFrame(
+        {
+            PARTITION: audited[PARTITION] if len(audited) else [],
+            "passed": audited[LABEL].astype(str) == audited[PREDICTED_LABEL].astype(str)
+            if len(audited)
+            else [],
+        }
+    )
+    return _per_partition(outcomes, confidence)
+
+
+def audit_verdict(annotations: pd.DataFrame, policy: AuditPolicy = AuditPolicy()) -> AuditVerdict:
     """Whether the auto-accepted items got worse: concept drift shows here first.
 
-    The recent window is the newest ``recent_partitions`` audited batches. It alerts
-    when the window's whole Wilson interval lies below ``min_pass_rate``, or below the
-    Wilson interval of the earlier batches pooled (the two no longer overlap): a
-    significant fall, whatever the input drift check says.
+    The recent window is the newest ``policy.recent_partitions`` audited batches. It
+    alerts when the window's whole Wilson interval lies below ``policy.min_pass_rate``,
+    or below the Wilson interval of the earlier batches pooled (the two no longer
+    overlap): a significant fall, whatever the input drift check says.
+
+    Args:
+        annotations: One row per annotation (``label``, ``predicted_label``,
+            ``partition``, ``reasons``; ``tier`` and ``was_cancelled`` when known):
+            the ledger the ``audit_pass_rate_holds`` check reads.
+        policy: The floor, the window and the intervals' confidence.
 
     Returns:
         The verdict with a message saying what was compared.
     """
-    per = audit_by_partition(annotations, confidence=confidence)
+    return _verdict(audit_by_partition(annotations, confidence=policy.confidence), policy)
+
+
+def audit_outcomes_verdict(
+    partitions: Sequence[object],
+    passed: Sequence[bool],
+    policy: AuditPolicy = AuditPolicy(),
+) -> AuditVerdict:
+    """``audit_verdict`` for callers that hold audit outcomes, not annotations (the
+    benchmark): one entry per audited item, its batch and whether the person confirmed
+    the model's answer.
+
+    Args:
+        partitions: The batch of each audited item; batches are ordered by sorting
+            these values (ISO dates or batch numbers both sort in time order).
+        passed: Whether each audited item's human label equals the model's prediction.
+        policy: As for ``audit_verdict``.
+
+    Returns:
+        The same verdict ``audit_verdict`` gives on the equivalent annotations.
+    """
+    if len(partitions) != len(passed):
+        raise ValueError(f"{len(partitions)} partitions but {len(passed)} outcomes")
+    outcomes = pd.DataFrame({PARTITION: list(partitions), "passed": [bool(p) for p in passed]})
+    return _verdict(_per_partition(outcomes, policy.confidence), policy)
+
+
+def concept_drift_alarm(
+    partitions: Sequence[object],
+    passed: Sequence[bool],
+    policy: AuditPolicy = AuditPolicy(),
+) -> bool:
+    """The concept-drift alarm after the latest batch: whether the
+    ``audit_pass_rate_holds`` check would fail on these audit outcomes."""
+    return audit_outcomes_verdict(partitions, passed, policy).alert
+
+
+def _verdict(per: pd.DataFrame, policy: AuditPolicy) -> AuditVerdict:
     if per.empty:
         return AuditVerdict(0, 0, None, None, None, None, False, "no audited items yet")
-    recent, earlier = per.tail(recent_partitions), per.iloc[: max(len(per) - recent_partitions, 0)]
+    window = policy.recent_partitions
+    recent, earlier = per.tail(window), per.iloc[: max(len(per) - window, 0)]
     passed, audited = int(recent["passed"].sum()), int(recent["audited"].sum())
-    low, high = wilson_interval(passed, audited, confidence=confidence)
+    low, high = wilson_interval(passed, audited, confidence=policy.confidence)
     rate = passed / audited
     baseline = baseline_low = None
     if len(earlier):
         before, of = int(earlier["passed"].sum()), int(earlier["audited"].sum())
         baseline = before / of
-        baseline_low = wilson_interval(before, of, confidence=confidence)[0]
-    window = ", ".join(recent["partition"])
-    ci = f"{rate:.2f} [{low:.2f}, {high:.2f}] over {audited} audited items of {window}"
-    if high < min_pass_rate:
+        baseline_low = wilson_interval(before, of, confidence=policy.confidence)[0]
+    names = ", ".join(recent["partition"])
+    ci = f"{rate:.2f} [{low:.2f}, {high:.2f}] over {audited} audited items of {names}"
+    if high < policy.min_pass_rate:
         alert, message = (
             True,
             (
-                f"audit pass rate {ci} is below the floor {min_pass_rate:.2f}: "
+                f"audit pass rate {ci} is below the floor {policy.min_pass_rate:.2f}: "
                 "the auto-accepted predictions are wrong too often (concept drift "
                 "if the inputs did not drift); review more and retrain"
             ),
@@ -209,7 +290,17 @@ def audit_verdict(
         )
     else:
         alert, message = False, f"audit pass rate {ci}: no significant fall"
-    return AuditVerdict(passed, audited, rate, low, high, baseline, alert, message)
+    return AuditVerdict(
+        passed=passed,
+        audited=audited,
+        rate=rate,
+        low=low,
+        high=high,
+        baseline_rate=baseline,
+        alert=alert,
+        message=message,
+        partitions=tuple(recent["partition"]),
+    )
 
 
 # --- correction rate against the healthy band ------------------------------------------------

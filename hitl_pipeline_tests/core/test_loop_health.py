@@ -51,9 +51,12 @@ def test_label_counts():
 
 # --- Wilson interval, audit alert, correction band, cost ---------------------------------------
 from hitl_pipeline.core.loop_health import (  # noqa: E402
+    AuditPolicy,
     accuracy_regained,
     annotation_cost,
+    audit_outcomes_verdict,
     audit_verdict,
+    concept_drift_alarm,
     correction_rates,
     cost_per_accuracy_point,
     cycle_table,
@@ -117,6 +120,58 @@ def test_audit_verdict(per_partition, alert, words):
     verdict = audit_verdict(audits(per_partition))
     assert verdict.alert is alert
     assert words in verdict.message
+
+
+AUDIT_TABLE = [
+    {},
+    {"d1": (19, 20), "d2": (18, 20)},
+    {"d1": (200, 200), "d2": (17, 20)},
+    {"d1": (39, 40), "d2": (16, 20)},
+    {"d1": (5, 20)},
+    {"d1": (39, 40), "d2": (3, 4)},
+]
+
+
+@pytest.mark.parametrize("per_partition", AUDIT_TABLE)
+def test_outcomes_give_the_same_verdict_as_annotations(per_partition):
+    partitions = [p for p, (_, n) in per_partition.items() for _ in range(n)]
+    passed = [i < k for k, n in per_partition.values() for i in range(n)]
+
+    from_outcomes = audit_outcomes_verdict(partitions, passed)
+
+    assert from_outcomes == audit_verdict(audits(per_partition))
+    assert concept_drift_alarm(partitions, passed) is from_outcomes.alert
+
+
+def test_batch_numbers_sort_as_numbers():
+    # batch 10 is the newest: a lexical sort would take batch 9 as the recent window
+    partitions = [9] * 40 + [10] * 20
+    passed = [True] * 40 + [False] * 20
+
+    verdict = audit_outcomes_verdict(partitions, passed)
+
+    assert verdict.partitions == ("10",)
+    assert verdict.alert is True
+
+
+@pytest.mark.parametrize(
+    ("recent_partitions", "alert", "window"),
+    [
+        (1, True, ("d3",)),  # the newest batch alone fell
+        (2, False, ("d2", "d3")),  # pooled with a good batch, the fall is not significant
+    ],
+)
+def test_the_policy_sets_the_window(recent_partitions, alert, window):
+    frame = audits({"d1": (30, 30), "d2": (20, 20), "d3": (15, 20)})
+
+    verdict = audit_verdict(frame, AuditPolicy(recent_partitions=recent_partitions))
+
+    assert (verdict.alert, verdict.partitions) == (alert, window)
+
+
+def test_outcomes_must_pair_up():
+    with pytest.raises(ValueError, match="2 partitions but 1 outcomes"):
+        audit_outcomes_verdict(["d1", "d1"], [True])
 
 
 def test_adjudication_answers_are_not_audits():
