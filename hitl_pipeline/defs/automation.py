@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
 )
 
@@ -17,12 +18,17 @@ from hitl_pipeline.core.triggers import (
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
+from hitl_pipeline.defs.s06_feedback import AUDIT_CHECK, AUDIT_PARTITION
 from hitl_pipeline.resources.label_studio import LabelStudioResource, LabelStudioUnavailable
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
 TRIGGER_TAG = "hitl/trigger"
 DRIFT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("drift_report"), NO_DRIFT_CHECK)
+AUDIT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("human_labels"), AUDIT_CHECK)
+# runs that push a boosted review: after a data-drift alert or an audit (concept) alert
+DRIFT_TRIGGER, CONCEPT_TRIGGER = "drift_alert", "concept_drift_alert"
+_COMPLETED = {AssetCheckExecutionRecordStatus.FAILED, AssetCheckExecutionRecordStatus.SUCCEEDED}
 CANDIDATE_KEY = dg.AssetKey("candidate_model")
 LABELING_KEY = dg.AssetKey("labeling_tasks")
 
@@ -115,42 +121,129 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
                 dg.RunRequest(
                     run_key=f"drift:{record.id}",
                     partition_key=partition,
-                    tags={TRIGGER_TAG: "drift_alert"},
+                    tags={TRIGGER_TAG: DRIFT_TRIGGER},
                 )
             )
     return requests or dg.SkipReason("drift alerts without a partition")
 
 
-def outstanding_drift_alert(instance: dg.DagsterInstance) -> int | None:
-    """The drift alert (its check record id) that came after the last retrain and whose
-    boosted review was pushed, or ``None``.
+def _audit_partition(record: AssetCheckExecutionRecord) -> str | None:
+    """The batch whose audit the check judged (its newest audited partition)."""
+    evaluation = record.evaluation
+    value = evaluation.metadata.get(AUDIT_PARTITION) if evaluation is not None else None
+    text = getattr(value, "value", value)
+    return str(text) if text else None
 
-    Until the drift sensor's boosted review has reached Label Studio, an empty queue
-    only means people finished the regular review: retraining then would ignore the
-    labels the alert asked for.
+
+@dg.sensor(
+    job=drift_review_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Concept drift: the audit of auto-accepted items failed "
+    f"({AUDIT_CHECK}). Starts the drift alert's response: a boosted review of the audited "
+    "batch, after which the annotation sensor retrains early.",
+)
+def concept_drift_sensor(context: dg.SensorEvaluationContext):
+    """A failed audit check starts a boosted review of the batch whose audit fell.
+
+    The audit check is evaluated again on every label collection, so one audit alert
+    shows up as a run of failed evaluations of the same batch: each evaluation is seen
+    once (the cursor keeps the last record id) and each batch gets one review (the
+    cursor keeps the batch answered last). As with a data-drift alert, the early retrain
+    follows from the annotation sensor once that review is finished.
     """
-    alerts = instance.event_log_storage.get_asset_check_execution_history(
+    cursor = json.loads(context.cursor) if context.cursor else {"id": 0, "partition": None}
+    failed = sorted(
+        (
+            record
+            for record in context.instance.event_log_storage.get_asset_check_execution_history(
+                AUDIT_CHECK_KEY, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
+            )
+            if record.id > cursor["id"]
+        ),
+        key=lambda r: r.id,
+    )
+    if not failed:
+        return dg.SkipReason("no new audit alerts")
+    requests, skipped = [], []
+    answered = cursor["partition"]
+    for record in failed:
+        partition = _audit_partition(record)
+        if partition is None or partition == answered:
+            skipped.append(partition or "no batch")
+            continue
+        answered = partition
+        requests.append(
+            dg.RunRequest(
+                run_key=f"concept-drift:{record.id}",
+                partition_key=partition,
+                tags={TRIGGER_TAG: CONCEPT_TRIGGER},
+            )
+        )
+    context.update_cursor(json.dumps({"id": failed[-1].id, "partition": answered}))
+    if requests:
+        return requests
+    return dg.SkipReason(
+        f"audit alert(s) for {', '.join(sorted(set(skipped)))}: that batch already got its "
+        "boosted review, or the check named no batch"
+    )
+
+
+def _audit_alert(instance: dg.DagsterInstance) -> AssetCheckExecutionRecord | None:
+    """The latest audit alert: the first failed evaluation of the newest failing batch.
+
+    Every label collection evaluates the audit again; the alert dates from when the
+    batch's audit first failed, not from the latest re-evaluation.
+    """
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        AUDIT_CHECK_KEY, limit=100, status=_COMPLETED
+    )  # newest first
+    alert = None
+    for record in history:
+        failed = record.status == AssetCheckExecutionRecordStatus.FAILED
+        if alert is None:
+            alert = record if failed else None
+            if alert is None:
+                continue
+        elif failed and _audit_partition(record) == _audit_partition(alert):
+            alert = record
+        else:
+            break
+    return alert
+
+
+def outstanding_drift_alert(instance: dg.DagsterInstance) -> int | None:
+    """The drift alert (its check record id), data drift or audit (concept) drift, that
+    came after the last retrain and whose boosted review was pushed, or ``None``.
+
+    Until the sensor's boosted review has reached Label Studio, an empty queue only
+    means people finished the regular review: retraining then would ignore the labels
+    the alert asked for.
+    """
+    drift = instance.event_log_storage.get_asset_check_execution_history(
         DRIFT_CHECK_KEY, limit=1, status={AssetCheckExecutionRecordStatus.FAILED}
     )
+    alerts = [*drift, *filter(None, [_audit_alert(instance)])]
     if not alerts:
         return None
-    alert_at = alerts[0].create_timestamp
+    alert = max(alerts, key=lambda r: r.create_timestamp)
     trained = instance.get_latest_materialization_event(CANDIDATE_KEY)
-    if trained is not None and trained.timestamp >= alert_at:
+    if trained is not None and trained.timestamp >= alert.create_timestamp:
         return None
-    return alerts[0].id if drift_review_pushed_since(instance, alert_at) else None
+    return alert.id if drift_review_pushed_since(instance, alert.create_timestamp) else None
 
 
 def drift_review_pushed_since(instance: dg.DagsterInstance, since: float) -> bool:
-    """Whether a drift-alert review run pushed its tasks after ``since`` (the regular
-    scoring run pushes too, right after its own drift check: that one does not count)."""
+    """Whether a boosted review run (after a drift or audit alert) pushed its tasks after
+    ``since`` (the regular scoring run pushes too, right after its own drift check: that
+    one does not count)."""
     records = instance.fetch_materializations(LABELING_KEY, limit=50).records
     for record in records:  # newest first
         entry = record.event_log_entry
         if entry.timestamp <= since:
             return False
         run = instance.get_run_by_id(entry.run_id)
-        if run is not None and run.tags.get(TRIGGER_TAG) == "drift_alert":
+        if run is not None and run.tags.get(TRIGGER_TAG) in (DRIFT_TRIGGER, CONCEPT_TRIGGER):
             return True
     return False
 

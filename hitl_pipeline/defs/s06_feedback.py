@@ -26,6 +26,9 @@ from hitl_pipeline.resources.production import ProductionSource
 
 REASON_DISAGREEMENT = "disagreement"
 AUDIT_CHECK = "audit_pass_rate_holds"
+# The newest audited batch, in the check's metadata: the batch the concept-drift sensor
+# sends to the boosted review when the check fails.
+AUDIT_PARTITION = "audit_partition"
 
 # Annotations can be committed slightly out of order; re-reading a short window is free
 # because the ledger is keyed by annotation id.
@@ -169,7 +172,8 @@ def adjudication_tasks(
     name=AUDIT_CHECK,
     description="The audit sample of auto-accepted items: its pass rate (Wilson interval) "
     "must not fall below the floor or significantly below earlier batches. A failure "
-    "is concept drift even when the input drift check passes.",
+    "is concept drift even when the input drift check passes, and starts the same "
+    "response as a drift alert (boosted review of the batch, early retrain).",
 )
 def audit_pass_rate_holds(
     local_store: LocalStore, production: ProductionSource
@@ -186,6 +190,7 @@ def audit_pass_rate_holds(
             "audit_ci_low": _number(verdict.low),
             "audit_ci_high": _number(verdict.high),
             "earlier_pass_rate": _number(verdict.baseline_rate),
+            AUDIT_PARTITION: verdict.partitions[-1] if verdict.partitions else "",
         },
     )
 
