@@ -20,6 +20,11 @@ A model fitted on the seed data has seen a few app customers that behaved like
 everyone else, so it is confidently wrong on the new ones; a few hundred labels from
 the new regime are enough to learn the app segment's rules.
 
+With ``drift="concept"`` only the last of these happens, and everywhere: the customers
+look exactly as before (same distributions, same channel mix), but from
+``drift_at_batch`` on every customer follows the new rules. No input drift check can
+see it; only labels can, which is what the audit of auto-accepted items is for.
+
 Everything is a function of the seed and the batch index: ``batch(3)`` is the same
 whichever batches were drawn before it.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -60,6 +66,8 @@ _PLAN_SHARE = (0.5, 0.35, 0.15)
 _REGION_SHARE = (0.3, 0.3, 0.2, 0.2)
 _CHANNEL_SHARE = {"before": (0.47, 0.30, 0.19, 0.04), "after": (0.30, 0.20, 0.12, 0.38)}
 _PLAN_SPEND = {"basic": 30.0, "standard": 60.0, "premium": 120.0}
+StreamDrift = Literal["mixed", "concept"]
+STREAM_DRIFTS: tuple[StreamDrift, ...] = ("mixed", "concept")
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ class DriftingStream:
             ``[start + i * period, start + (i + 1) * period)``, the seed sets the period
             before batch 0.
         period: Time covered by one batch.
+        drift: What changes at ``drift_at_batch``: ``"mixed"`` (the product launch:
+            covariate shift, prevalence change and new rules for app customers) or
+            ``"concept"`` (the inputs keep their distribution; every customer follows
+            the new rules).
     """
 
     seed: int = 7
@@ -90,6 +102,11 @@ class DriftingStream:
     missing_satisfaction: float = 0.08
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     period: timedelta = timedelta(days=7)
+    drift: StreamDrift = "mixed"
+
+    def __post_init__(self) -> None:
+        if self.drift not in STREAM_DRIFTS:
+            raise ValueError(f"drift must be one of {STREAM_DRIFTS}, got {self.drift!r}")
 
     def is_drifted(self, index: int) -> bool:
         """Whether batch ``index`` follows the new regime."""
@@ -148,7 +165,8 @@ class DriftingStream:
         prefix: str,
         period_start: datetime,
     ) -> pd.DataFrame:
-        regime = "after" if drifted else "before"
+        moved = drifted and self.drift == "mixed"  # do the inputs move?
+        regime = "after" if moved else "before"
         plan = rng.choice(PLANS, size=rows, p=_PLAN_SHARE)
         region = rng.choice(REGIONS, size=rows, p=_REGION_SHARE)
         channel = rng.choice(CHANNELS, size=rows, p=_CHANNEL_SHARE[regime])
@@ -156,11 +174,11 @@ class DriftingStream:
 
         tenure = np.clip(rng.gamma(2.0, 14.0, size=rows), 0.0, 240.0)
         base_spend = np.vectorize(_PLAN_SPEND.get)(plan)
-        spend = base_spend * rng.lognormal(0.0, 0.35, size=rows) * (1.25 if drifted else 1.0)
-        usage_mean = 40.0 + 12.0 * (plan == "premium") + (18.0 if drifted else 0.0)
+        spend = base_spend * rng.lognormal(0.0, 0.35, size=rows) * (1.25 if moved else 1.0)
+        usage_mean = 40.0 + 12.0 * (plan == "premium") + (18.0 if moved else 0.0)
         usage = np.clip(rng.normal(usage_mean, 16.0, size=rows), 0.0, 744.0)
         satisfaction = np.clip(
-            rng.normal(6.8 - (0.5 if drifted else 0.0), 1.6, size=rows)
+            rng.normal(6.8 - (0.5 if moved else 0.0), 1.6, size=rows)
             - 0.02 * np.maximum(spend - base_spend, 0.0),
             0.0,
             10.0,
@@ -178,7 +196,7 @@ class DriftingStream:
             satisfaction=satisfaction,
             plan=plan,
             region=region,
-            new_app_rules=is_app & drifted,
+            new_rules=(is_app | (self.drift == "concept")) & drifted,
         )
         gumbel = rng.gumbel(size=scores.shape)
         label = np.asarray(CLASSES)[np.argmax(scores / self.noise + gumbel, axis=1)]
@@ -217,7 +235,7 @@ def _class_scores(
     satisfaction: np.ndarray,
     plan: np.ndarray,
     region: np.ndarray,
-    new_app_rules: np.ndarray,
+    new_rules: np.ndarray,
 ) -> np.ndarray:
     """Unnormalised class scores, columns in ``CLASSES`` order."""
     premium = (plan == "premium").astype(float)
@@ -228,12 +246,12 @@ def _class_scores(
     downgrade = 2.2 * overspend - 0.03 * (usage - 40.0) - 1.2 * basic - 0.2
     churn = 0.55 * (calls - 2.0) - 0.45 * (satisfaction - 6.0) - 0.02 * (tenure - 24.0) - 0.3
 
-    # new regime, app customers only: heavy use drives them away, and support calls
-    # end in a cheaper plan rather than in leaving
+    # new regime (app customers only, or everyone in the concept-only stream): heavy use
+    # drives them away, and support calls end in a cheaper plan rather than in leaving
     app_upgrade = -0.03 * (usage - 45.0) + 0.2 * (satisfaction - 6.5) - 1.0
     app_churn = 0.05 * (usage - 50.0) - 0.3 * (satisfaction - 6.0) - 0.2
     app_downgrade = 0.6 * (calls - 2.0) + 1.2 * overspend - 0.2
-    upgrade = np.where(new_app_rules, app_upgrade, upgrade)
-    churn = np.where(new_app_rules, app_churn, churn)
-    downgrade = np.where(new_app_rules, app_downgrade, downgrade)
+    upgrade = np.where(new_rules, app_upgrade, upgrade)
+    churn = np.where(new_rules, app_churn, churn)
+    downgrade = np.where(new_rules, app_downgrade, downgrade)
     return np.column_stack([retain, upgrade, downgrade, churn])

@@ -1,11 +1,16 @@
 """The demo stream: deterministic, valid against its own schema, and really drifting."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from hitl_pipeline.core.datasets import merge_labelled
+from hitl_pipeline.core.drift import compute_drift
+from hitl_pipeline.core.inference import score_batch
+from hitl_pipeline.core.loop_health import audit_verdict
 from hitl_pipeline.core.schema import schema_from_dict, schema_to_dict, validate_batch
 from hitl_pipeline.core.training import TrainingParams, evaluate_model, train_model
+from hitl_pipeline.core.types import CONFIDENCE, PARTITION, PREDICTED_LABEL
 from hitl_pipeline.demo.stream import CLASSES, DEMO_SCHEMA, EVENT_TIME, DriftingStream
 
 STREAM = DriftingStream()
@@ -98,3 +103,79 @@ def test_a_few_hundred_new_labels_win_most_of_it_back():
     assert evaluate_model(retrained, after, DEMO_SCHEMA)["accuracy"] > 0.78
     # and it has not forgotten the old regime
     assert evaluate_model(retrained, holdout, DEMO_SCHEMA)["accuracy"] > 0.8
+
+
+# --- the concept-only stream: the inputs stay, the labelling rule changes ---------------
+CONCEPT = DriftingStream(drift="concept")
+
+
+def test_concept_stream_draws_the_inputs_of_an_undrifted_stream():
+    undrifted = DriftingStream(drift_at_batch=1_000)
+    for index in (0, 2, 5):
+        mine, theirs = CONCEPT.batch(index), undrifted.batch(index)
+        pd.testing.assert_frame_equal(mine.drop(columns=["label"]), theirs.drop(columns=["label"]))
+    # before the change the labels are the same too; after it a large share differs
+    assert CONCEPT.batch(1)["label"].equals(undrifted.batch(1)["label"])
+    assert (CONCEPT.batch(3)["label"] != undrifted.batch(3)["label"]).mean() > 0.3
+
+
+def test_unknown_stream_drift_is_refused():
+    with pytest.raises(ValueError, match="drift must be one of"):
+        DriftingStream(drift="gradual")
+
+
+@pytest.mark.parametrize(
+    ("drift", "alarms"),
+    [
+        ("mixed", [False, False, True, True]),  # alarms on the first drifted batch
+        ("concept", [False, False, False, False]),  # nothing an input check can see
+    ],
+)
+def test_the_data_drift_alarm_per_batch(drift, alarms):
+    stream = DriftingStream(drift=drift)
+    train, _ = stream.seed_sets()
+
+    got = [compute_drift(train, stream.batch(i), DEMO_SCHEMA)[0].dataset_drift for i in range(4)]
+
+    assert got == alarms
+
+
+def _audit_annotations(stream: DriftingStream, batches: range, *, audited: int) -> pd.DataFrame:
+    """Score each batch with a model fitted before the change, auto-accept the 90% most
+    confident predictions (the rest went to review), and answer a uniform audit sample
+    of the auto-accepted ones from the ground truth, as the audit's reviewers would."""
+    train, _ = stream.seed_sets()
+    model = train_model(train, DEMO_SCHEMA, TrainingParams()).model
+    rows = []
+    for index in batches:
+        batch = stream.batch(index)
+        scored = score_batch(model, batch, DEMO_SCHEMA, model_version="1")
+        auto = scored.nlargest(int(0.9 * len(scored)), CONFIDENCE).index
+        sample = np.random.default_rng([stream.seed, index]).choice(auto, audited, replace=False)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "label": batch.loc[sample, "label"].to_numpy(),
+                    PREDICTED_LABEL: scored.loc[sample, PREDICTED_LABEL].to_numpy(),
+                    PARTITION: f"batch-{index:02d}",
+                    "reasons": [("audit",)] * audited,
+                    "tier": "general",
+                    "was_cancelled": False,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.mark.parametrize("seed", [7, 11])
+def test_the_audit_alarm_fires_soon_after_the_concept_change(seed):
+    stream = DriftingStream(drift="concept", seed=seed, drift_at_batch=3)
+    annotations = _audit_annotations(stream, range(6), audited=40)
+
+    alarms = [
+        audit_verdict(annotations[annotations[PARTITION] <= f"batch-{i:02d}"]).alert
+        for i in range(6)
+    ]
+
+    assert alarms[:3] == [False, False, False]  # the old rules: the audit holds
+    assert alarms[3] or alarms[4]  # within two batches of the change
