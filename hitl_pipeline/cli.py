@@ -72,6 +72,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         rows_per_batch=args.rows_per_batch,
         drift_at_batch=args.drift_at,
         reviewer_error_rate=args.reviewer_error_rate,
+        stream_drift=args.stream_drift,
     )
     return run_demo(
         settings,
@@ -258,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows-per-batch", type=int, default=400)
     demo.add_argument("--drift-at", type=int, default=2, help="first drifted batch (1-based)")
     demo.add_argument("--reviewer-error-rate", type=float, default=0.05)
+    demo.add_argument(
+        "--stream-drift",
+        choices=("mixed", "concept"),  # demo.stream.STREAM_DRIFTS (not imported: startup)
+        default="mixed",
+        help="what changes at --drift-at: 'mixed' (inputs, channel mix and the app "
+        "customers' rules; default) or 'concept' (only the labelling rule, for everyone: "
+        "the audit alarm must catch it)",
+    )
     demo.add_argument(
         "--interval", type=float, default=90.0, help="UI mode: seconds between landed batches"
     )

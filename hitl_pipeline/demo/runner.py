@@ -21,7 +21,7 @@ import pandas as pd
 
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
-from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
+from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream, StreamDrift
 from hitl_pipeline.settings import Settings
 
 _CURSORS_FILE = "cursors.json"
@@ -37,6 +37,7 @@ class DemoOptions:
     drift_at_batch: int = 2
     reviewer_error_rate: float = 0.05
     stream_seed: int = 7
+    stream_drift: StreamDrift = "mixed"  # "concept": the inputs stay, the labelling rule changes
 
 
 def partition_for(cycle: int, stream: DriftingStream | None = None) -> str:
@@ -51,6 +52,7 @@ def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream:
         seed=options.stream_seed,
         rows_per_batch=options.rows_per_batch,
         drift_at_batch=options.drift_at_batch,
+        drift=options.stream_drift,
     )
     for folder in (settings.home, settings.dagster_home, settings.landing, settings.seed):
         folder.mkdir(parents=True, exist_ok=True)

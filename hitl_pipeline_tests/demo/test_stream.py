@@ -11,7 +11,13 @@ from hitl_pipeline.core.loop_health import audit_verdict
 from hitl_pipeline.core.schema import schema_from_dict, schema_to_dict, validate_batch
 from hitl_pipeline.core.training import TrainingParams, evaluate_model, train_model
 from hitl_pipeline.core.types import CONFIDENCE, PARTITION, PREDICTED_LABEL
-from hitl_pipeline.demo.stream import CLASSES, DEMO_SCHEMA, EVENT_TIME, DriftingStream
+from hitl_pipeline.demo.stream import (
+    CLASSES,
+    DEMO_SCHEMA,
+    EVENT_TIME,
+    STREAM_DRIFTS,
+    DriftingStream,
+)
 
 STREAM = DriftingStream()
 
@@ -179,3 +185,13 @@ def test_the_audit_alarm_fires_soon_after_the_concept_change(seed):
 
     assert alarms[:3] == [False, False, False]  # the old rules: the audit holds
     assert alarms[3] or alarms[4]  # within two batches of the change
+
+
+@pytest.mark.parametrize("drift", STREAM_DRIFTS)
+def test_the_demo_command_offers_every_stream_drift(drift):
+    from hitl_pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--stream-drift", drift])
+
+    assert args.stream_drift == drift
+    assert build_parser().parse_args(["demo"]).stream_drift == "mixed"
