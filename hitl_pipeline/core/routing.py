@@ -82,10 +82,16 @@ class RoutingPolicy:
 
     Attributes:
         confidence_threshold: Below this top-class probability an item is uncertain.
-        review_capacity: Items per batch people can review (audit items come on top:
-            they measure the loop rather than feed the model).
+        review_capacity: Items per batch people can review: the label budget of a
+            batch. With ``audit_in_capacity`` the audit sample is taken out of it;
+            otherwise it comes on top. Policy categories are reviewed whatever it is.
         audit_rate: Share of the auto-accepted items sampled for audit (rounded to the
             nearest whole item).
+        audit_in_capacity: The audit sample is part of ``review_capacity`` (one budget
+            for everything people label), at most ``max_audit_share`` of it.
+        max_audit_share: Most of the capacity the audit may take: it measures the loop
+            (and re-fits the threshold) rather than teach the model, and at a budget of
+            2% of a batch the full audit rate would take every label.
         drift_capacity_multiplier: Capacity factor while drift is detected, when the
             model is most wrong and labels are worth most.
         seed: Keys the audit sample; change it to draw a different sample.
@@ -105,7 +111,8 @@ class RoutingPolicy:
         fill_capacity: Spend capacity left after the triggered items even without
             drift: on the next items of the same ranking ("capacity_fill"), except the
             ``explore_share``, which stays a random sample. Replayed on drifting
-            streams, a ranked fill learnt more per label than a random one.
+            streams, a ranked fill learnt more per label than a random one, so it is
+            on by default: the budget is spent.
         explore_share: Share of the capacity kept for that random sample even when
             triggered items could fill it (a hedge against confidently wrong segments,
             and representative labels for the gate's held-out set).
@@ -117,6 +124,8 @@ class RoutingPolicy:
     confidence_threshold: float = 0.75
     review_capacity: int = 100
     audit_rate: float = 0.03
+    audit_in_capacity: bool = True
+    max_audit_share: float = 0.1
     drift_capacity_multiplier: float = 2.0
     seed: int = 0
     disagreement_threshold: float = 0.25
@@ -128,7 +137,7 @@ class RoutingPolicy:
     diversity: bool = True
     stratify: bool = True
     drift_weight: float = 3.0
-    fill_capacity: bool = False
+    fill_capacity: bool = True
     explore_share: float = 0.0
     cost_wrong_accept: float = 10.0
     cost_review: float = 1.0
@@ -146,6 +155,8 @@ class RoutingPolicy:
             raise ValueError("disagreement_threshold must be in [0, 1]")
         if not 0.0 <= self.ood_threshold <= 1.0:
             raise ValueError("ood_threshold must be in [0, 1]")
+        if not 0.0 <= self.max_audit_share <= 1.0:
+            raise ValueError("max_audit_share must be in [0, 1]")
         if not 0.0 <= self.explore_share <= 1.0:
             raise ValueError("explore_share must be in [0, 1]")
         if self.disagreement_weight < 0 or self.ood_weight < 0 or self.drift_weight < 0:
@@ -341,6 +352,13 @@ def route_predictions(
             mandatory |= fired[trigger.code]
 
     capacity = policy.capacity(drift=drift)
+    n_audit: int | None = None
+    if policy.audit_in_capacity:
+        n_audit = min(
+            math.floor(policy.audit_rate * max(n - capacity, 0) + 0.5),
+            math.floor(policy.max_audit_share * capacity),
+        )
+        capacity -= n_audit
     review = mandatory.copy()
     rank = np.full(n, np.nan)
     pool = np.flatnonzero(wanted & ~mandatory)
@@ -375,7 +393,9 @@ def route_predictions(
 
     auto = ~review
     audit = np.zeros(n, dtype=bool)
-    n_audit = math.floor(policy.audit_rate * float(auto.sum()) + 0.5)
+    if n_audit is None:
+        n_audit = math.floor(policy.audit_rate * float(auto.sum()) + 0.5)
+    n_audit = min(n_audit, int(auto.sum()))
     if n_audit:
         draw = stable_uniform(ids, f"audit:{policy.seed}")
         candidates = np.flatnonzero(auto)

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from hitl_pipeline.core.types import LABEL_SOURCE, BatchSchema, TrainingResult
+from hitl_pipeline.core.types import LABEL_SOURCE, LABELLED_AT, BatchSchema, TrainingResult
 
 Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
 
@@ -62,6 +62,18 @@ class TrainingParams:
             moved it makes the model chase a handful of points: replayed on NannyML's
             credit-card stream with 2-10% of labels, weight 8 retrained models were
             worse than never retraining and weight 2 better.
+        window_days: When selection rows are given, also fit on the human labels of
+            the last ``window_days`` days alone (the seed and older labels forgotten)
+            and keep it if it is the more accurate there: after a concept change the
+            stale labels are wrong, and no weight makes a model forget them. None: no
+            window variant.
+        min_window_rows: A window variant needs at least this many labelled rows (and
+            two classes); otherwise it is not tried.
+        select_days: The variants are compared on the selection rows labelled within
+            this many days of the newest (the data the model is going to serve)...
+        select_rows: ...at most this many of the most recent...
+        select_min_rows: ...and at least this many (reaching further back when the
+            window holds fewer). The same window as the gate's recent rows.
     """
 
     estimator: Estimator = "hist_gradient_boosting"
@@ -73,6 +85,34 @@ class TrainingParams:
     c: float = 1.0
     human_weight: float = 8.0
     compare_weight: float | None = 1.0
+    window_days: float | None = None
+    min_window_rows: int = 100
+    select_days: float | None = 7.0
+    select_rows: int = 300
+    select_min_rows: int = 30
+
+    def variants(self) -> list[tuple[str, TrainingParams, float | None]]:
+        """The training variants compared on selection rows, the default first.
+
+        Returns:
+            ``(name, params, window_days)`` per variant: every human weight (``human_weight``
+            and ``compare_weight``) on all rows, then each weight on the window.
+        """
+        weights = [self.human_weight]
+        if self.compare_weight is not None and self.compare_weight != self.human_weight:
+            weights.append(self.compare_weight)
+        windows: list[float | None] = [None]
+        if self.window_days is not None:
+            windows.append(self.window_days)
+        return [
+            (
+                f"weight {w:g}" + ("" if d is None else f", last {d:g} days"),
+                replace(self, human_weight=w),
+                d,
+            )
+            for d in windows
+            for w in weights
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a flat dict (for MLflow and ``params.yaml``)."""
@@ -191,51 +231,74 @@ def train_model(
     params: TrainingParams,
     *,
     select_on: pd.DataFrame | None = None,
+    select_fit: pd.DataFrame | None = None,
 ) -> TrainingResult:
-    """Fit a model on labelled rows.
+    """Fit a model on labelled rows, choosing the training variant on selection rows.
 
     Args:
         frame: Labelled rows with the id, the features and the target column.
         schema: The declared schema.
         params: Training parameters.
-        select_on: Labelled rows the model will not train on (the recent human
-            held-out labels): with ``params.compare_weight`` set and human rows in
-            ``frame``, a second model is fitted with that human weight and the one more
-            accurate on these rows is kept.
+        select_on: Labelled rows the variants are compared on (the recent selection
+            rows). With them and human rows in ``frame``, every
+            ``params.variants()`` is fitted and the most accurate there is kept (the
+            earlier variant on a tie).
+        select_fit: The rows the variants are fitted on for that comparison (``frame``
+            without the ``select_on`` rows); the chosen variant is then refitted on
+            ``frame``. None: ``frame`` itself (then ``select_on`` must not be in it).
 
     Returns:
         ``TrainingResult`` with the fitted pipeline, ``params.to_dict()`` and training
         metrics (``train_rows``, ``train_human_rows``, ``train_accuracy``; with a
-        comparison also ``human_weight_used`` and ``select.accuracy_at_weight_<w>``).
+        comparison also ``human_weight_used``, ``window_days_used`` (0: all rows),
+        ``select_rows`` and ``select.accuracy[<variant>]`` per variant).
 
     Raises:
         ValueError: When there are no labelled rows or only one class.
     """
-    result = _fit(frame, schema, params)
-    other = params.compare_weight
-    if (
-        select_on is None
-        or other is None
-        or other == params.human_weight
-        or not result.metrics["train_human_rows"]
-    ):
-        return result
-    selection = select_on[select_on[schema.target].notna()]
-    if selection.empty:
-        return result
-    alternative = _fit(frame, schema, replace(params, human_weight=other))
-    scores = {
-        params.human_weight: evaluate_model(result.model, selection, schema)["accuracy"],
-        other: evaluate_model(alternative.model, selection, schema)["accuracy"],
-    }
-    chosen = alternative if scores[other] > scores[params.human_weight] else result
+    variants = params.variants()
+    has_human = LABEL_SOURCE in frame and bool((frame[LABEL_SOURCE] == "human").any())
+    selection = None if select_on is None else select_on[select_on[schema.target].notna()]
+    if selection is None or selection.empty or len(variants) == 1 or not has_human:
+        return _fit(frame, schema, params)
+    fit_rows = frame if select_fit is None else select_fit
+    scores: dict[str, float] = {}
+    best: tuple[float, int] | None = None
+    for index, (name, variant, days) in enumerate(variants):
+        rows = _window(fit_rows, days, schema, params.min_window_rows)
+        if rows is None:
+            continue
+        model = _fit(rows, schema, variant).model
+        scores[name] = evaluate_model(model, selection, schema)["accuracy"]
+        if best is None or scores[name] > best[0]:
+            best = (scores[name], index)
+    _, chosen, days = variants[best[1] if best is not None else 0]
+    rows = _window(frame, days, schema, params.min_window_rows)
+    result = _fit(frame if rows is None else rows, schema, chosen)
     metrics = {
-        **chosen.metrics,
-        "human_weight_used": float(other if chosen is alternative else params.human_weight),
+        **result.metrics,
+        "human_weight_used": float(chosen.human_weight),
+        "window_days_used": float(days or 0.0),
         "select_rows": float(len(selection)),
-        **{f"select.accuracy_at_weight_{w:g}": v for w, v in scores.items()},
+        **{f"select.accuracy[{name}]": value for name, value in scores.items()},
     }
-    return TrainingResult(model=chosen.model, params=params.to_dict(), metrics=metrics)
+    return TrainingResult(model=result.model, params=params.to_dict(), metrics=metrics)
+
+
+def _window(
+    frame: pd.DataFrame, days: float | None, schema: BatchSchema, min_rows: int
+) -> pd.DataFrame | None:
+    """Rows labelled within ``days`` of the newest label; None when too few to fit."""
+    if days is None:
+        return frame
+    if LABELLED_AT not in frame:
+        return None
+    stamps = pd.to_datetime(frame[LABELLED_AT], utc=True)
+    rows = frame[(stamps >= stamps.max() - pd.Timedelta(days=days)).to_numpy()]
+    labels = rows[schema.target].dropna()
+    if len(labels) < min_rows or labels.nunique() < 2:
+        return None
+    return rows
 
 
 def _fit(frame: pd.DataFrame, schema: BatchSchema, params: TrainingParams) -> TrainingResult:

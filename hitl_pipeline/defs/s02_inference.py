@@ -9,9 +9,9 @@ isolated each row is from the champion's training data (``core.ood``).
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.committee import committee_disagreement
 from hitl_pipeline.core.inference import score_batch
-from hitl_pipeline.core.ood import fit_ood_detector, ood_scores
+from hitl_pipeline.core.loop import escalation_scores
+from hitl_pipeline.core.ood import fit_ood_detector
 from hitl_pipeline.core.types import CONFIDENCE, DISAGREEMENT, OOD_SCORE
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
@@ -48,13 +48,20 @@ def predictions(
     scores = score_batch(model, production_batch, schema, model_version=champion.version)
 
     previous = registry.previous_champion() if config.committee else None
-    if previous is not None and previous.version != champion.version:
-        members = [model, registry.load_model(ref=previous)]
-        scores[DISAGREEMENT] = committee_disagreement(members, production_batch, schema)
+    if previous is not None and previous.version == champion.version:
+        previous = None
     dataset_version = champion.tags.get(DATASET_VERSION_TAG)
+    detector = None
     if config.out_of_distribution and dataset_version and len(scores):
         detector = fit_ood_detector(dataset_store.load(version_id=dataset_version), schema)
-        scores[OOD_SCORE] = ood_scores(detector, production_batch.reset_index(drop=True), schema)
+    scores = escalation_scores(
+        scores,
+        production_batch,
+        schema,
+        champion=model,
+        previous=registry.load_model(ref=previous) if previous is not None else None,
+        ood=detector,
+    )
 
     metadata = {
         "rows": len(scores),

@@ -10,18 +10,13 @@ are), and the threshold minimising the expected cost of the latest batch is stor
 from datetime import UTC, datetime
 
 import dagster as dg
-import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from hitl_pipeline.core.inference import score_batch
-from hitl_pipeline.core.routing import REASON_AUDIT, RoutingPolicy, route_predictions
-from hitl_pipeline.core.threshold import calibrate, choose_threshold
+from hitl_pipeline.core.loop import refit_threshold, route_batch
+from hitl_pipeline.core.routing import REASON_AUDIT, RoutingPolicy
 from hitl_pipeline.core.types import (
-    CONFIDENCE,
     ITEM_ID,
     MODEL_VERSION,
-    PREDICTED_LABEL,
     REASONS,
     ROUTE,
     ROUTE_REVIEW,
@@ -29,51 +24,28 @@ from hitl_pipeline.core.types import (
     DriftSummary,
     ModelRef,
 )
+from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
-_DEFAULTS = RoutingPolicy()
 THRESHOLD_KIND, THRESHOLD_NAME = "routing", "threshold"
 
-
-class RoutingConfig(dg.Config):
-    """Routing tunables; defaults come from :class:`RoutingPolicy`."""
-
-    confidence_threshold: float = _DEFAULTS.confidence_threshold
-    review_capacity: int = _DEFAULTS.review_capacity
-    audit_rate: float = _DEFAULTS.audit_rate
-    drift_capacity_multiplier: float = _DEFAULTS.drift_capacity_multiplier
-    disagreement_threshold: float = _DEFAULTS.disagreement_threshold
-    ood_threshold: float = _DEFAULTS.ood_threshold
-    # predicted classes / feature rules (pandas ``eval`` expressions) always reviewed
-    review_classes: list[str] = Field(default_factory=list)
-    review_rules: list[str] = Field(default_factory=list)
-    diversity: bool = _DEFAULTS.diversity
-    stratify: bool = _DEFAULTS.stratify
-    drift_weight: float = _DEFAULTS.drift_weight
-    # Use the threshold ``routing_threshold`` fitted for the scoring champion, when there
-    # is one, instead of ``confidence_threshold``.
-    use_fitted_threshold: bool = True
-    # Set by the drift sensor: review as if the drift check had failed.
-    drift_response: bool = False
-
-    def policy(self, *, threshold: float | None = None) -> RoutingPolicy:
-        return RoutingPolicy(
-            confidence_threshold=self.confidence_threshold if threshold is None else threshold,
-            review_capacity=self.review_capacity,
-            audit_rate=self.audit_rate,
-            drift_capacity_multiplier=self.drift_capacity_multiplier,
-            disagreement_threshold=self.disagreement_threshold,
-            ood_threshold=self.ood_threshold,
-            review_classes=tuple(self.review_classes),
-            review_rules=tuple(self.review_rules),
-            diversity=self.diversity,
-            stratify=self.stratify,
-            drift_weight=self.drift_weight,
-        )
+RoutingConfig = config_class(
+    RoutingPolicy,
+    "RoutingConfig",
+    extra={
+        # use the threshold routing_threshold fitted for the scoring champion, when there
+        # is one, instead of confidence_threshold
+        "use_fitted_threshold": (bool, True),
+        # set by the drift and audit sensors: route as the drift response
+        "drift_response": (bool, False),
+    },
+    doc="Routing tunables, generated from core.routing.RoutingPolicy (see its docs); "
+    "use_fitted_threshold and drift_response are the wiring's own.",
+)
 
 
 def fitted_threshold(local_store: LocalStore, model_version: str) -> float | None:
@@ -100,11 +72,12 @@ def review_queue(
     drift = config.drift_response
     version = str(predictions[MODEL_VERSION].iloc[0]) if len(predictions) else ""
     threshold = fitted_threshold(local_store, version) if config.use_fitted_threshold else None
-    routed = route_predictions(
+    routed = route_batch(
         predictions,
-        config.policy(threshold=threshold),
+        config.to_settings(),
+        production.schema(),
+        threshold=threshold,
         drift=drift,
-        schema=production.schema(),
         drifted_columns=drift_report.drifted_columns,
     )
     decisions = local_store.write_table(kind="decisions", name=context.partition_key, frame=routed)
@@ -128,16 +101,9 @@ def review_queue(
     )
 
 
-class ThresholdConfig(dg.Config):
-    cost_wrong_accept: float = _DEFAULTS.cost_wrong_accept
-    cost_review: float = _DEFAULTS.cost_review
-    review_capacity: int = _DEFAULTS.review_capacity
-    audit_rate: float = _DEFAULTS.audit_rate
-
-
 @dg.asset(group_name="s04_selection", kinds={"pandas"})
 def routing_threshold(
-    config: ThresholdConfig,
+    config: RoutingConfig,
     champion_model: ModelRef,
     training_dataset: DatasetVersion,
     registry: MlflowRegistryResource,
@@ -150,43 +116,32 @@ def routing_threshold(
     schema = production.schema()
     model = registry.load_model(ref=champion_model)
     held_out = dataset_store.load(version_id=training_dataset.version_id, name="human_holdout")
-    if held_out.empty:
-        # nothing came back yet: the configured threshold stays in force
-        return dg.Output(
-            {MODEL_VERSION: champion_model.version, "threshold": None},
-            metadata={"threshold": "not fitted: no human held-out labels yet"},
-        )
-    scored = score_batch(model, held_out, schema, model_version=champion_model.version)
-    correct = (
-        scored[PREDICTED_LABEL].astype(str).to_numpy()
-        == held_out[schema.target].astype(str).to_numpy()
-    )
     ledger = local_store.read_ledger()
     audited_ids = (
         set(ledger.loc[ledger["reasons"].map(lambda r: REASON_AUDIT in tuple(r)), ITEM_ID])
         if len(ledger)
         else set()
     )
-    audited = scored[ITEM_ID].astype(str).isin(audited_ids).to_numpy()
-    weights = np.where(audited, 1.0 / max(config.audit_rate, 1e-6), 1.0)
-    calibration = calibrate(scored[CONFIDENCE].to_numpy(), correct, weights=weights)
-
     # the batch the threshold is chosen on: the latest routed batch, re-scored by the
     # new champion (its confidence distribution is the one the next batch will resemble)
     names = local_store.table_names(kind="decisions")
     latest = local_store.read_table(kind="decisions", name=names[-1]) if names else None
-    batch = latest if latest is not None and len(latest) else held_out
-    batch = batch[[c for c in batch.columns if c not in (MODEL_VERSION,)]]
-    confidence = score_batch(model, batch, schema, model_version=champion_model.version)[
-        CONFIDENCE
-    ].to_numpy()
-    choice = choose_threshold(
-        confidence,
-        cost_wrong_accept=config.cost_wrong_accept,
-        cost_review=config.cost_review,
-        capacity=config.review_capacity,
-        calibration=calibration,
+    batch = latest if latest is not None else held_out.iloc[0:0]
+    choice = refit_threshold(
+        model,
+        held_out,
+        batch[[c for c in batch.columns if c != MODEL_VERSION]],
+        schema,
+        config.to_settings(),
+        audited_ids=audited_ids,
+        model_version=champion_model.version,
     )
+    if choice is None:
+        # nothing came back yet: the configured threshold stays in force
+        return dg.Output(
+            {MODEL_VERSION: champion_model.version, "threshold": None},
+            metadata={"threshold": "not fitted: no human held-out labels yet"},
+        )
     record = {
         MODEL_VERSION: champion_model.version,
         "threshold": choice.threshold,
@@ -194,8 +149,8 @@ def routing_threshold(
         "expected_cost": choice.expected_cost,
         "expected_wrong_accepts": choice.expected_wrong_accepts,
         "break_even": choice.break_even,
-        "calibration_rows": len(scored),
-        "audited_rows": int(audited.sum()),
+        "calibration_rows": len(held_out),
+        "audited_rows": int(held_out[ITEM_ID].astype(str).isin(audited_ids).sum()),
         "batch": names[-1] if names else "human_holdout",
         "fitted_at": datetime.now(UTC).isoformat(),
     }

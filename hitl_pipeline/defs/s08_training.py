@@ -12,89 +12,42 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.gate import (
-    EDGE_CASES,
-    HOLDOUT,
-    HUMAN_HOLDOUT,
-    GatePolicy,
-    decide,
-    failed_checks,
-    gate_evidence,
-    recent_window,
-)
+from hitl_pipeline.core.gate import EDGE_CASES, HOLDOUT, HUMAN_HOLDOUT, GatePolicy, failed_checks
+from hitl_pipeline.core.loop import SELECTION, TRAINING, judge_challenger, train_challenger
 from hitl_pipeline.core.routing import RoutingPolicy
-from hitl_pipeline.core.training import TrainingParams, evaluate_frames, train_model
+from hitl_pipeline.core.training import TrainingParams, evaluate_frames
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
+from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
 from hitl_pipeline.resources.dvc_store import DATA_DIR, DvcDatasetStore
 from hitl_pipeline.resources.mlflow_registry import TAG_ROUTING_POLICY, MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
-_TRAINING = TrainingParams()
-_GATE = GatePolicy()
+TrainingConfig = config_class(
+    TrainingParams,
+    "TrainingConfig",
+    doc="Training tunables, generated from core.training.TrainingParams (see its docs).",
+)
+GateConfig = config_class(
+    GatePolicy,
+    "GateConfig",
+    doc="Gate tunables, generated from core.gate.GatePolicy (see its docs).",
+)
 ROUTING_ASSET = dg.AssetKey("review_queue")
+EVAL_FRAMES = (HOLDOUT, HUMAN_HOLDOUT, EDGE_CASES)
 
 
-class TrainingConfig(dg.Config):
-    """Training tunables; defaults come from :class:`TrainingParams`."""
-
-    estimator: str = _TRAINING.estimator
-    seed: int = _TRAINING.seed
-    learning_rate: float = _TRAINING.learning_rate
-    max_iter: int = _TRAINING.max_iter
-    max_leaf_nodes: int = _TRAINING.max_leaf_nodes
-    l2_regularization: float = _TRAINING.l2_regularization
-    c: float = _TRAINING.c
-    human_weight: float = _TRAINING.human_weight
-    # None: always human_weight
-    compare_weight: float | None = _TRAINING.compare_weight
-
-    def params(self) -> TrainingParams:
-        return TrainingParams.from_dict(self.model_dump())
-
-
-class GateConfig(dg.Config):
-    """Gate tunables; defaults and their meaning: :class:`GatePolicy`."""
-
-    tolerance: float = _GATE.tolerance
-    fixed_holdout_tolerance: float = _GATE.fixed_holdout_tolerance
-    min_eval_rows: int = _GATE.min_eval_rows
-    recent_rows: int = _GATE.recent_rows
-    # None: no time window, the recent_rows most recent labels
-    recent_days: float | None = _GATE.recent_days
-    slice_tolerance: float = _GATE.slice_tolerance
-    fixed_slice_tolerance: float = _GATE.fixed_slice_tolerance
-    min_slice_rows: int = _GATE.min_slice_rows
-    # None: the schema's categorical features
-    segment_columns: list[str] | None = None
-    edge_case_pass_rate: float = _GATE.edge_case_pass_rate
-    min_edge_cases: int = _GATE.min_edge_cases
-    max_ece: float = _GATE.max_ece
-    ece_tolerance: float = _GATE.ece_tolerance
-    min_calibration_rows: int = _GATE.min_calibration_rows
-    confidence: float = _GATE.confidence
-    correct_for_slices: bool = _GATE.correct_for_slices
-    n_bootstrap: int = _GATE.n_bootstrap
-    seed: int = _GATE.seed
-    recent_outweighs_fixed: bool = _GATE.recent_outweighs_fixed
-
-    def policy(self) -> GatePolicy:
-        values = self.model_dump()
-        segments = values.pop("segment_columns")
-        return GatePolicy(
-            **values, segment_columns=tuple(segments) if segments is not None else None
-        )
-
-
-def load_eval_frames(
-    store: DvcDatasetStore, version: DatasetVersion
+def load_frames(
+    store: DvcDatasetStore,
+    version: DatasetVersion,
+    names: tuple[str, ...] = (HOLDOUT, HUMAN_HOLDOUT, EDGE_CASES),
 ) -> dict[str, pd.DataFrame | None]:
-    """The evaluation frames of a dataset version; None for a frame it does not hold."""
+    """Frames of a dataset version by name; None for a frame it does not hold."""
     return {
         name: store.load(version_id=version.version_id, name=name)
         if f"{DATA_DIR}/{name}.parquet" in version.files
         else None
-        for name in (HOLDOUT, HUMAN_HOLDOUT, EDGE_CASES)
+        for name in names
     }
 
 
@@ -130,15 +83,12 @@ def candidate_model(
     (training, held-out, edge cases), code version, parameters and routing configuration.
     """
     schema = production.schema()
-    params = config.params()
+    params = config.to_settings()
     frame = dataset_store.load(version_id=training_dataset.version_id)
-    frames = {
-        k: v for k, v in load_eval_frames(dataset_store, training_dataset).items() if v is not None
-    }
-    # the human weight is chosen on the rows the gate judges (TrainingParams.compare_weight)
-    recent = frames.get(HUMAN_HOLDOUT)
-    select_on = recent_window(recent, _GATE) if recent is not None else None
-    result = train_model(frame, schema, params, select_on=select_on)
+    loaded = load_frames(dataset_store, training_dataset, (SELECTION, *EVAL_FRAMES))
+    # the training variant is chosen on the selection rows, never on the gate's rows
+    result = train_challenger({**loaded, TRAINING: frame}, schema, params)
+    frames = {k: v for k, v in loaded.items() if v is not None and k in EVAL_FRAMES}
     held_out = evaluate_frames(result.model, frames, schema)
     metrics = {
         **result.metrics,
@@ -187,18 +137,17 @@ def passes_gate(
     registry: MlflowRegistryResource,
     production: ProductionSource,
 ) -> dg.AssetCheckResult:
-    schema, policy = production.schema(), config.policy()
+    schema, policy = production.schema(), config.to_settings()
     champion = registry.champion()
     if champion is not None and champion.version == candidate_model.version:
         champion = None  # re-check of the serving model: nothing to compare with
-    evidence = gate_evidence(
-        load_eval_frames(dataset_store, training_dataset),
+    decision = judge_challenger(
+        load_frames(dataset_store, training_dataset, (SELECTION, *EVAL_FRAMES)),
         schema,
         challenger=registry.load_model(ref=candidate_model),
         champion=registry.load_model(ref=champion) if champion is not None else None,
         policy=policy,
     )
-    decision = decide(evidence=evidence, policy=policy, segments=policy.segments(schema))
     registry.log_gate_decision(ref=candidate_model, decision=decision)
     return dg.AssetCheckResult(
         passed=decision.promote,

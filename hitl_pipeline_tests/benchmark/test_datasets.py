@@ -20,9 +20,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from hitl_pipeline import benchmark_data
-from hitl_pipeline.benchmark_cli import add_arguments, resolve_dataset
-from hitl_pipeline.benchmark_data import (
+from hitl_pipeline.benchmark import datasets as benchmark_data
+from hitl_pipeline.benchmark.cli import add_arguments, resolve_dataset
+from hitl_pipeline.benchmark.datasets import (
     DatasetError,
     DatasetSpec,
     ReferenceAnalysisJoin,

@@ -11,13 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hitl_pipeline.benchmark import (
-    BenchmarkConfig,
-    infer_schema,
-    labels_for_gain,
-    run_benchmark,
-    summarise,
-)
+from hitl_pipeline.benchmark.config import BenchmarkConfig
+from hitl_pipeline.benchmark.replay import run_benchmark
+from hitl_pipeline.benchmark.report import labels_for_gain, summarise
+from hitl_pipeline.benchmark.stream import infer_schema
+from hitl_pipeline.core.loop import LoopSettings
 
 
 def drifting_csv(path: Path, n: int = 700, seed: int = 0) -> Path:
@@ -60,7 +58,7 @@ def result(tmp_path_factory):
         strategies=("random", "least_confidence", "default"),
         repeats=1,
         out=folder / "out",
-        estimator="logistic_regression",
+        settings=LoopSettings().with_overrides({"training.estimator": "logistic_regression"}),
         drift_check=False,
         progress=False,
     )
@@ -82,6 +80,22 @@ def test_every_output_is_written(result):
         assert path.stat().st_size > 0
     payload = json.loads((config.out / "summary.json").read_text(encoding="utf-8"))
     assert set(payload["targets"]) >= {"meets_90pct_of_oracle_gain", "never_below_never_retrained"}
+
+
+def test_per_batch_records_the_alarms_and_promotions_as_booleans(result):
+    _, res = result
+    per_batch = res.per_batch
+    for column in ("data_drift_alarm", "concept_drift_alarm", "promoted", "drift_response"):
+        assert per_batch[column].map(type).eq(bool).all(), column
+    # no drift check in this run: no alarm, so no drift response
+    assert not per_batch["data_drift_alarm"].any()
+    # a promotion moves the champion version of the next batch
+    for _, run in per_batch.groupby(["strategy", "budget", "repeat"]):
+        run = run.sort_values("batch")
+        expected = 1 + run["promoted"].astype(int).cumsum().shift(fill_value=0)
+        assert run["champion"].tolist() == expected.tolist()
+    summary = res.summary
+    assert {"strategy", "budget", "accuracy", "gain_share", "worst_vs_none"} <= set(summary)
 
 
 def test_label_counts_are_consistent(result):

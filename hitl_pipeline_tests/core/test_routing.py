@@ -19,7 +19,14 @@ def scores(confidences: list[float], margins: list[float] | None = None) -> pd.D
     )
 
 
-NO_AUDIT = RoutingPolicy(audit_rate=0.0)
+def triggers_only(**kwargs):
+    """The policy with capacity that triggers leave unused and the audit on top of it:
+    what the trigger tests below look at (the defaults fill the capacity, see the
+    fill_capacity and audit_in_capacity tests)."""
+    return RoutingPolicy(**{"fill_capacity": False, "audit_in_capacity": False, **kwargs})
+
+
+NO_AUDIT = triggers_only(audit_rate=0.0)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +53,7 @@ NO_AUDIT = RoutingPolicy(audit_rate=0.0)
     ],
 )
 def test_routes_and_reasons(confidences, capacity, drift, expected_routes, expected_reasons):
-    policy = RoutingPolicy(review_capacity=capacity, audit_rate=0.0)
+    policy = triggers_only(review_capacity=capacity, audit_rate=0.0)
 
     routed = route_predictions(scores(confidences), policy, drift=drift)
 
@@ -60,7 +67,7 @@ def test_routes_and_reasons(confidences, capacity, drift, expected_routes, expec
     [(100, 2.0, False, 100), (100, 2.0, True, 200), (3, 1.5, True, 5), (10, 0.0, True, 0)],
 )
 def test_capacity(capacity, multiplier, drift, expected):
-    policy = RoutingPolicy(review_capacity=capacity, drift_capacity_multiplier=multiplier)
+    policy = triggers_only(review_capacity=capacity, drift_capacity_multiplier=multiplier)
 
     assert policy.capacity(drift=drift) == expected
 
@@ -71,7 +78,7 @@ def test_most_uncertain_items_fill_the_capacity():
     margin = rng.uniform(0.0, 0.5, size=50)
     frame = scores(list(confidence), list(margin))
 
-    routed = route_predictions(frame, RoutingPolicy(review_capacity=10, audit_rate=0.0))
+    routed = route_predictions(frame, triggers_only(review_capacity=10, audit_rate=0.0))
 
     reviewed = routed[routed["route"] == "review"]
     assert set(reviewed.index) == set(np.argsort(margin)[:10])
@@ -81,7 +88,7 @@ def test_most_uncertain_items_fill_the_capacity():
 def test_ties_in_uncertainty_are_cut_by_item_id():
     frame = scores([0.5] * 4).iloc[::-1].reset_index(drop=True)  # ids in reverse order
 
-    routed = route_predictions(frame, RoutingPolicy(review_capacity=2, audit_rate=0.0))
+    routed = route_predictions(frame, triggers_only(review_capacity=2, audit_rate=0.0))
 
     assert sorted(routed.loc[routed["route"] == "review", "item_id"]) == ["i0000", "i0001"]
 
@@ -92,7 +99,7 @@ def test_ties_in_uncertainty_are_cut_by_item_id():
 def test_audit_samples_the_share_of_auto_accepted(n_confident, rate, expected):
     frame = scores([0.95] * n_confident)
 
-    routed = route_predictions(frame, RoutingPolicy(audit_rate=rate))
+    routed = route_predictions(frame, triggers_only(audit_rate=rate))
 
     audited = routed[has_reason(routed["reasons"], "audit")]
     assert len(audited) == expected
@@ -102,11 +109,11 @@ def test_audit_samples_the_share_of_auto_accepted(n_confident, rate, expected):
 
 def test_audit_draws_from_over_capacity_items_too_and_is_deterministic():
     frame = scores([0.5] * 100 + [0.95] * 100)
-    policy = RoutingPolicy(review_capacity=10, audit_rate=0.1, seed=3)
+    policy = triggers_only(review_capacity=10, audit_rate=0.1, seed=3)
 
     first = route_predictions(frame, policy)
     again = route_predictions(frame.sample(frac=1.0, random_state=1), policy)
-    other_seed = route_predictions(frame, RoutingPolicy(review_capacity=10, audit_rate=0.1, seed=4))
+    other_seed = route_predictions(frame, triggers_only(review_capacity=10, audit_rate=0.1, seed=4))
 
     def audited(routed: pd.DataFrame) -> set[str]:
         return set(routed.loc[has_reason(routed["reasons"], "audit"), "item_id"])
@@ -123,7 +130,7 @@ def test_every_row_gets_a_decision_and_a_reason():
     rng = np.random.default_rng(1)
     frame = scores(list(rng.uniform(0.3, 1.0, size=300)))
 
-    routed = route_predictions(frame, RoutingPolicy(review_capacity=20))
+    routed = route_predictions(frame, triggers_only(review_capacity=20))
 
     assert routed["route"].isin(["review", "auto_accept"]).all()
     assert routed["reasons"].str.len().gt(0).all()
@@ -136,7 +143,7 @@ def test_extra_trigger_adds_its_reason_and_shares_the_capacity():
 
     routed = route_predictions(
         frame,
-        RoutingPolicy(review_capacity=5, audit_rate=0.0),
+        triggers_only(review_capacity=5, audit_rate=0.0),
         triggers=(
             Trigger("low_confidence", lambda s, p: s["confidence"] < p.confidence_threshold),
             flagged,
@@ -148,7 +155,7 @@ def test_extra_trigger_adds_its_reason_and_shares_the_capacity():
 
 
 def test_empty_scores():
-    routed = route_predictions(scores([]), RoutingPolicy())
+    routed = route_predictions(scores([]), triggers_only())
 
     assert routed.empty
     assert {"route", "reasons", "priority", "tier"} <= set(routed.columns)
@@ -185,7 +192,7 @@ def test_drift_fills_spare_capacity_with_a_random_sample_of_confident_items():
             "margin": [0.1] * 3 + [0.9] * 17,
         }
     )
-    policy = RoutingPolicy(review_capacity=5, drift_capacity_multiplier=2.0, audit_rate=0.0)
+    policy = triggers_only(review_capacity=5, drift_capacity_multiplier=2.0, audit_rate=0.0)
     calm = route_predictions(scores, policy, drift=False)
     drifted = route_predictions(scores, policy, drift=True)
     assert (calm["route"] == "review").sum() == 3  # only the uncertain ones
@@ -221,7 +228,7 @@ def test_score_triggers_escalate_and_say_why(
     column, values, policy_kwargs, code, expected_reviewed
 ):
     frame = confident_scores(4, **{column: values})
-    policy = RoutingPolicy(review_capacity=10, audit_rate=0.0, **policy_kwargs)
+    policy = triggers_only(review_capacity=10, audit_rate=0.0, **policy_kwargs)
 
     routed = route_predictions(frame, policy)
 
@@ -233,7 +240,7 @@ def test_score_triggers_escalate_and_say_why(
 
 
 def test_triggers_without_their_column_never_fire():
-    routed = route_predictions(confident_scores(3), RoutingPolicy(audit_rate=0.0))
+    routed = route_predictions(confident_scores(3), triggers_only(audit_rate=0.0))
 
     assert routed["reasons"].eq("confident").all()
 
@@ -245,7 +252,7 @@ def test_policy_categories_always_go_to_a_person_even_beyond_capacity():
         amount=[10.0, 5000.0, 20.0, 30.0, 40.0],
     )
     frame.loc[4, ["confidence", "margin"]] = [0.4, 0.05]  # uncertain, not a policy item
-    policy = RoutingPolicy(
+    policy = triggers_only(
         review_capacity=1,
         audit_rate=0.0,
         review_classes=("fraud",),
@@ -266,12 +273,12 @@ def test_policy_categories_always_go_to_a_person_even_beyond_capacity():
 
 def test_a_rule_that_cannot_be_evaluated_is_an_error():
     with pytest.raises(ValueError, match="no_such_column"):
-        route_predictions(confident_scores(2), RoutingPolicy(review_rules=("no_such_column > 1",)))
+        route_predictions(confident_scores(2), triggers_only(review_rules=("no_such_column > 1",)))
 
 
 def test_priority_adds_disagreement_and_ood_excess():
     frame = confident_scores(3, disagreement=[0.0, 0.4, 0.0], ood_score=[0.0, 0.0, 0.995])
-    policy = RoutingPolicy(disagreement_weight=1.0, ood_weight=0.5, ood_threshold=0.99)
+    policy = triggers_only(disagreement_weight=1.0, ood_weight=0.5, ood_threshold=0.99)
 
     routed = route_predictions(frame, policy)
 
@@ -295,7 +302,7 @@ def test_diverse_ranking_skips_near_duplicates_of_a_pick():
             "segment": ["s"] * 10,
         }
     )
-    policy = RoutingPolicy(review_capacity=3, audit_rate=0.0, stratify=False)
+    policy = triggers_only(review_capacity=3, audit_rate=0.0, stratify=False)
 
     diverse = route_predictions(frame, policy, schema=SCHEMA)
     plain = route_predictions(frame, policy)  # no schema: by priority alone
@@ -318,11 +325,11 @@ def test_stratified_ranking_covers_every_predicted_class():
             "predicted_label": ["a"] * 20 + ["b"] * 5 + ["c"] * 5,
         }
     )
-    policy = RoutingPolicy(review_capacity=4, audit_rate=0.0)
+    policy = triggers_only(review_capacity=4, audit_rate=0.0)
 
     stratified = route_predictions(frame, policy)
     unstratified = route_predictions(
-        frame, RoutingPolicy(review_capacity=4, audit_rate=0.0, stratify=False)
+        frame, triggers_only(review_capacity=4, audit_rate=0.0, stratify=False)
     )
 
     assert set(stratified.loc[stratified["route"] == "review", "predicted_label"]) == {
@@ -345,7 +352,7 @@ def test_under_drift_every_drifted_segment_gets_a_review():
             "segment": ["old"] * 36 + ["new"] * 4,
         }
     )
-    policy = RoutingPolicy(review_capacity=4, audit_rate=0.0, drift_capacity_multiplier=1.0)
+    policy = triggers_only(review_capacity=4, audit_rate=0.0, drift_capacity_multiplier=1.0)
 
     calm = route_predictions(frame, policy, schema=SCHEMA, drifted_columns=("segment",))
     drifted = route_predictions(
@@ -359,7 +366,7 @@ def test_under_drift_every_drifted_segment_gets_a_review():
 def test_each_decision_records_what_explains_it():
     frame = confident_scores(4, disagreement=[0.5, 0.0, 0.0, 0.0])
     frame["model_version"] = "7"
-    policy = RoutingPolicy(confidence_threshold=0.8, review_capacity=2, audit_rate=0.0)
+    policy = triggers_only(confidence_threshold=0.8, review_capacity=2, audit_rate=0.0)
 
     routed = route_predictions(frame, policy)
 

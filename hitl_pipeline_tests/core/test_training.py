@@ -1,5 +1,7 @@
 """Training: reproducible, better than chance, evaluated per class; params round-trip."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -166,10 +168,61 @@ def test_the_human_weight_is_chosen_on_the_selection_rows():
     assert moved.metrics["human_weight_used"] == 20.0
     assert stayed.metrics["human_weight_used"] == 1.0
     accuracies = {k: v for k, v in stayed.metrics.items() if k.startswith("select.accuracy")}
-    assert accuracies["select.accuracy_at_weight_1"] > accuracies["select.accuracy_at_weight_20"]
+    assert accuracies["select.accuracy[weight 1]"] > accuracies["select.accuracy[weight 20]"]
     assert "human_weight_used" not in plain.metrics  # no selection rows: no comparison
     probe = fresh[SCHEMA.feature_names]
     assert (stayed.model.predict(probe) == "a").mean() > (moved.model.predict(probe) == "a").mean()
+
+
+def test_a_window_variant_forgets_stale_labels_when_the_selection_rows_say_so():
+    # the concept of the whole space changed: seed labels are wrong everywhere, the last
+    # few "days" of human labels are right; only a model that forgets the seed follows
+    rng = np.random.default_rng(5)
+    flipped = {"a": "b", "b": "c", "c": "a"}
+    stamps = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 3, size=400), unit="D"
+    )
+    fresh = make_frame(400, seed=21)
+    human = fresh.assign(
+        label=fresh["label"].map(flipped),
+        label_source="human",
+        labelled_at=stamps,
+        item_id=fresh["item_id"] + "-h",
+    )
+    frame = pd.concat([TRAIN.assign(label_source="seed"), human], ignore_index=True)
+    probe = make_frame(300, seed=23)
+    select = probe.assign(label=probe["label"].map(flipped))
+    params = TrainingParams(human_weight=2.0, compare_weight=None, window_days=7.0, **QUICK)
+
+    result = train_model(frame, SCHEMA, params, select_on=select)
+    no_window = train_model(frame, SCHEMA, replace(params, window_days=None), select_on=select)
+
+    assert result.metrics["window_days_used"] == 7.0
+    assert result.metrics["train_rows"] == 400  # the seed rows were dropped
+    assert set(result.metrics) >= {
+        "select.accuracy[weight 2]",
+        "select.accuracy[weight 2, last 7 days]",
+    }
+    assert evaluate_model(result.model, select, SCHEMA)["accuracy"] > (
+        evaluate_model(no_window.model, select, SCHEMA)["accuracy"] + 0.2
+    )
+
+
+def test_a_window_with_too_few_rows_is_not_tried():
+    human = TEST.head(20).assign(
+        label_source="human",
+        labelled_at=pd.Timestamp("2026-01-01", tz="UTC"),
+        item_id=TEST["item_id"].head(20) + "-h",
+    )
+    frame = pd.concat([TRAIN.assign(label_source="seed"), human], ignore_index=True)
+    params = TrainingParams(compare_weight=None, window_days=7.0, min_window_rows=50, **QUICK)
+
+    result = train_model(frame, SCHEMA, params, select_on=TEST.tail(50))
+
+    assert result.metrics["window_days_used"] == 0.0
+    assert [k for k in result.metrics if k.startswith("select.accuracy")] == [
+        "select.accuracy[weight 8]"
+    ]
 
 
 def test_params_round_trip_and_refuse_unknown_keys():

@@ -31,9 +31,9 @@ def test_fitted_threshold_applies_to_its_model_version_only(tmp_path):
 def test_config_builds_the_policy_with_every_trigger_setting():
     config = RoutingConfig(review_classes=["churn"], review_rules=["monthly_spend > 1500"])
 
-    policy = config.policy(threshold=0.6)
+    policy = config.to_settings(confidence_threshold=0.6)
 
     assert policy.confidence_threshold == 0.6
     assert policy.review_classes == ("churn",)
     assert policy.review_rules == ("monthly_spend > 1500",)
-    assert config.policy().confidence_threshold == config.confidence_threshold
+    assert config.to_settings().confidence_threshold == config.confidence_threshold

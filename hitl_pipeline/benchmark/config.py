@@ -1,0 +1,95 @@
+"""What the benchmark replays, and with which settings of the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hitl_pipeline.benchmark.cli import DEFAULT_BATCH_ROWS, DEFAULT_SEED_ROWS, STRATEGY_NAMES
+from hitl_pipeline.core.loop import LoopSettings
+
+STRATEGIES = STRATEGY_NAMES
+BUDGET_FREE = ("none", "oracle")  # their result does not depend on the budget
+HOLDOUT_SALT = "bench-fixed"
+# The pipeline's ops whose run config holds each part of ``LoopSettings``.
+OP_SECTIONS = {
+    "review_queue": "routing",
+    "candidate_model": "training",
+    "candidate_model_passes_gate": "gate",  # the passes_gate check's op
+    "training_dataset": "dataset",
+}
+# Keys of those ops' config that are the wiring's own, not loop settings.
+WIRING_KEYS = {"use_fitted_threshold", "drift_response"}
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to replay and how.
+
+    Attributes:
+        data: A CSV or Parquet file, one labelled row per item, in time order (or with
+            ``time_column`` to sort by).
+        target: The label column.
+        time_column: Sorts the rows; dropped from the features.
+        drop: Columns that are not features (ids, leakage).
+        seed_rows: Rows of the seed set (the first champion's data).
+        batch_rows: Rows per production batch.
+        budgets: Label budgets as shares of a batch: the ``default`` strategy's
+            ``review_capacity`` (its audit sample included, as the pipeline spends it),
+            the other budgeted strategies' number of picks.
+        strategies: Which strategies to run (``STRATEGIES``).
+        repeats: Repeats with different seeds (training, routing samples).
+        out: Output folder.
+        max_rows: Use at most this many rows of the file (after sorting).
+        settings: The pipeline's loop settings (``LoopSettings()``: the defaults of the
+            pipeline's run config). The budget sets ``routing.review_capacity``; each
+            repeat sets ``training.seed`` and ``routing.seed``.
+        holdout_fraction: Share of the seed rows kept as the fixed held-out set.
+        drift_check: Run the pipeline's drift alarm per batch (Evidently); the
+            ``default`` strategy answers an alarm as the pipeline's drift sensor does.
+        progress: Show a progress bar.
+        threads: Threads per model fit (OpenMP / BLAS).
+    """
+
+    data: Path
+    target: str
+    time_column: str | None = None
+    drop: tuple[str, ...] = ()
+    seed_rows: int = DEFAULT_SEED_ROWS
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    budgets: tuple[float, ...] = (0.02, 0.05, 0.10)
+    strategies: tuple[str, ...] = STRATEGIES
+    repeats: int = 3
+    out: Path = Path("benchmark-out")
+    max_rows: int | None = None
+    settings: LoopSettings = field(default_factory=LoopSettings)
+    holdout_fraction: float = 0.2
+    drift_check: bool = True
+    progress: bool = True
+    threads: int = 1
+
+
+def overrides_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``section.field`` overrides from a Dagster run config of the pipeline.
+
+    The same YAML a person launches in the Dagster launchpad
+    (``ops: {review_queue: {config: {review_capacity: 50}}, ...}``) sets the
+    replayed loop: ``review_queue`` -> ``routing``, ``candidate_model`` -> ``training``,
+    ``candidate_model_passes_gate`` (the ``passes_gate`` check) -> ``gate``,
+    ``training_dataset`` -> ``dataset``. Other ops are ignored (no loop settings).
+
+    Raises:
+        ValueError: When the run config has no ``ops`` mapping.
+    """
+    ops = run_config.get("ops", {})
+    if not isinstance(ops, Mapping):
+        raise ValueError("the run config's 'ops' must be a mapping of op name to config")
+    out: dict[str, Any] = {}
+    for op, section in OP_SECTIONS.items():
+        values = (ops.get(op) or {}).get("config") or {}
+        for key, value in values.items():
+            if key not in WIRING_KEYS:
+                out[f"{section}.{key}"] = tuple(value) if isinstance(value, list) else value
+    return out

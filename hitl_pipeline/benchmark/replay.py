@@ -1,0 +1,411 @@
+"""Replay a stream through the pipeline's loop step, one strategy at one budget at a time.
+
+Per batch, in the pipeline's order (``core.loop``):
+
+1. the champion scores the batch *before* its labels are seen (``score_batch``, plus
+   ``escalation_scores``): that is the batch's accuracy and macro-F1;
+2. the drift alarm of the pipeline's ``no_dataset_drift`` check compares the batch with
+   the champion's training rows (``compute_drift``, the ``drift_report`` asset's
+   reference);
+3. the strategy picks what people label. ``default`` is the pipeline's routing with its
+   run-config defaults (``route_batch``, the budget as ``review_capacity``), and when
+   the drift alarm fired, or the audit alarm fired on the batch before, also the drift
+   response the sensors start (a second routing with ``drift=True``; the union is
+   labelled, as Label Studio holds one task per item). The baselines pick ``k`` items;
+   the oracle labels everything;
+4. the labels join the dataset as ``training_dataset`` joins them
+   (``assemble_dataset``: the gate's held-out share, the selection share, the rest);
+   ``train_challenger`` fits the challenger as ``candidate_model`` does,
+   ``judge_challenger`` is ``passes_gate``, and on a promotion ``refit_threshold`` is
+   ``routing_threshold``. The labels of batch ``b`` are stamped as labelled on day
+   ``b``, so the windows in days count batches as the pipeline's daily partitions;
+5. the audit alarm of ``audit_pass_rate_holds`` is evaluated on the audit sample's
+   answers so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hitl_pipeline.benchmark.config import BUDGET_FREE, STRATEGIES, BenchmarkConfig
+from hitl_pipeline.benchmark.report import labels_for_gain, summarise, write_outputs
+from hitl_pipeline.benchmark.strategies import CHOOSERS, ChooserState
+from hitl_pipeline.benchmark.stream import TARGET, load_stream, split_stream
+from hitl_pipeline.core.committee import fit_committee
+from hitl_pipeline.core.gate import HUMAN_HOLDOUT
+from hitl_pipeline.core.inference import score_batch
+from hitl_pipeline.core.loop import (
+    TRAINING,
+    LoopSettings,
+    assemble_dataset,
+    escalation_scores,
+    judge_challenger,
+    refit_threshold,
+    reviewed_ids,
+    route_batch,
+    train_challenger,
+)
+from hitl_pipeline.core.loop_health import audit_verdict
+from hitl_pipeline.core.ood import fit_ood_detector
+from hitl_pipeline.core.routing import REASON_AUDIT, has_reason
+from hitl_pipeline.core.types import (
+    ITEM_ID,
+    LABEL,
+    LABEL_SOURCE,
+    LABELLED_AT,
+    PARTITION,
+    PREDICTED_LABEL,
+    REASONS,
+    BatchSchema,
+)
+
+EPOCH = pd.Timestamp("2000-01-01", tz="UTC")  # labels of batch b are "labelled" on day b
+
+
+def run_settings(
+    settings: LoopSettings, *, budget: float, batch_rows: int, repeat: int
+) -> LoopSettings:
+    """The pipeline's settings for one run: the budget as the review capacity, the
+    repeat as the training and routing seed; everything else as given."""
+    capacity = math.floor(budget * batch_rows + 0.5)
+    return dataclasses.replace(
+        settings,
+        routing=dataclasses.replace(settings.routing, review_capacity=capacity, seed=repeat),
+        training=dataclasses.replace(settings.training, seed=repeat),
+    )
+
+
+class DriftAlarms:
+    """The drift alarm per batch and reference, computed once and shared by the runs.
+
+    The reference is the champion's training rows, as in the ``drift_report`` asset;
+    until a run promotes, every run shares the seed's, so most alarms are reused.
+    """
+
+    def __init__(self, schema: BatchSchema, enabled: bool) -> None:
+        self.schema, self.enabled = schema, enabled
+        self._cache: dict[tuple[str, int], Any] = {}
+
+    def __call__(self, reference: pd.DataFrame, batch: pd.DataFrame, b: int) -> Any | None:
+        if not self.enabled:
+            return None
+        ids = "\x1f".join(sorted(reference[ITEM_ID].astype(str)))
+        key = (hashlib.sha256(ids.encode()).hexdigest(), b)
+        if key not in self._cache:
+            from hitl_pipeline.core.drift import compute_drift
+
+            self._cache[key] = compute_drift(reference, batch, self.schema)[0]
+        return self._cache[key]
+
+
+@dataclass
+class Champion:
+    """The serving model of one run and what routing derives from it."""
+
+    model: Any
+    version: int
+    training: pd.DataFrame
+    previous: Any | None = None
+    threshold: float | None = None
+
+
+def replay(
+    strategy: str,
+    budget: float,
+    repeat: int,
+    *,
+    schema: BatchSchema,
+    seed_train: pd.DataFrame,
+    fixed_holdout: pd.DataFrame,
+    batches: Sequence[pd.DataFrame],
+    config: BenchmarkConfig,
+    alarms: DriftAlarms | None = None,
+    keep_ids: bool = False,
+    tick: Callable[[], None] = lambda: None,
+) -> list[dict[str, Any]]:
+    """Run one strategy at one budget over the stream; one record per batch.
+
+    Args:
+        keep_ids: Add ``reviewed_ids`` (the labelled item ids, sorted) to each record.
+
+    Returns:
+        Records with the batch's accuracy at scoring, labels spent, the alarms, whether
+        the drift response ran, the gate's verdict and whether it promoted.
+    """
+    settings = run_settings(
+        config.settings, budget=budget, batch_rows=config.batch_rows, repeat=repeat
+    )
+    alarms = alarms or DriftAlarms(schema, config.drift_check)
+    first = train_challenger({TRAINING: seed_train}, schema, settings.training).model
+    champion = Champion(first, 1, seed_train)
+    helpers = _Helpers(strategy, schema, settings, repeat)
+    helpers.refresh(champion)
+    human = seed_train.iloc[0:0].assign(**{LABEL_SOURCE: pd.Series(dtype=object)})
+    audits: list[pd.DataFrame] = []
+    concept_alarm, labels_used, records = False, 0, []
+    for b, batch in enumerate(batches):
+        scores = score_batch(champion.model, batch, schema, model_version=str(champion.version))
+        truth = batch[TARGET].astype(str).to_numpy()
+        predicted = scores[PREDICTED_LABEL].astype(str).to_numpy()
+        drift = alarms(champion.training, batch, b)
+        data_alarm = bool(drift is not None and drift.dataset_drift)
+        respond = strategy == "default" and (data_alarm or concept_alarm)
+        picks, reasons = _choose(strategy, budget, scores, batch, champion, helpers, drift, respond)
+        labels_used += len(picks)
+        record: dict[str, Any] = {
+            "strategy": strategy,
+            "budget": budget,
+            "repeat": repeat,
+            "batch": b,
+            "rows": len(batch),
+            "accuracy": float(np.mean(predicted == truth)),
+            "macro_f1": _macro_f1(truth, predicted),
+            "champion": champion.version,
+            "labels": len(picks),
+            "labels_cumulative": labels_used,
+            "data_drift_alarm": data_alarm,
+            "drift_response": respond,
+            "promoted": False,
+        }
+        if keep_ids:
+            record["reviewed_ids"] = sorted(batch[ITEM_ID].astype(str).to_numpy()[picks])
+        if len(picks):
+            got = batch.iloc[picks].assign(
+                **{LABEL_SOURCE: "human", LABELLED_AT: EPOCH + pd.Timedelta(days=b)}
+            )
+            human = pd.concat([human, got], ignore_index=True)
+            audited = has_reason(reasons, REASON_AUDIT).to_numpy()
+            audits.append(
+                pd.DataFrame(
+                    {
+                        ITEM_ID: got[ITEM_ID].astype(str).to_numpy()[audited],
+                        LABEL: truth[picks][audited],
+                        PREDICTED_LABEL: predicted[picks][audited],
+                        REASONS: REASON_AUDIT,
+                        PARTITION: f"{b:05d}",
+                    }
+                )
+            )
+            record.update(
+                _retrain(human, batch, champion, helpers, audits, (seed_train, fixed_holdout))
+            )
+            if record["promoted"]:
+                champion = record.pop("_champion")
+            record.pop("_champion", None)
+        concept_alarm = bool(audits) and audit_verdict(pd.concat(audits, ignore_index=True)).alert
+        record["concept_drift_alarm"] = concept_alarm
+        records.append(record)
+        tick()
+    return records
+
+
+class _Helpers:
+    """What a strategy derives from the champion: the committee, the OOD detector."""
+
+    def __init__(
+        self, strategy: str, schema: BatchSchema, settings: LoopSettings, repeat: int
+    ) -> None:
+        self.strategy, self.schema, self.settings, self.repeat = strategy, schema, settings, repeat
+        self.ood: Any | None = None
+        self.chooser = ChooserState(schema, repeat)
+
+    def refresh(self, champion: Champion) -> None:
+        if self.strategy == "committee":
+            self.chooser.committee = fit_committee(
+                champion.training, self.schema, self.settings.training, seed=self.repeat
+            )
+        if self.strategy == "default":
+            # the predictions asset fits it on the champion's training data, seed 0
+            self.ood = fit_ood_detector(champion.training, self.schema)
+
+
+def _choose(
+    strategy: str,
+    budget: float,
+    scores: pd.DataFrame,
+    batch: pd.DataFrame,
+    champion: Champion,
+    helpers: _Helpers,
+    drift: Any | None,
+    respond: bool,
+) -> tuple[np.ndarray, pd.Series]:
+    """Positions in the batch of the items labelled, and their reasons."""
+    n = len(scores)
+    if strategy == "none":
+        return np.zeros(0, dtype=int), pd.Series(dtype=object)
+    if strategy == "oracle":
+        return np.arange(n), pd.Series("oracle", index=range(n))
+    if strategy != "default":
+        k = min(n, math.floor(budget * n + 0.5))
+        picks = np.asarray(CHOOSERS[strategy](scores, k, helpers.chooser), dtype=int)
+        return picks, pd.Series(strategy, index=range(len(picks)))
+    escalated = escalation_scores(
+        scores,
+        batch,
+        helpers.schema,
+        champion=champion.model,
+        previous=champion.previous,
+        ood=helpers.ood,
+    )
+    policy = helpers.settings.routing
+    routed = [route_batch(escalated, policy, helpers.schema, threshold=champion.threshold)]
+    if respond:
+        columns = drift.drifted_columns if drift is not None else ()
+        routed.append(
+            route_batch(
+                escalated,
+                policy,
+                helpers.schema,
+                threshold=champion.threshold,
+                drift=True,
+                drifted_columns=columns,
+            )
+        )
+    wanted = reviewed_ids(*routed)
+    position = {item: i for i, item in enumerate(escalated[ITEM_ID].astype(str))}
+    picks = np.array([position[i] for i in wanted], dtype=int)
+    reasons = pd.concat([r.set_index(ITEM_ID)[REASONS] for r in reversed(routed)])
+    reasons = reasons[~reasons.index.duplicated(keep="last")]
+    return picks, reasons.reindex(wanted).reset_index(drop=True)
+
+
+def _retrain(
+    human: pd.DataFrame,
+    batch: pd.DataFrame,
+    champion: Champion,
+    helpers: _Helpers,
+    audits: list[pd.DataFrame],
+    seed: tuple[pd.DataFrame, pd.DataFrame],
+) -> dict[str, Any]:
+    """``training_dataset`` -> ``candidate_model`` -> ``passes_gate`` -> ``champion_model``
+    -> ``routing_threshold``, on the labels so far.
+
+    Returns:
+        Record fields: ``promoted``, ``gate`` (the reasons, cut), the chosen training
+        variant, and on a promotion ``_champion``, the new champion.
+    """
+    schema, settings = helpers.schema, helpers.settings
+    frames = assemble_dataset(seed[0], seed[1], human, schema, settings.dataset)
+    trained = train_challenger(frames, schema, settings.training)
+    decision = judge_challenger(
+        frames, schema, challenger=trained.model, champion=champion.model, policy=settings.gate
+    )
+    out: dict[str, Any] = {
+        "promoted": bool(decision.promote),
+        "gate": "; ".join(decision.reasons)[:300],
+        "human_weight_used": trained.metrics.get("human_weight_used", np.nan),
+        "window_days_used": trained.metrics.get("window_days_used", np.nan),
+    }
+    if decision.promote:
+        new = Champion(trained.model, champion.version + 1, frames[TRAINING], champion.model)
+        audited = set(pd.concat(audits, ignore_index=True)[ITEM_ID]) if audits else set()
+        choice = refit_threshold(
+            new.model,
+            frames[HUMAN_HOLDOUT],
+            batch,
+            schema,
+            settings.routing,
+            audited_ids=audited,
+            model_version=str(new.version),
+        )
+        new.threshold = choice.threshold if choice is not None else None
+        helpers.refresh(new)
+        out["_champion"] = new
+    return out
+
+
+def _macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(truth, predicted, average="macro", zero_division=0))
+
+
+# --- the whole benchmark -------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchmarkResult:
+    per_batch: pd.DataFrame
+    summary: pd.DataFrame
+    labels_for_gain: pd.DataFrame
+    files: tuple[Path, ...]
+
+
+def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
+    """Replay the file for every strategy, budget and repeat, and write the outputs.
+
+    Returns:
+        The per-batch records, the summary, the labels-for-gain table and the files
+        written.
+    """
+    unknown = sorted(set(config.strategies) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"unknown strategies: {', '.join(unknown)} (known: {STRATEGIES})")
+    from threadpoolctl import threadpool_limits
+
+    # gradient boosting's OpenMP threads spin-wait on a busy machine: one thread per
+    # fit was 10x faster than the default under load, and no slower when idle
+    with threadpool_limits(limits=config.threads):
+        return _run(config)
+
+
+def _run(config: BenchmarkConfig) -> BenchmarkResult:
+    schema, frame = load_stream(config)
+    seed_train, fixed, batches = split_stream(frame, config)
+    strategies = list(dict.fromkeys(["none", *config.strategies, "oracle"]))
+    runs = [
+        (s, b if s not in BUDGET_FREE else 0.0, r)
+        for s in strategies
+        for b in (config.budgets if s not in BUDGET_FREE else (0.0,))
+        for r in range(config.repeats)
+    ]
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(runs) * len(batches),
+        desc=f"benchmark {Path(config.data).name}",
+        unit="batch",
+        disable=not config.progress,
+    )
+    alarms = DriftAlarms(schema, config.drift_check)
+    records: list[dict[str, Any]] = []
+    for strategy, budget, repeat in runs:
+        bar.set_postfix_str(f"{strategy} {budget:g} #{repeat}")
+        records += replay(
+            strategy,
+            budget,
+            repeat,
+            schema=schema,
+            seed_train=seed_train,
+            fixed_holdout=fixed,
+            batches=batches,
+            config=config,
+            alarms=alarms,
+            tick=lambda: bar.update(1),
+        )
+    bar.close()
+    per_batch = pd.DataFrame.from_records(records)
+    summary = summarise(per_batch, config.budgets)
+    gain_table = labels_for_gain(summary)
+    files = write_outputs(config, per_batch, summary, gain_table)
+    return BenchmarkResult(per_batch, summary, gain_table, files)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark for resolved ``cli.add_arguments`` arguments; print the summary."""
+    from hitl_pipeline.benchmark.cli import config_from_args
+
+    result = run_benchmark(config_from_args(args))
+    md = [f for f in result.files if f.suffix == ".md"]
+    if md:
+        print(md[0].read_text(encoding="utf-8"))
+    print("written: " + ", ".join(str(f) for f in result.files))
+    return 0
