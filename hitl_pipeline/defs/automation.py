@@ -152,21 +152,22 @@ def concept_drift_sensor(context: dg.SensorEvaluationContext):
     cursor keeps the batch answered last). As with a data-drift alert, the early retrain
     follows from the annotation sensor once that review is finished.
     """
-    cursor = json.loads(context.cursor) if context.cursor else {"id": 0, "partition": None}
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    last_id: int = cursor.get("id", 0)
+    answered: str | None = cursor.get("partition")
     failed = sorted(
         (
             record
             for record in context.instance.event_log_storage.get_asset_check_execution_history(
                 AUDIT_CHECK_KEY, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
             )
-            if record.id > cursor["id"]
+            if record.id > last_id
         ),
         key=lambda r: r.id,
     )
     if not failed:
         return dg.SkipReason("no new audit alerts")
     requests, skipped = [], []
-    answered = cursor["partition"]
     for record in failed:
         partition = _audit_partition(record)
         if partition is None or partition == answered:
