@@ -19,6 +19,8 @@ OP_SECTIONS = {
     "candidate_model": "training",
     "candidate_model_passes_gate": "gate",  # the passes_gate check's op
     "training_dataset": "dataset",
+    "drift_report": "drift",
+    "human_labels_audit_pass_rate_holds": "audit",  # the audit_pass_rate_holds check's op
 }
 # Keys of those ops' config that are the wiring's own, not loop settings.
 WIRING_KEYS = {"use_fitted_threshold", "drift_response"}
@@ -37,8 +39,11 @@ class BenchmarkConfig:
         seed_rows: Rows of the seed set (the first champion's data).
         batch_rows: Rows per production batch.
         budgets: Label budgets as shares of a batch: the ``default`` strategy's
-            ``review_capacity`` (its audit sample included, as the pipeline spends it),
-            the other budgeted strategies' number of picks.
+            ``review_capacity`` (its audit sample included, as the pipeline spends it).
+            When a drift or audit alarm makes it review more (the drift response), the
+            other budgeted strategies label as many items as it did in that batch, so
+            all are compared at the same labels (``labels`` and ``label_share`` in the
+            outputs say what was spent).
         strategies: Which strategies to run (``STRATEGIES``).
         repeats: Repeats with different seeds (training, routing samples).
         out: Output folder.
@@ -78,7 +83,8 @@ def overrides_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     (``ops: {review_queue: {config: {review_capacity: 50}}, ...}``) sets the
     replayed loop: ``review_queue`` -> ``routing``, ``candidate_model`` -> ``training``,
     ``candidate_model_passes_gate`` (the ``passes_gate`` check) -> ``gate``,
-    ``training_dataset`` -> ``dataset``. Other ops are ignored (no loop settings).
+    ``training_dataset`` -> ``dataset``, ``drift_report`` -> ``drift``,
+    ``human_labels_audit_pass_rate_holds`` -> ``audit``. Other ops are ignored.
 
     Raises:
         ValueError: When the run config has no ``ops`` mapping.

@@ -9,18 +9,19 @@ Per batch, in the pipeline's order (``core.loop``):
    reference);
 3. the strategy picks what people label. ``default`` is the pipeline's routing with its
    run-config defaults (``route_batch``, the budget as ``review_capacity``), and when
-   the drift alarm fired, or the audit alarm fired on the batch before, also the drift
-   response the sensors start (a second routing with ``drift=True``; the union is
-   labelled, as Label Studio holds one task per item). The baselines pick ``k`` items;
+   the drift alarm fired, also the drift response ``drift_alert_sensor`` starts (a
+   second routing with ``drift=True``; the union is labelled, as Label Studio holds one
+   task per item). The baselines label as many items as the default did in the batch;
    the oracle labels everything;
-4. the labels join the dataset as ``training_dataset`` joins them
+4. the audit check (``audit_pass_rate_holds``) judges the audit sample's answers so far
+   when the labels are collected; when it fails, ``concept_drift_sensor`` starts the
+   same drift response for this batch, and its extra items are labelled too;
+5. the labels join the dataset as ``training_dataset`` joins them
    (``assemble_dataset``: the gate's held-out share, the selection share, the rest);
    ``train_challenger`` fits the challenger as ``candidate_model`` does,
    ``judge_challenger`` is ``passes_gate``, and on a promotion ``refit_threshold`` is
    ``routing_threshold``. The labels of batch ``b`` are stamped as labelled on day
    ``b``, so the windows in days count batches as the pipeline's daily partitions;
-5. the audit alarm of ``audit_pass_rate_holds`` is evaluated on the audit sample's
-   answers so far.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from hitl_pipeline.benchmark.report import labels_for_gain, summarise, write_out
 from hitl_pipeline.benchmark.strategies import CHOOSERS, ChooserState
 from hitl_pipeline.benchmark.stream import TARGET, load_stream, split_stream
 from hitl_pipeline.core.committee import fit_committee
+from hitl_pipeline.core.drift import DriftPolicy
 from hitl_pipeline.core.gate import HUMAN_HOLDOUT
 from hitl_pipeline.core.inference import score_batch
 from hitl_pipeline.core.loop import (
@@ -92,8 +94,8 @@ class DriftAlarms:
     until a run promotes, every run shares the seed's, so most alarms are reused.
     """
 
-    def __init__(self, schema: BatchSchema, enabled: bool) -> None:
-        self.schema, self.enabled = schema, enabled
+    def __init__(self, schema: BatchSchema, enabled: bool, policy: DriftPolicy) -> None:
+        self.schema, self.enabled, self.policy = schema, enabled, policy
         self._cache: dict[tuple[str, int], Any] = {}
 
     def __call__(self, reference: pd.DataFrame, batch: pd.DataFrame, b: int) -> Any | None:
@@ -104,7 +106,7 @@ class DriftAlarms:
         if key not in self._cache:
             from hitl_pipeline.core.drift import compute_drift
 
-            self._cache[key] = compute_drift(reference, batch, self.schema)[0]
+            self._cache[key] = compute_drift(reference, batch, self.schema, policy=self.policy)[0]
         return self._cache[key]
 
 
@@ -130,12 +132,16 @@ def replay(
     batches: Sequence[pd.DataFrame],
     config: BenchmarkConfig,
     alarms: DriftAlarms | None = None,
+    picks_per_batch: Sequence[int] | None = None,
     keep_ids: bool = False,
     tick: Callable[[], None] = lambda: None,
 ) -> list[dict[str, Any]]:
     """Run one strategy at one budget over the stream; one record per batch.
 
     Args:
+        picks_per_batch: For a baseline, how many items it labels in each batch (the
+            ``default`` run's spend at this budget and repeat, so that every strategy is
+            compared at the same labels); None: ``budget`` of each batch.
         keep_ids: Add ``reviewed_ids`` (the labelled item ids, sorted) to each record.
 
     Returns:
@@ -145,22 +151,38 @@ def replay(
     settings = run_settings(
         config.settings, budget=budget, batch_rows=config.batch_rows, repeat=repeat
     )
-    alarms = alarms or DriftAlarms(schema, config.drift_check)
-    first = train_challenger({TRAINING: seed_train}, schema, settings.training).model
-    champion = Champion(first, 1, seed_train)
+    alarms = alarms or DriftAlarms(schema, config.drift_check, settings.drift)
+    human = seed_train.iloc[0:0].assign(**{LABEL_SOURCE: pd.Series(dtype=object)})
+    # the first champion as the retrain job trains it before any label exists
+    frames = assemble_dataset(seed_train, fixed_holdout, human, schema, settings.dataset)
+    first = train_challenger(frames, schema, settings.training).model
+    champion = Champion(first, 1, frames[TRAINING])
     helpers = _Helpers(strategy, schema, settings, repeat)
     helpers.refresh(champion)
-    human = seed_train.iloc[0:0].assign(**{LABEL_SOURCE: pd.Series(dtype=object)})
     audits: list[pd.DataFrame] = []
-    concept_alarm, labels_used, records = False, 0, []
+    labels_used, records = 0, []
     for b, batch in enumerate(batches):
         scores = score_batch(champion.model, batch, schema, model_version=str(champion.version))
         truth = batch[TARGET].astype(str).to_numpy()
         predicted = scores[PREDICTED_LABEL].astype(str).to_numpy()
         drift = alarms(champion.training, batch, b)
         data_alarm = bool(drift is not None and drift.dataset_drift)
-        respond = strategy == "default" and (data_alarm or concept_alarm)
-        picks, reasons = _choose(strategy, budget, scores, batch, champion, helpers, drift, respond)
+        respond = strategy == "default" and data_alarm
+        k = math.floor(budget * len(batch) + 0.5)
+        if picks_per_batch is not None:
+            k = picks_per_batch[b]
+        picks, reasons = _choose(strategy, k, scores, batch, champion, helpers, drift, respond)
+        audits.append(_audit_outcomes(batch, b, picks, reasons, predicted, truth))
+        # the audit check runs when the labels are collected
+        concept_alarm = audit_verdict(pd.concat(audits, ignore_index=True), settings.audit).alert
+        if strategy == "default" and concept_alarm and not respond:
+            # concept_drift_sensor: the drift response's boosted review of this batch
+            more, more_reasons = _choose(strategy, k, scores, batch, champion, helpers, drift, True)
+            new = ~np.isin(more, picks)
+            picks = np.concatenate([picks, more[new]])
+            reasons = pd.concat([reasons, more_reasons[new]], ignore_index=True)
+            audits.append(_audit_outcomes(batch, b, more[new], more_reasons[new], predicted, truth))
+            respond = True
         labels_used += len(picks)
         record: dict[str, Any] = {
             "strategy": strategy,
@@ -174,6 +196,7 @@ def replay(
             "labels": len(picks),
             "labels_cumulative": labels_used,
             "data_drift_alarm": data_alarm,
+            "concept_drift_alarm": bool(concept_alarm),
             "drift_response": respond,
             "promoted": False,
         }
@@ -184,29 +207,36 @@ def replay(
                 **{LABEL_SOURCE: "human", LABELLED_AT: EPOCH + pd.Timedelta(days=b)}
             )
             human = pd.concat([human, got], ignore_index=True)
-            audited = has_reason(reasons, REASON_AUDIT).to_numpy()
-            audits.append(
-                pd.DataFrame(
-                    {
-                        ITEM_ID: got[ITEM_ID].astype(str).to_numpy()[audited],
-                        LABEL: truth[picks][audited],
-                        PREDICTED_LABEL: predicted[picks][audited],
-                        REASONS: REASON_AUDIT,
-                        PARTITION: f"{b:05d}",
-                    }
-                )
-            )
             record.update(
                 _retrain(human, batch, champion, helpers, audits, (seed_train, fixed_holdout))
             )
             if record["promoted"]:
                 champion = record.pop("_champion")
             record.pop("_champion", None)
-        concept_alarm = bool(audits) and audit_verdict(pd.concat(audits, ignore_index=True)).alert
-        record["concept_drift_alarm"] = concept_alarm
         records.append(record)
         tick()
     return records
+
+
+def _audit_outcomes(
+    batch: pd.DataFrame,
+    b: int,
+    picks: np.ndarray,
+    reasons: pd.Series,
+    predicted: np.ndarray,
+    truth: np.ndarray,
+) -> pd.DataFrame:
+    """The audited items among the picks, as the ledger holds them for the audit check."""
+    audited = has_reason(reasons.reset_index(drop=True), REASON_AUDIT).to_numpy()
+    return pd.DataFrame(
+        {
+            ITEM_ID: batch[ITEM_ID].astype(str).to_numpy()[picks][audited],
+            LABEL: truth[picks][audited],
+            PREDICTED_LABEL: predicted[picks][audited],
+            REASONS: REASON_AUDIT,
+            PARTITION: f"{b:05d}",
+        }
+    )
 
 
 class _Helpers:
@@ -231,7 +261,7 @@ class _Helpers:
 
 def _choose(
     strategy: str,
-    budget: float,
+    k: int,
     scores: pd.DataFrame,
     batch: pd.DataFrame,
     champion: Champion,
@@ -246,8 +276,7 @@ def _choose(
     if strategy == "oracle":
         return np.arange(n), pd.Series("oracle", index=range(n))
     if strategy != "default":
-        k = min(n, math.floor(budget * n + 0.5))
-        picks = np.asarray(CHOOSERS[strategy](scores, k, helpers.chooser), dtype=int)
+        picks = np.asarray(CHOOSERS[strategy](scores, min(k, n), helpers.chooser), dtype=int)
         return picks, pd.Series(strategy, index=range(len(picks)))
     escalated = escalation_scores(
         scores,
@@ -360,13 +389,17 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
 def _run(config: BenchmarkConfig) -> BenchmarkResult:
     schema, frame = load_stream(config)
     seed_train, fixed, batches = split_stream(frame, config)
-    strategies = list(dict.fromkeys(["none", *config.strategies, "oracle"]))
+    # the default first: the baselines then label as many items per batch as it did
+    strategies = list(dict.fromkeys(["none", "default", *config.strategies, "oracle"]))
+    if "default" not in config.strategies:
+        strategies.remove("default")
     runs = [
         (s, b if s not in BUDGET_FREE else 0.0, r)
         for s in strategies
         for b in (config.budgets if s not in BUDGET_FREE else (0.0,))
         for r in range(config.repeats)
     ]
+    spent: dict[tuple[float, int], list[int]] = {}
     from tqdm import tqdm
 
     bar = tqdm(
@@ -375,11 +408,11 @@ def _run(config: BenchmarkConfig) -> BenchmarkResult:
         unit="batch",
         disable=not config.progress,
     )
-    alarms = DriftAlarms(schema, config.drift_check)
+    alarms = DriftAlarms(schema, config.drift_check, config.settings.drift)
     records: list[dict[str, Any]] = []
     for strategy, budget, repeat in runs:
         bar.set_postfix_str(f"{strategy} {budget:g} #{repeat}")
-        records += replay(
+        run = replay(
             strategy,
             budget,
             repeat,
@@ -389,8 +422,12 @@ def _run(config: BenchmarkConfig) -> BenchmarkResult:
             batches=batches,
             config=config,
             alarms=alarms,
+            picks_per_batch=spent.get((budget, repeat)) if strategy in CHOOSERS else None,
             tick=lambda: bar.update(1),
         )
+        if strategy == "default":
+            spent[(budget, repeat)] = [r["labels"] for r in run]
+        records += run
     bar.close()
     per_batch = pd.DataFrame.from_records(records)
     summary = summarise(per_batch, config.budgets)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from hitl_pipeline.core.committee import committee_disagreement
 from hitl_pipeline.core.datasets import canonical_dataset, merge_labelled, split_holdout
+from hitl_pipeline.core.drift import DriftPolicy
 from hitl_pipeline.core.gate import (
     EDGE_CASES,
     HOLDOUT,
@@ -40,6 +41,7 @@ from hitl_pipeline.core.gate import (
     most_recent,
 )
 from hitl_pipeline.core.inference import score_batch
+from hitl_pipeline.core.loop_health import AuditPolicy
 from hitl_pipeline.core.ood import OodDetector, ood_scores
 from hitl_pipeline.core.routing import RoutingPolicy, route_predictions
 from hitl_pipeline.core.threshold import ThresholdChoice, calibrate, choose_threshold
@@ -95,6 +97,8 @@ class LoopSettings:
     training: TrainingParams = field(default_factory=TrainingParams)
     gate: GatePolicy = field(default_factory=GatePolicy)
     dataset: DatasetPolicy = field(default_factory=DatasetPolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
+    audit: AuditPolicy = field(default_factory=AuditPolicy)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> LoopSettings:
         """A copy with ``section.field`` overrides (``{"gate.min_eval_rows": 20}``).

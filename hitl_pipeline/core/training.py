@@ -251,7 +251,7 @@ def train_model(
         ``TrainingResult`` with the fitted pipeline, ``params.to_dict()`` and training
         metrics (``train_rows``, ``train_human_rows``, ``train_accuracy``; with a
         comparison also ``human_weight_used``, ``window_days_used`` (0: all rows),
-        ``select_rows`` and ``select.accuracy[<variant>]`` per variant).
+        ``select_rows`` and ``select.accuracy.<variant>`` per variant, e.g. ``w8_last7d``).
 
     Raises:
         ValueError: When there are no labelled rows or only one class.
@@ -280,9 +280,14 @@ def train_model(
         "human_weight_used": float(chosen.human_weight),
         "window_days_used": float(days or 0.0),
         "select_rows": float(len(selection)),
-        **{f"select.accuracy[{name}]": value for name, value in scores.items()},
+        **{f"select.accuracy.{_slug(name)}": value for name, value in scores.items()},
     }
     return TrainingResult(model=result.model, params=params.to_dict(), metrics=metrics)
+
+
+def _slug(variant: str) -> str:
+    """A metric-name-safe form of a variant's name: "weight 8, last 7 days" -> "w8_last7d"."""
+    return variant.replace("weight ", "w").replace(", last ", "_last").replace(" days", "d")
 
 
 def _window(

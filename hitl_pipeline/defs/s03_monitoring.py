@@ -11,6 +11,7 @@ import pandas as pd
 from hitl_pipeline.core.drift import DriftPolicy, compute_drift
 from hitl_pipeline.core.inference import score_batch
 from hitl_pipeline.core.types import MODEL_VERSION, DriftSummary
+from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
@@ -20,25 +21,12 @@ from hitl_pipeline.resources.production import ProductionSource
 DATASET_VERSION_TAG = "hitl.dataset_version"
 NO_DRIFT_CHECK = "no_dataset_drift"
 
-_POLICY = DriftPolicy()
-
-
-class DriftConfig(dg.Config):
-    """The drift alert's policy (``core.drift.DriftPolicy``, same names and defaults).
-
-    Methods are Evidently stattest names (empty: Evidently's size-dependent choice);
-    a numeric column drifts when its distance reaches the threshold.
-    """
-
-    num_method: str | None = _POLICY.num_method
-    num_threshold: float | None = _POLICY.num_threshold
-    cat_method: str | None = _POLICY.cat_method
-    cat_threshold: float | None = _POLICY.cat_threshold
-    drift_share: float = _POLICY.drift_share  # share of drifted features that is dataset drift
-    distance_min_rows: int = _POLICY.distance_min_rows  # fewer rows: p-value tests instead
-
-    def to_policy(self) -> DriftPolicy:
-        return DriftPolicy(**self.model_dump())
+DriftConfig = config_class(
+    DriftPolicy,
+    "DriftConfig",
+    doc="The drift alert's policy, generated from core.drift.DriftPolicy (see its docs): "
+    "Evidently stattest names (empty: Evidently's size-dependent choice) and thresholds.",
+)
 
 
 @dg.asset(
@@ -75,7 +63,7 @@ def drift_report(
         schema,
         reference_scores=reference_scores,
         current_scores=predictions,
-        policy=config.to_policy(),
+        policy=config.to_settings(),
     )
     report = local_store.write_report(kind="drift", name=context.partition_key, html=html)
     figures = {
@@ -100,7 +88,7 @@ def drift_report(
         metadata={
             **figures,
             "threshold": summary.drift_share_threshold,
-            "policy": dg.MetadataValue.json(dataclasses.asdict(config.to_policy())),
+            "policy": dg.MetadataValue.json(dataclasses.asdict(config.to_settings())),
         },
         description=_describe(summary),
     )

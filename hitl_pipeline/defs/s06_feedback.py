@@ -11,6 +11,7 @@ import pandas as pd
 from hitl_pipeline.core.agreement import disputed_items, latest_votes, summary_metrics
 from hitl_pipeline.core.datasets import resolve_labels, split_out_of_schema
 from hitl_pipeline.core.loop_health import (
+    AuditPolicy,
     audit_pass_rate,
     audit_verdict,
     correction_rate,
@@ -19,6 +20,7 @@ from hitl_pipeline.core.loop_health import (
 from hitl_pipeline.core.routing import REASON_AUDIT
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION
 from hitl_pipeline.core.types import ITEM_ID, TIER, LabelingTask, PushResult
+from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.s05_labeling import labeling_tasks
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore, annotations_to_frame
@@ -26,6 +28,12 @@ from hitl_pipeline.resources.production import ProductionSource
 
 REASON_DISAGREEMENT = "disagreement"
 AUDIT_CHECK = "audit_pass_rate_holds"
+AuditConfig = config_class(
+    AuditPolicy,
+    "AuditConfig",
+    doc="When the audit raises the concept-drift alert; generated from "
+    "core.loop_health.AuditPolicy (see its docs).",
+)
 # The newest audited batch, in the check's metadata: the batch the concept-drift sensor
 # sends to the boosted review when the check fails.
 AUDIT_PARTITION = "audit_partition"
@@ -176,10 +184,10 @@ def adjudication_tasks(
     "response as a drift alert (boosted review of the batch, early retrain).",
 )
 def audit_pass_rate_holds(
-    local_store: LocalStore, production: ProductionSource
+    config: AuditConfig, local_store: LocalStore, production: ProductionSource
 ) -> dg.AssetCheckResult:
     usable, _ = split_out_of_schema(local_store.read_ledger(), production.schema().classes)
-    verdict = audit_verdict(usable)
+    verdict = audit_verdict(usable, config.to_settings())
     return dg.AssetCheckResult(
         passed=not verdict.alert,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -201,3 +201,37 @@ def test_gain_share_spread_is_taken_over_repeats_against_each_repeats_own_baseli
     assert summary.loc["random", "gain_share"] == pytest.approx(0.1 / 0.3)  # on the means
     assert summary.loc["random", "gain_share_std"] == pytest.approx(np.std([0.5, 0.25], ddof=1))
     assert summary.loc["oracle", "gain_share_std"] == pytest.approx(0.0)
+
+
+def test_baselines_label_as_many_items_as_the_default_did_in_each_batch(tmp_path):
+    # the drift check on: where it alarms, the default answers with the drift response
+    # (more labels); random and least confidence then get the same number in that batch
+    config = BenchmarkConfig(
+        data=drifting_csv(tmp_path, n=900),
+        target="y",
+        time_column="t",
+        drop=("row_id",),
+        seed_rows=300,
+        batch_rows=200,
+        budgets=(0.1,),
+        strategies=("random", "least_confidence", "default"),
+        repeats=1,
+        out=tmp_path / "out",
+        # one drifted column of three is enough here
+        settings=LoopSettings().with_overrides(
+            {"training.estimator": "logistic_regression", "drift.drift_share": 0.3}
+        ),
+        progress=False,
+    )
+
+    per_batch = run_benchmark(config).per_batch
+
+    spend = {
+        s: per_batch[per_batch["strategy"] == s].sort_values("batch")["labels"].tolist()
+        for s in ("random", "least_confidence", "default")
+    }
+    default = per_batch[per_batch["strategy"] == "default"].sort_values("batch")
+    assert default["drift_response"].any()  # the new colour is a drift the check sees
+    assert max(spend["default"]) > 20  # the response reviewed beyond the capacity of 20
+    assert spend["random"] == spend["default"]
+    assert spend["least_confidence"] == spend["default"]

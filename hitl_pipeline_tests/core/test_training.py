@@ -168,7 +168,7 @@ def test_the_human_weight_is_chosen_on_the_selection_rows():
     assert moved.metrics["human_weight_used"] == 20.0
     assert stayed.metrics["human_weight_used"] == 1.0
     accuracies = {k: v for k, v in stayed.metrics.items() if k.startswith("select.accuracy")}
-    assert accuracies["select.accuracy[weight 1]"] > accuracies["select.accuracy[weight 20]"]
+    assert accuracies["select.accuracy.w1"] > accuracies["select.accuracy.w20"]
     assert "human_weight_used" not in plain.metrics  # no selection rows: no comparison
     probe = fresh[SCHEMA.feature_names]
     assert (stayed.model.predict(probe) == "a").mean() > (moved.model.predict(probe) == "a").mean()
@@ -200,8 +200,8 @@ def test_a_window_variant_forgets_stale_labels_when_the_selection_rows_say_so():
     assert result.metrics["window_days_used"] == 7.0
     assert result.metrics["train_rows"] == 400  # the seed rows were dropped
     assert set(result.metrics) >= {
-        "select.accuracy[weight 2]",
-        "select.accuracy[weight 2, last 7 days]",
+        "select.accuracy.w2",
+        "select.accuracy.w2_last7d",
     }
     assert evaluate_model(result.model, select, SCHEMA)["accuracy"] > (
         evaluate_model(no_window.model, select, SCHEMA)["accuracy"] + 0.2
@@ -220,9 +220,7 @@ def test_a_window_with_too_few_rows_is_not_tried():
     result = train_model(frame, SCHEMA, params, select_on=TEST.tail(50))
 
     assert result.metrics["window_days_used"] == 0.0
-    assert [k for k in result.metrics if k.startswith("select.accuracy")] == [
-        "select.accuracy[weight 8]"
-    ]
+    assert [k for k in result.metrics if k.startswith("select.accuracy")] == ["select.accuracy.w8"]
 
 
 def test_params_round_trip_and_refuse_unknown_keys():

@@ -10,12 +10,16 @@ import dagster as dg
 import pytest
 
 from hitl_pipeline.benchmark.config import OP_SECTIONS, BenchmarkConfig, overrides_from_run_config
+from hitl_pipeline.core.drift import DriftPolicy
 from hitl_pipeline.core.gate import GatePolicy
 from hitl_pipeline.core.loop import DatasetPolicy, LoopSettings
+from hitl_pipeline.core.loop_health import AuditPolicy
 from hitl_pipeline.core.routing import RoutingPolicy
 from hitl_pipeline.core.training import TrainingParams
 from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.s03_monitoring import DriftConfig
 from hitl_pipeline.defs.s04_selection import RoutingConfig
+from hitl_pipeline.defs.s06_feedback import AuditConfig
 from hitl_pipeline.defs.s07_dataset import DatasetConfig
 from hitl_pipeline.defs.s08_training import GateConfig, TrainingConfig
 
@@ -25,6 +29,8 @@ PAIRS = [
     (TrainingConfig, TrainingParams, set()),
     (GateConfig, GatePolicy, set()),
     (DatasetConfig, DatasetPolicy, set()),
+    (DriftConfig, DriftPolicy, set()),
+    (AuditConfig, AuditPolicy, set()),
 ]
 
 

@@ -26,9 +26,9 @@ def test_config_fields_and_defaults_are_the_policys():
     ],
 )
 def test_config_becomes_the_policy(values):
-    assert DriftConfig(**values).to_policy() == DriftPolicy(**values)
+    assert DriftConfig(**values).to_settings() == DriftPolicy(**values)
 
 
 def test_impossible_config_is_refused_by_the_policy():
     with pytest.raises(ValueError, match="drift_share"):
-        DriftConfig(drift_share=0.0).to_policy()
+        DriftConfig(drift_share=0.0).to_settings()
