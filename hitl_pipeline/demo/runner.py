@@ -401,6 +401,12 @@ def run_headless(
         truth = read_truth(settings)
         reviewed = answer_tasks(truth)
         records += loop.tick_sensor("annotation_sensor")
+        # a failed audit check (concept drift) starts the drift response for the batch
+        concept = loop.tick_sensor("concept_drift_sensor")
+        if concept:
+            records += concept
+            reviewed += answer_tasks(truth)
+            records += loop.tick_sensor("annotation_sensor")
         records += loop.tick_schedule("weekly_retrain_schedule")
         champion = registry.champion()
         summary = cycle_summary(
