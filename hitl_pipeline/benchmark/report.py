@@ -195,24 +195,43 @@ def _alarm_counts(per_batch: pd.DataFrame, column: str) -> dict[str, Any]:
 
 
 def targets(summary: pd.DataFrame, gain_table: pd.DataFrame) -> dict[str, Any]:
-    """The issue's targets for the default strategy, each with its figure."""
-    default = summary[summary["strategy"] == "default"]
+    """The default strategy against the issue's targets, each with its figure.
+
+    - the share of the oracle's gain at the 10% budget (target: at least 0.9);
+    - at 5%, more accurate than every other budgeted strategy;
+    - at every budget, at least as accurate as least confidence and random, or behind
+      by less than one standard deviation of the repeats (the larger of the two);
+    - no batch more than 1 point below never retraining (worst batch, mean over repeats).
+    """
+    default = summary[summary["strategy"] == "default"].set_index("budget")
     if default.empty:
         return {}
-    within = default[default["label_share"] <= 0.10 + 1e-9]
-    best_share = float(within["gain_share"].max()) if len(within) else float("nan")
+    out: dict[str, Any] = {}
     oracle = summary[summary["strategy"] == "oracle"]["gain_over_none"]
-    return {
-        "oracle_gain_over_never_retrained": float(oracle.max()) if len(oracle) else float("nan"),
-        "gain_share_with_at_most_10pct_labels": best_share,
-        "meets_90pct_of_oracle_gain": bool(best_share >= 0.9),
-        "worst_batch_vs_never_retrained": float(default["worst_vs_none"].min()),
-        "never_below_never_retrained": bool(default["worst_vs_none"].min() >= 0),
-        "beats_random_every_budget": bool(default.get("beats_random", pd.Series([False])).all()),
-        "beats_least_confidence_every_budget": bool(
-            default.get("beats_least_confidence", pd.Series([False])).all()
-        ),
-    }
+    out["oracle_gain_over_never_retrained"] = float(oracle.max()) if len(oracle) else np.nan
+    if 0.10 in default.index:
+        out["gain_share_at_10pct"] = float(default.loc[0.10, "gain_share"])
+        out["label_share_at_10pct"] = float(default.loc[0.10, "label_share"])
+        out["meets_90pct_of_oracle_gain_at_10pct"] = bool(out["gain_share_at_10pct"] >= 0.9)
+    others = summary[~summary["strategy"].isin([*BUDGET_FREE, "default"])]
+    if 0.05 in default.index and len(others[others["budget"] == 0.05]):
+        best_other = float(others[others["budget"] == 0.05]["accuracy"].max())
+        out["at_5pct_above_every_other_strategy"] = bool(default.loc[0.05, "accuracy"] > best_other)
+    for name in ("least_confidence", "random"):
+        rival = summary[summary["strategy"] == name].set_index("budget")
+        verdicts = {}
+        for budget in default.index.intersection(rival.index):
+            gap = float(default.loc[budget, "accuracy"] - rival.loc[budget, "accuracy"])
+            spread = max(default.loc[budget, "accuracy_std"], rival.loc[budget, "accuracy_std"])
+            verdicts[f"{budget:g}"] = (
+                "ahead" if gap >= 0 else "within one std" if -gap < spread else "behind"
+            ) + f" ({gap:+.4f})"
+        if verdicts:
+            out[f"vs_{name}"] = verdicts
+    worst = float(default["worst_vs_none"].min())
+    out["worst_batch_vs_never_retrained"] = worst
+    out["no_batch_more_than_1pt_below_never_retrained"] = bool(worst >= -0.01)
+    return out
 
 
 def markdown_report(

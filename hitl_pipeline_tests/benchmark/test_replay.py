@@ -13,7 +13,7 @@ import pytest
 
 from hitl_pipeline.benchmark.config import BenchmarkConfig
 from hitl_pipeline.benchmark.replay import run_benchmark
-from hitl_pipeline.benchmark.report import labels_for_gain, summarise
+from hitl_pipeline.benchmark.report import labels_for_gain, summarise, targets
 from hitl_pipeline.benchmark.stream import infer_schema
 from hitl_pipeline.core.loop import LoopSettings
 
@@ -79,7 +79,13 @@ def test_every_output_is_written(result):
     for path in res.files:
         assert path.stat().st_size > 0
     payload = json.loads((config.out / "summary.json").read_text(encoding="utf-8"))
-    assert set(payload["targets"]) >= {"meets_90pct_of_oracle_gain", "never_below_never_retrained"}
+    assert set(payload["targets"]) >= {
+        "vs_least_confidence",
+        "vs_random",
+        "no_batch_more_than_1pt_below_never_retrained",
+    }
+    assert set(payload["targets"]["vs_random"]) == {"0.05", "0.2"}
+    assert set(payload["settings"]) == {"routing", "training", "gate", "dataset", "drift", "audit"}
 
 
 def test_per_batch_records_the_alarms_and_promotions_as_booleans(result):
@@ -133,6 +139,39 @@ def test_summary_figures_follow_from_the_per_batch_records(result):
     assert first.nunique() == 1
     # the new segment's rule is learnt only from labels: the oracle wins accuracy back
     assert summary.loc[("oracle", 0.2), "accuracy"] > summary.loc[("none", 0.2), "accuracy"]
+
+
+def test_targets_judge_the_default_against_the_spread_of_the_repeats():
+    def row(strategy, budget, accuracy, std):
+        return {
+            "strategy": strategy,
+            "budget": budget,
+            "accuracy": accuracy,
+            "accuracy_std": std,
+            "gain_share": 0.5,
+            "label_share": budget,
+            "gain_over_none": 0.04,
+            "worst_vs_none": -0.005,
+        }
+
+    summary = pd.DataFrame(
+        [
+            row("default", 0.05, 0.750, 0.004),
+            row("least_confidence", 0.05, 0.752, 0.001),  # behind by less than 0.004
+            row("random", 0.05, 0.740, 0.003),
+            row("default", 0.10, 0.760, 0.001),
+            row("least_confidence", 0.10, 0.770, 0.002),  # behind by more than 0.002
+            row("random", 0.10, 0.755, 0.002),
+        ]
+    )
+
+    figures = targets(summary, pd.DataFrame())
+
+    assert figures["vs_least_confidence"]["0.05"].startswith("within one std")
+    assert figures["vs_least_confidence"]["0.1"].startswith("behind")
+    assert figures["vs_random"]["0.1"].startswith("ahead")
+    assert figures["at_5pct_above_every_other_strategy"] is False
+    assert figures["no_batch_more_than_1pt_below_never_retrained"] is True
 
 
 def test_labels_for_gain_interpolates_from_zero():
