@@ -201,7 +201,7 @@ def test_a_window_variant_forgets_stale_labels_when_the_selection_rows_say_so():
     assert result.metrics["train_rows"] == 400  # the seed rows were dropped
     assert set(result.metrics) >= {
         "select.accuracy.w2",
-        "select.accuracy.w2_last7d",
+        "select.accuracy.last7d",
     }
     assert evaluate_model(result.model, select, SCHEMA)["accuracy"] > (
         evaluate_model(no_window.model, select, SCHEMA)["accuracy"] + 0.2
