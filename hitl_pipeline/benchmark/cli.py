@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="a Dagster run config (YAML) of the pipeline: the settings of review_queue, "
-        "candidate_model, passes_gate and training_dataset are replayed",
+        "drift_report, the audit check, training_dataset, candidate_model and passes_gate "
+        "are replayed",
     )
     parser.add_argument(
         "--set",
@@ -84,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.FIELD=VALUE",
         help="one pipeline setting, e.g. gate.min_eval_rows=20 or routing.explore_share=0.1 "
-        "(sections: routing, training, gate, dataset; repeatable; wins over --run-config)",
+        "(sections: routing, drift, audit, dataset, training, gate; repeatable; wins "
+        "over --run-config)",
     )
     parser.add_argument("--no-drift-check", action="store_true", help="skip Evidently")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

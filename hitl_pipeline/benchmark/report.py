@@ -157,6 +157,8 @@ def write_outputs(
     files = [out / "per_batch.csv", out / "summary.csv", out / "summary.json"]
     per_batch.to_csv(files[0], index=False)
     summary.to_csv(files[1], index=False)
+    gain_table.to_csv(out / "labels_for_gain.csv", index=False)
+    files.append(out / "labels_for_gain.csv")
     payload = {
         "data": str(config.data),
         "config": {

@@ -40,6 +40,7 @@ import pandas as pd
 
 from hitl_pipeline.core.schema import canonical_text
 from hitl_pipeline.core.types import CONFIDENCE, PREDICTED_LABEL, BatchSchema, DriftSummary
+from hitl_pipeline.internals import evidently_stattests
 
 # Evidently switches from p-value tests to distances above this many reference rows
 # (legacy/calculations/stattests/registry.py, _get_default_stattest).
@@ -139,20 +140,14 @@ def _chi2_homogeneity(
 
 def _register_homogeneity_test() -> None:
     """Add our test to Evidently's registry; idempotent, done on first use, not import."""
-    from evidently.legacy.calculations.stattests.registry import (
-        StatTest,
-        _registered_stat_tests,
-        register_stattest,
-    )
-    from evidently.legacy.core import ColumnType
-
-    if HOMOGENEITY_TEST in _registered_stat_tests:
+    stat_test, register_stattest, registered, column_type = evidently_stattests()
+    if HOMOGENEITY_TEST in registered:
         return
     register_stattest(
-        StatTest(
+        stat_test(
             name=HOMOGENEITY_TEST,
             display_name=HOMOGENEITY_DISPLAY_NAME,
-            allowed_feature_types=[ColumnType.Categorical],
+            allowed_feature_types=[column_type.Categorical],
             default_threshold=0.05,
         ),
         default_impl=_chi2_homogeneity,
@@ -216,9 +211,7 @@ def _column_verdicts(snapshot_dict: dict[str, Any]) -> dict[str, tuple[float, st
 def _display_name(method: str | None) -> str:
     """Evidently's display name ("K-S p_value") for a stattest named in the config
     ("ks"); its automatic choices are recorded by display name already."""
-    from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
-
-    by_type = _registered_stat_tests.get(str(method))
+    by_type = evidently_stattests()[2].get(str(method))
     return next(iter(by_type.values())).display_name if by_type else str(method)
 
 

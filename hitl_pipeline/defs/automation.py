@@ -1,13 +1,12 @@
 """Jobs, sensors and the weekly schedule that keep the flywheel turning by itself."""
 
+from __future__ import annotations
+
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecord,
-    AssetCheckExecutionRecordStatus,
-)
 
 from hitl_pipeline.core.triggers import (
     AnnotationAction,
@@ -19,6 +18,7 @@ from hitl_pipeline.core.triggers import (
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
 from hitl_pipeline.defs.s06_feedback import AUDIT_CHECK, AUDIT_PARTITION
+from hitl_pipeline.internals import asset_check_status
 from hitl_pipeline.resources.label_studio import LabelStudioResource, LabelStudioUnavailable
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
@@ -28,6 +28,10 @@ DRIFT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("drift_report"), NO_DRIFT_CHECK)
 AUDIT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("human_labels"), AUDIT_CHECK)
 # runs that push a boosted review: after a data-drift alert or an audit (concept) alert
 DRIFT_TRIGGER, CONCEPT_TRIGGER = "drift_alert", "concept_drift_alert"
+if TYPE_CHECKING:
+    from hitl_pipeline.internals import CheckRecord
+
+AssetCheckExecutionRecordStatus = asset_check_status()
 _COMPLETED = {AssetCheckExecutionRecordStatus.FAILED, AssetCheckExecutionRecordStatus.SUCCEEDED}
 CANDIDATE_KEY = dg.AssetKey("candidate_model")
 LABELING_KEY = dg.AssetKey("labeling_tasks")
@@ -127,7 +131,7 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
     return requests or dg.SkipReason("drift alerts without a partition")
 
 
-def _audit_partition(record: AssetCheckExecutionRecord) -> str | None:
+def _audit_partition(record: CheckRecord) -> str | None:
     """The batch whose audit the check judged (its newest audited partition)."""
     evaluation = record.evaluation
     value = evaluation.metadata.get(AUDIT_PARTITION) if evaluation is not None else None
@@ -190,7 +194,7 @@ def concept_drift_sensor(context: dg.SensorEvaluationContext):
     )
 
 
-def _audit_alert(instance: dg.DagsterInstance) -> AssetCheckExecutionRecord | None:
+def _audit_alert(instance: dg.DagsterInstance) -> CheckRecord | None:
     """The latest audit alert: the first failed evaluation of the newest failing batch.
 
     Every label collection evaluates the audit again; the alert dates from when the

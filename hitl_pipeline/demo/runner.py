@@ -231,11 +231,10 @@ def load_definitions(instance: dg.DagsterInstance) -> dg.Definitions:
     it, so later lookups do not read the variable again), makes it independent of what
     ran before.
     """
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
-
     from hitl_pipeline.definitions import defs
+    from hitl_pipeline.internals import bind_defs_state_storage
 
-    with set_defs_state_storage(instance.defs_state_storage):
+    with bind_defs_state_storage(instance.defs_state_storage):
         loaded = defs()
         loaded.get_repository_def()
     return loaded

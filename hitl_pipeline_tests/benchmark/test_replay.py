@@ -73,6 +73,7 @@ def test_every_output_is_written(result):
         "summary.csv",
         "summary.json",
         "summary.md",
+        "labels_for_gain.csv",
         "accuracy_by_batch.png",
         "gain_vs_labels.png",
     } <= names

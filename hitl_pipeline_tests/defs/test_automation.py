@@ -13,9 +13,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecordStatus as Status,
-)
 
 from hitl_pipeline.core.types import QueueStatus
 from hitl_pipeline.defs.automation import (
@@ -29,8 +26,11 @@ from hitl_pipeline.defs.automation import (
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
+from hitl_pipeline.internals import asset_check_status, schedule_ticks
 from hitl_pipeline.resources.label_studio import LabelStudioUnavailable
 from hitl_pipeline.resources.production import ProductionSource
+
+Status = asset_check_status()
 
 
 def _source(tmp_path: Path) -> ProductionSource:
@@ -376,16 +376,14 @@ def test_annotation_sensor_retrains_early_only_after_the_boosted_review(tick):
 )
 def test_weekly_schedule_ticks_mondays_at_six_utc(definitions, now, next_ticks):
     # the iterator the Dagster daemon uses to decide when a schedule ticks
-    from dagster._utils.schedules import schedule_execution_time_iterator
-
     schedule = definitions.resolve_schedule_def(weekly_retrain_schedule.name)
     assert schedule.cron_schedule == "0 6 * * 1"
     assert schedule.execution_timezone == "UTC"
     assert schedule.job_name == retrain_job.name
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    ticks = schedule_execution_time_iterator(
-        datetime.fromisoformat(now).timestamp(),
+    ticks = schedule_ticks(
         schedule.cron_schedule,
+        datetime.fromisoformat(now).timestamp(),
         schedule.execution_timezone,
     )
     got = [next(ticks) for _ in next_ticks]

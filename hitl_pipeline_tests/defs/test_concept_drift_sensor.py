@@ -13,9 +13,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecordStatus as Status,
-)
 
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.types import Annotation, QueueStatus
@@ -30,8 +27,11 @@ from hitl_pipeline.defs.automation import (
 )
 from hitl_pipeline.defs.s06_feedback import audit_pass_rate_holds
 from hitl_pipeline.demo.stream import DEMO_SCHEMA
+from hitl_pipeline.internals import asset_check_status
 from hitl_pipeline.resources.local_store import LocalStore, annotations_to_frame
 from hitl_pipeline.resources.production import ProductionSource
+
+Status = asset_check_status()
 
 T0 = datetime(2026, 6, 2, 9, 0, tzinfo=UTC)
 GOOD, FELL = "2026-06-01", "2026-06-08"

@@ -1,0 +1,74 @@
+"""Every private API of Dagster and Evidently the project relies on, in one place.
+
+These names are not part of the libraries' public interfaces and may move in any
+release. Each is reached through a function here (imported lazily, so that ``core``
+can use the Evidently ones without importing Dagster), and
+``hitl_pipeline_tests/test_internals.py`` pins them to the locked versions: after an
+upgrade that test says which one moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecord as CheckRecord,
+    )
+
+__all__ = [
+    "CHECKED_VERSIONS",
+    "CheckRecord",
+    "asset_check_status",
+    "bind_defs_state_storage",
+    "evidently_stattests",
+    "schedule_ticks",
+]
+
+# The versions these names were checked against (the locked ones in uv.lock).
+CHECKED_VERSIONS = {"dagster": "1.13.27", "evidently": "0.7.23"}
+
+
+# --- Dagster ---------------------------------------------------------------------------
+def asset_check_status() -> Any:
+    """``AssetCheckExecutionRecordStatus``: the status filter of
+    ``DagsterInstance.event_log_storage.get_asset_check_execution_history`` (the
+    sensors read which check evaluations failed; no public type exists for it)."""
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    return AssetCheckExecutionRecordStatus
+
+
+def bind_defs_state_storage(storage: Any) -> AbstractContextManager[Any]:
+    """``set_defs_state_storage``: lets definitions load against a live instance's state
+    storage (see ``demo.runner.load_definitions`` for why)."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    return set_defs_state_storage(storage)
+
+
+def schedule_ticks(cron: str, start_timestamp: float, timezone: str) -> Iterator[Any]:
+    """The tick times Dagster's scheduler derives from a cron string (for tests that pin
+    the weekly schedule's next ticks)."""
+    from dagster._utils.schedules import schedule_execution_time_iterator
+
+    return schedule_execution_time_iterator(start_timestamp, cron, timezone)
+
+
+# --- Evidently -------------------------------------------------------------------------
+def evidently_stattests() -> tuple[Any, Any, dict[str, Any], Any]:
+    """Evidently's stattest registry: ``(StatTest, register_stattest, registered,
+    ColumnType)``. Our chi-square homogeneity test is registered there, and the
+    registry maps a method name to the display name Evidently reports."""
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTest,
+        _registered_stat_tests,
+        register_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+
+    return StatTest, register_stattest, _registered_stat_tests, ColumnType

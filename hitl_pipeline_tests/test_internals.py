@@ -1,0 +1,49 @@
+"""The private APIs of Dagster and Evidently behind ``hitl_pipeline.internals``, pinned.
+
+When an upgrade moves one of them, this is the test that says which; re-check the
+names against the new release and update ``CHECKED_VERSIONS``.
+"""
+
+from datetime import UTC, datetime
+from importlib.metadata import version
+
+import dagster as dg
+import pytest
+
+from hitl_pipeline import internals
+
+
+@pytest.mark.parametrize("package", sorted(internals.CHECKED_VERSIONS))
+def test_the_installed_versions_are_the_ones_checked(package):
+    assert version(package) == internals.CHECKED_VERSIONS[package], (
+        f"{package} changed: re-check hitl_pipeline/internals.py against it"
+    )
+
+
+def test_the_check_status_enum_has_the_states_the_sensors_filter_on():
+    status = internals.asset_check_status()
+
+    assert {status.FAILED, status.SUCCEEDED} <= set(status)
+
+
+def test_the_schedule_iterator_gives_the_next_monday_six_utc():
+    start = datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()  # a Wednesday
+
+    ticks = internals.schedule_ticks("0 6 * * 1", start, "UTC")
+
+    assert next(ticks).astimezone(UTC) == datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+
+
+def test_the_defs_state_storage_binds_around_a_block():
+    instance = dg.DagsterInstance.ephemeral()
+
+    with internals.bind_defs_state_storage(instance.defs_state_storage):
+        pass
+
+
+def test_the_evidently_registry_knows_the_methods_the_drift_policy_names():
+    stat_test, register, registered, column_type = internals.evidently_stattests()
+
+    assert callable(register) and callable(stat_test)
+    assert {"wasserstein", "jensenshannon", "ks"} <= set(registered)
+    assert hasattr(column_type, "Categorical") and hasattr(column_type, "Numerical")
