@@ -1,0 +1,134 @@
+"""The loop step's pure parts: which rows serve which purpose, and the routed union.
+
+Data expectations in the Made-With-ML sense: the rows that judge a model (the gate's
+human holdout, the edge cases) are never trained on, and the rows that choose the
+training variant are not the rows that judge it.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hitl_pipeline.core.gate import EDGE_CASES, HOLDOUT, HUMAN_HOLDOUT, GatePolicy
+from hitl_pipeline.core.loop import (
+    SELECTION,
+    TRAINING,
+    DatasetPolicy,
+    assemble_dataset,
+    judge_challenger,
+    reviewed_ids,
+    train_challenger,
+)
+from hitl_pipeline.core.training import TrainingParams
+from hitl_pipeline.core.types import ITEM_ID, LABEL_SOURCE, LABELLED_AT, BatchSchema, FeatureSpec
+
+SCHEMA = BatchSchema(
+    features=(FeatureSpec("x", "numeric"), FeatureSpec("colour", "categorical")),
+    classes=("a", "b"),
+)
+
+
+def rows(n: int, prefix: str, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            ITEM_ID: [f"{prefix}{i:04d}" for i in range(n)],
+            "x": x,
+            "colour": rng.choice(["red", "blue"], size=n),
+            "label": np.where(x > 0, "a", "b"),
+        }
+    )
+
+
+def human(n: int, seed: int = 1) -> pd.DataFrame:
+    frame = rows(n, "h", seed)
+    days = pd.to_timedelta(np.arange(n) % 10, unit="D")
+    return frame.assign(
+        **{LABEL_SOURCE: "human", LABELLED_AT: pd.Timestamp("2026-01-01", tz="UTC") + days}
+    )
+
+
+@pytest.fixture(scope="module")
+def frames():
+    flagged = [f"h{i:04d}" for i in range(0, 400, 25)]  # 16 edge cases
+    return assemble_dataset(
+        rows(300, "s", 0),
+        rows(100, "f", 2),
+        human(400),
+        SCHEMA,
+        DatasetPolicy(),
+        edge_case_ids=flagged,
+    )
+
+
+def ids(frame: pd.DataFrame) -> set[str]:
+    return set(frame[ITEM_ID].astype(str))
+
+
+def test_the_gates_rows_are_never_trained_on(frames):
+    assert not ids(frames[HUMAN_HOLDOUT]) & ids(frames[TRAINING])
+    assert not ids(frames[HOLDOUT]) & ids(frames[TRAINING])
+
+
+def test_edge_cases_are_kept_out_of_training_and_of_the_other_evaluation_sets(frames):
+    edge = ids(frames[EDGE_CASES])
+
+    assert len(edge) == 16
+    assert not edge & ids(frames[TRAINING])
+    assert not edge & ids(frames[HUMAN_HOLDOUT])
+    assert not edge & ids(frames[SELECTION])
+
+
+def test_the_selection_rows_are_training_rows_apart_from_the_gates(frames):
+    selection = ids(frames[SELECTION])
+
+    assert selection <= ids(frames[TRAINING])  # refitted into the chosen variant
+    assert not selection & ids(frames[HUMAN_HOLDOUT])
+    # the shares are about what the policy says (hash splits of 400 - 16 rows)
+    human_rows = 400 - 16
+    assert 0.15 * human_rows < len(frames[HUMAN_HOLDOUT]) < 0.35 * human_rows
+    assert 0.1 * 0.75 * human_rows < len(selection) < 0.3 * 0.75 * human_rows
+
+
+def test_every_human_label_lands_in_exactly_one_place(frames):
+    places = [ids(frames[n]) for n in (HUMAN_HOLDOUT, EDGE_CASES)]
+    trained = ids(frames[TRAINING]) - ids(frames[SELECTION])
+    human_ids = {f"h{i:04d}" for i in range(400)}
+    parts = [p & human_ids for p in (*places, trained, ids(frames[SELECTION]))]
+
+    assert sum(len(p) for p in parts) == 400
+    assert set().union(*parts) == human_ids
+
+
+def test_a_label_stays_on_its_side_when_more_labels_arrive():
+    policy = DatasetPolicy()
+    before = assemble_dataset(rows(50, "s", 0), rows(20, "f", 2), human(200), SCHEMA, policy)
+    after = assemble_dataset(rows(50, "s", 0), rows(20, "f", 2), human(400), SCHEMA, policy)
+
+    assert ids(before[HUMAN_HOLDOUT]) <= ids(after[HUMAN_HOLDOUT])
+    assert ids(before[SELECTION]) <= ids(after[SELECTION])
+
+
+def test_the_gate_says_what_its_evidence_was(frames):
+    quick = TrainingParams(estimator="logistic_regression")
+    challenger = train_challenger(frames, SCHEMA, quick)
+    champion = train_challenger({TRAINING: frames[TRAINING].head(200)}, SCHEMA, quick)
+    policy = GatePolicy(min_eval_rows=10, min_slice_rows=10, min_edge_cases=5)
+
+    decision = judge_challenger(
+        frames, SCHEMA, challenger=challenger.model, champion=champion.model, policy=policy
+    )
+
+    note = decision.reasons[-1]
+    assert "16 edge cases" in note
+    assert f"chosen on {len(frames[SELECTION])} other human rows" in note
+    assert "select_rows" in challenger.metrics  # the variants were compared
+
+
+def test_the_routed_union_keeps_the_first_runs_order_and_each_item_once():
+    first = pd.DataFrame({ITEM_ID: ["a", "b", "c"], "route": ["review", "auto_accept", "review"]})
+    second = pd.DataFrame({ITEM_ID: ["c", "b", "d"], "route": ["review", "review", "review"]})
+
+    assert reviewed_ids(first, second) == ["a", "c", "b", "d"]
+    assert reviewed_ids(first) == ["a", "c"]
