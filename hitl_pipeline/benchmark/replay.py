@@ -5,8 +5,8 @@ Per batch, in the pipeline's order (``core.loop``):
 1. the champion scores the batch *before* its labels are seen (``score_batch``, plus
    ``escalation_scores``): that is the batch's accuracy and macro-F1;
 2. the drift alarm of the pipeline's ``no_dataset_drift`` check compares the batch with
-   the champion's training rows (``compute_drift``, the ``drift_report`` asset's
-   reference);
+   the seed rows of the champion's data (``compute_drift`` on ``drift_reference``, as the
+   ``drift_report`` asset does);
 3. the strategy picks what people label. ``default`` is the pipeline's routing with its
    run-config defaults (``route_batch``, the budget as ``review_capacity``), and when
    the drift alarm fired, also the drift response ``drift_alert_sensor`` starts (a
@@ -50,6 +50,7 @@ from hitl_pipeline.core.loop import (
     TRAINING,
     LoopSettings,
     assemble_dataset,
+    drift_reference,
     escalation_scores,
     judge_challenger,
     refit_threshold,
@@ -90,8 +91,8 @@ def run_settings(
 class DriftAlarms:
     """The drift alarm per batch and reference, computed once and shared by the runs.
 
-    The reference is the champion's training rows, as in the ``drift_report`` asset;
-    until a run promotes, every run shares the seed's, so most alarms are reused.
+    The reference is ``drift_reference`` of the champion's training rows, as in the
+    ``drift_report`` asset (its seed rows), so the runs share the alarms.
     """
 
     def __init__(self, schema: BatchSchema, enabled: bool, policy: DriftPolicy) -> None:
@@ -165,7 +166,7 @@ def replay(
         scores = score_batch(champion.model, batch, schema, model_version=str(champion.version))
         truth = batch[TARGET].astype(str).to_numpy()
         predicted = scores[PREDICTED_LABEL].astype(str).to_numpy()
-        drift = alarms(champion.training, batch, b)
+        drift = alarms(drift_reference(champion.training), batch, b)
         data_alarm = bool(drift is not None and drift.dataset_drift)
         respond = strategy == "default" and data_alarm
         k = math.floor(budget * len(batch) + 0.5)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from hitl_pipeline.core.drift import DriftPolicy, compute_drift
 from hitl_pipeline.core.inference import score_batch
+from hitl_pipeline.core.loop import drift_reference
 from hitl_pipeline.core.types import MODEL_VERSION, DriftSummary
 from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
@@ -48,7 +49,9 @@ def drift_report(
     schema = production.schema()
     champion = registry.get_version(version=str(predictions[MODEL_VERSION].iloc[0]))
     dataset_version = champion.tags[DATASET_VERSION_TAG]
-    reference = dataset_store.load(version_id=dataset_version)
+    # the seed rows of the champion's dataset: a representative sample of the data the
+    # model was built for (the human rows were picked for being hard, see drift_reference)
+    reference = drift_reference(dataset_store.load(version_id=dataset_version))
     # Confidence is compared with the champion on rows it never saw: on its own training
     # rows it is overconfident, which would raise a confidence-drift alarm on every batch.
     reference_scores = score_batch(

@@ -15,6 +15,7 @@ from hitl_pipeline.core.loop import (
     TRAINING,
     DatasetPolicy,
     assemble_dataset,
+    drift_reference,
     judge_challenger,
     reviewed_ids,
     train_challenger,
@@ -132,3 +133,14 @@ def test_the_routed_union_keeps_the_first_runs_order_and_each_item_once():
 
     assert reviewed_ids(first, second) == ["a", "c", "b", "d"]
     assert reviewed_ids(first) == ["a", "c"]
+
+
+def test_the_drift_reference_is_the_seed_part_of_the_training_rows(frames):
+    reference = drift_reference(frames[TRAINING])
+
+    assert len(reference) == 300
+    assert (reference[LABEL_SOURCE] != "human").all()
+    # without seed rows (or without provenance) the whole frame is the reference
+    only_human = frames[TRAINING][frames[TRAINING][LABEL_SOURCE] == "human"]
+    assert len(drift_reference(only_human)) == len(only_human)
+    assert len(drift_reference(rows(10, "x", 4))) == 10
