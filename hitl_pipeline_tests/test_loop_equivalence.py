@@ -20,6 +20,7 @@ Both sides must label the same items in every batch and promote on the same batc
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import dagster as dg
@@ -116,7 +117,7 @@ def labels_asset(labelled: dict[str, pd.DataFrame]) -> dg.AssetsDefinition:
 def run_pipeline(home: Path, schema, seed_train, fixed, batches) -> tuple[list, list, list]:
     """Every batch through the real assets: per batch the labelled ids, whether a
     challenger was promoted, and whether the audit check failed."""
-    with pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env, contextlib.ExitStack() as env_stack:
         env.setenv("HITL_HOME", str(home))
         for var in ("HITL_MLFLOW_TRACKING_URI", "HITL_DVC_REMOTE"):
             env.delenv(var, raising=False)
@@ -129,7 +130,9 @@ def run_pipeline(home: Path, schema, seed_train, fixed, batches) -> tuple[list, 
         fixed.to_parquet(settings.seed / "holdout.parquet", index=False)
         resources = build_resources(settings)
         resources.pop("label_studio")
-        instance = dg.DagsterInstance.ephemeral()
+        # entered: Dagster's definitions loader reads the state storage of the instance
+        # in context, which must be a live one whatever earlier tests left behind
+        instance = env_stack.enter_context(dg.DagsterInstance.ephemeral())
         labelled = {
             "labels": seed_train.iloc[0:0].assign(
                 **{c: pd.Series(dtype=object) for c in (REASONS, PREDICTED_LABEL, PARTITION)}

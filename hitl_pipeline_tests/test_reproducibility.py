@@ -138,11 +138,15 @@ def test_dvc_repro_of_a_candidates_dataset_version_reproduces_its_mlflow_metrics
     assert old.md5 != new.md5
 
     # the candidate, as the pipeline trains and logs it, on the *older* version
-    result = dg.materialize(
-        [_dataset_asset(old), candidate_model],
-        resources={"dataset_store": store, "registry": registry, "production": production},
-        run_config=RUN_CONFIG,
-    )
+    # an entered instance: Dagster's definitions loader reads the state storage of the
+    # instance in context, which must be a live one whatever earlier tests left behind
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [_dataset_asset(old), candidate_model],
+            resources={"dataset_store": store, "registry": registry, "production": production},
+            run_config=RUN_CONFIG,
+            instance=instance,
+        )
     assert result.success
     candidate = result.output_for_node("candidate_model")
     logged = MlflowClient(tracking_uri=tracking_uri).get_run(candidate.run_id).data.metrics
