@@ -89,7 +89,7 @@ def config_class(
         __module__=__name__,
         **fields,
     )
-    model.to_settings = to_settings
+    model.to_settings = to_settings  # type: ignore[attr-defined]
     return model
 
 
