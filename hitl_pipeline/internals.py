@@ -1,4 +1,4 @@
-"""Every private API of Dagster and Evidently the project relies on, in one place.
+"""Every private API of Dagster, MLflow and Evidently the project relies on, in one place.
 
 These names are not part of the libraries' public interfaces and may move in any
 release. Each is reached through a function here (imported lazily, so that ``core``
@@ -24,11 +24,13 @@ __all__ = [
     "asset_check_status",
     "bind_defs_state_storage",
     "evidently_stattests",
+    "mlflow_uri_globals",
+    "restore_mlflow_uri_globals",
     "schedule_ticks",
 ]
 
 # The versions these names were checked against (the locked ones in uv.lock).
-CHECKED_VERSIONS = {"dagster": "1.13.27", "evidently": "0.7.23"}
+CHECKED_VERSIONS = {"dagster": "1.13.27", "evidently": "0.7.23", "mlflow": "3.17.2"}
 
 
 # --- Dagster ---------------------------------------------------------------------------
@@ -57,6 +59,29 @@ def schedule_ticks(cron: str, start_timestamp: float, timezone: str) -> Iterator
     from dagster._utils.schedules import schedule_execution_time_iterator
 
     return schedule_execution_time_iterator(start_timestamp, cron, timezone)
+
+
+# --- MLflow ----------------------------------------------------------------------------
+def mlflow_uri_globals() -> tuple[str | None, str | None]:
+    """MLflow's process-global tracking and registry URIs as set (None: never set).
+
+    ``mlflow.get_tracking_uri()`` would resolve an unset URI to a default, which could
+    then not be restored as "unset"; the module globals hold the raw values.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return tracking_utils._tracking_uri, registry_utils._registry_uri
+
+
+def restore_mlflow_uri_globals(tracking: str | None, registry: str | None) -> None:
+    """Put back what ``mlflow_uri_globals`` returned (None means unset, as MLflow's own
+    ``_use_tracking_uri`` restores it)."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]
+    registry_utils._registry_uri = registry
 
 
 # --- Evidently -------------------------------------------------------------------------

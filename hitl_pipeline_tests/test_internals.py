@@ -47,3 +47,21 @@ def test_the_evidently_registry_knows_the_methods_the_drift_policy_names():
     assert callable(register) and callable(stat_test)
     assert {"wasserstein", "jensenshannon", "ks"} <= set(registered)
     assert hasattr(column_type, "Categorical") and hasattr(column_type, "Numerical")
+
+
+def test_mlflow_uri_globals_read_and_restore_the_raw_values():
+    import mlflow
+
+    saved = internals.mlflow_uri_globals()
+    try:
+        mlflow.set_tracking_uri("sqlite:///pinned-tracking.db")
+        mlflow.set_registry_uri("sqlite:///pinned-registry.db")
+        assert internals.mlflow_uri_globals() == (
+            "sqlite:///pinned-tracking.db",
+            "sqlite:///pinned-registry.db",
+        )
+        internals.restore_mlflow_uri_globals(None, None)
+        assert internals.mlflow_uri_globals() == (None, None)
+    finally:
+        internals.restore_mlflow_uri_globals(*saved)
+    assert internals.mlflow_uri_globals() == saved

@@ -1,6 +1,7 @@
 """Inter-annotator agreement, disputes for adjudication, and annotator quality.
 
-Label Studio's community edition has no agreement metrics (FACTS.md); these are ours.
+Label Studio's community edition has no agreement metrics (several annotators per task,
+agreement and the review workflow are enterprise features in 1.23); these are ours.
 The figures come from well-kept libraries: Cohen's kappa from scikit-learn for pairs of
 annotators, Fleiss' kappa from statsmodels and Krippendorff's alpha from
 ``krippendorff`` for items with two or more votes. Alpha is the headline figure because

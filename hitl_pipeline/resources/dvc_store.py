@@ -370,7 +370,7 @@ class DvcDatasetStore(dg.ConfigurableResource):
             if not (root / ".dvc").exists():
                 Repo.init(str(root)).close()
             # The remote goes into the committed config before any data commit: dvc.api
-            # reads an old revision with the config of that revision (FACTS.md).
+            # reads an old revision with the config of that revision (checked with DVC 3.67).
             remote = self._remote()
             with Repo(str(root)) as repo:
                 conf = repo.config.read("repo")

@@ -4,7 +4,8 @@ Takes and returns our own types (``core.types``), never SDK objects. Label Studi
 source of truth for what was pushed: a re-run (even after a crash half-way through a
 push) asks it which item ids it already holds and imports only the rest.
 
-Paths chosen for speed (FACTS.md, checked against server 1.23.2 / SDK 2.1.2):
+Paths chosen for speed (measured against server 1.23.2 / SDK 2.1.2: an export of 10,000
+tasks took 40-60 s, ``tasks.list`` over them 45-110 s):
 
 - push: ``projects.import_tasks`` in chunks of ``import_chunk_size`` (about 1 s per 500
   tasks). Which item ids exist is asked with the Data Manager's ``in_list`` filter on

@@ -4,7 +4,7 @@ Label Studio lives in its own virtual environment (its pins clash with ours), so
 managed here as an outside process, never imported. Used by the CLI
 (``hitl-pipeline labelstudio start|stop|status``), the demo and the test fixtures.
 
-Start-up facts this module is built on (FACTS.md, re-checked against 1.23.2):
+Start-up facts this module is built on (checked against Label Studio 1.23.2):
 
 - ``--internal-host`` is the bind address; ``--debug`` stops a busy port from silently
   moving the server to the next port.

@@ -3,9 +3,9 @@
 import gc
 
 import dagster as dg
-from dagster._core.storage.defs_state.base import set_defs_state_storage
 
 from hitl_pipeline.demo.runner import load_definitions
+from hitl_pipeline.internals import bind_defs_state_storage
 
 
 def test_definitions_load_after_an_earlier_instance_was_collected(tmp_path, monkeypatch):
@@ -16,7 +16,7 @@ def test_definitions_load_after_an_earlier_instance_was_collected(tmp_path, monk
     # in Dagster's context variable; then it is garbage-collected
     (tmp_path / "earlier").mkdir()
     earlier = dg.DagsterInstance.local_temp(str(tmp_path / "earlier"))
-    with set_defs_state_storage(earlier.defs_state_storage):
+    with bind_defs_state_storage(earlier.defs_state_storage):
         del earlier
         gc.collect()
         live = dg.DagsterInstance.get()
