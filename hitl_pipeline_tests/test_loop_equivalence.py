@@ -31,7 +31,7 @@ import pytest
 from hitl_pipeline.benchmark.config import BenchmarkConfig, overrides_from_run_config
 from hitl_pipeline.benchmark.replay import EPOCH, replay
 from hitl_pipeline.benchmark.stream import TARGET, load_stream, split_stream
-from hitl_pipeline.core.loop import LoopSettings, reviewed_ids
+from hitl_pipeline.core.loop import LoopSettings, reviewed_items
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.types import (
     ITEM_ID,
@@ -188,9 +188,8 @@ def run_pipeline(home: Path, schema, seed_train, fixed, batches) -> tuple[list, 
 
         def answer(b: int, batch: pd.DataFrame, frames: list[pd.DataFrame]) -> list[str]:
             """The people answer every item routed in batch ``b``, from the truth."""
-            ids = reviewed_ids(*frames)
-            reasons = pd.concat([f.set_index(ITEM_ID)[REASONS] for f in reversed(frames)])
-            reasons = reasons[~reasons.index.duplicated(keep="last")]
+            reasons = reviewed_items(*frames)
+            ids = list(reasons.index)
             predicted = frames[0].set_index(ITEM_ID)[PREDICTED_LABEL]
             got = batch[batch[ITEM_ID].isin(ids)].assign(
                 **{

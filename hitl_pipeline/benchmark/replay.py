@@ -54,7 +54,7 @@ from hitl_pipeline.core.loop import (
     escalation_scores,
     judge_challenger,
     refit_threshold,
-    reviewed_ids,
+    reviewed_items,
     route_batch,
     train_challenger,
 )
@@ -172,13 +172,19 @@ def replay(
         k = math.floor(budget * len(batch) + 0.5)
         if picks_per_batch is not None:
             k = picks_per_batch[b]
-        picks, reasons = _choose(strategy, k, scores, batch, champion, helpers, drift, respond)
+        routing = (
+            _DefaultRouting(scores, batch, champion, helpers) if strategy == "default" else None
+        )
+        if routing is not None and respond:
+            routing.respond(drift)
+        picks, reasons = _choose(strategy, k, scores, helpers, routing)
         audits.append(_audit_outcomes(batch, b, picks, reasons, predicted, truth))
         # the audit check runs when the labels are collected
         concept_alarm = audit_verdict(pd.concat(audits, ignore_index=True), settings.audit).alert
-        if strategy == "default" and concept_alarm and not respond:
+        if routing is not None and concept_alarm and not respond:
             # concept_drift_sensor: the drift response's boosted review of this batch
-            more, more_reasons = _choose(strategy, k, scores, batch, champion, helpers, drift, True)
+            routing.respond(drift)
+            more, more_reasons = _choose(strategy, k, scores, helpers, routing)
             new = ~np.isin(more, picks)
             picks = np.concatenate([picks, more[new]])
             reasons = pd.concat([reasons, more_reasons[new]], ignore_index=True)
@@ -260,15 +266,47 @@ class _Helpers:
             self.ood = fit_ood_detector(champion.training, self.schema)
 
 
+class _DefaultRouting:
+    """The pipeline's routing of one batch: the regular run, and the drift response once
+    an alarm asks for it (both on the same escalation scores, computed once)."""
+
+    def __init__(
+        self, scores: pd.DataFrame, batch: pd.DataFrame, champion: Champion, helpers: _Helpers
+    ) -> None:
+        self.helpers, self.threshold = helpers, champion.threshold
+        self.escalated = escalation_scores(
+            scores,
+            batch,
+            helpers.schema,
+            champion=champion.model,
+            previous=champion.previous,
+            ood=helpers.ood,
+        )
+        self.routed = [self._route(drift=False, columns=())]
+
+    def _route(self, *, drift: bool, columns: Sequence[str]) -> pd.DataFrame:
+        return route_batch(
+            self.escalated,
+            self.helpers.settings.routing,
+            self.helpers.schema,
+            threshold=self.threshold,
+            drift=drift,
+            drifted_columns=columns,
+        )
+
+    def respond(self, drift: Any | None) -> None:
+        """Add the drift response's routing (drift_review_job), once."""
+        if len(self.routed) == 1:
+            columns = drift.drifted_columns if drift is not None else ()
+            self.routed.append(self._route(drift=True, columns=columns))
+
+
 def _choose(
     strategy: str,
     k: int,
     scores: pd.DataFrame,
-    batch: pd.DataFrame,
-    champion: Champion,
     helpers: _Helpers,
-    drift: Any | None,
-    respond: bool,
+    routing: _DefaultRouting | None,
 ) -> tuple[np.ndarray, pd.Series]:
     """Positions in the batch of the items labelled, and their reasons."""
     n = len(scores)
@@ -276,37 +314,13 @@ def _choose(
         return np.zeros(0, dtype=int), pd.Series(dtype=object)
     if strategy == "oracle":
         return np.arange(n), pd.Series("oracle", index=range(n))
-    if strategy != "default":
+    if routing is None:
         picks = np.asarray(CHOOSERS[strategy](scores, min(k, n), helpers.chooser), dtype=int)
         return picks, pd.Series(strategy, index=range(len(picks)))
-    escalated = escalation_scores(
-        scores,
-        batch,
-        helpers.schema,
-        champion=champion.model,
-        previous=champion.previous,
-        ood=helpers.ood,
-    )
-    policy = helpers.settings.routing
-    routed = [route_batch(escalated, policy, helpers.schema, threshold=champion.threshold)]
-    if respond:
-        columns = drift.drifted_columns if drift is not None else ()
-        routed.append(
-            route_batch(
-                escalated,
-                policy,
-                helpers.schema,
-                threshold=champion.threshold,
-                drift=True,
-                drifted_columns=columns,
-            )
-        )
-    wanted = reviewed_ids(*routed)
-    position = {item: i for i, item in enumerate(escalated[ITEM_ID].astype(str))}
-    picks = np.array([position[i] for i in wanted], dtype=int)
-    reasons = pd.concat([r.set_index(ITEM_ID)[REASONS] for r in reversed(routed)])
-    reasons = reasons[~reasons.index.duplicated(keep="last")]
-    return picks, reasons.reindex(wanted).reset_index(drop=True)
+    items = reviewed_items(*routing.routed)
+    position = {item: i for i, item in enumerate(routing.escalated[ITEM_ID].astype(str))}
+    picks = np.array([position[i] for i in items.index], dtype=int)
+    return picks, items.reset_index(drop=True)
 
 
 def _retrain(

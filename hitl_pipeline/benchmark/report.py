@@ -172,7 +172,7 @@ def write_outputs(
         "concept_drift_alarms": _alarm_counts(per_batch, "concept_drift_alarm"),
         "summary": json.loads(summary.to_json(orient="records")),
         "labels_for_gain": json.loads(gain_table.to_json(orient="records")),
-        "targets": targets(summary, gain_table),
+        "targets": targets(summary),
     }
     files[2].write_text(json.dumps(payload, indent=2), encoding="utf-8")
     md = out / "summary.md"
@@ -196,7 +196,7 @@ def _alarm_counts(per_batch: pd.DataFrame, column: str) -> dict[str, Any]:
     return out
 
 
-def targets(summary: pd.DataFrame, gain_table: pd.DataFrame) -> dict[str, Any]:
+def targets(summary: pd.DataFrame) -> dict[str, Any]:
     """The default strategy against the issue's targets, each with its figure.
 
     - the share of the oracle's gain at the 10% budget (target: at least 0.9);

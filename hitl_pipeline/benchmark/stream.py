@@ -12,7 +12,6 @@ from hitl_pipeline.core.datasets import split_holdout
 from hitl_pipeline.core.types import ITEM_ID, BatchSchema, FeatureSpec
 
 TARGET = "label"
-_TARGET = TARGET
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -62,7 +61,7 @@ def infer_schema(
             features.append(FeatureSpec(column, "categorical", nullable=bool(text.isna().any())))
             del levels  # unknown levels are ignored by the encoder; no closed list needed
     labels = frame[target].map(lambda v: None if pd.isna(v) else str(v)).astype(object)
-    out[_TARGET] = labels
+    out[TARGET] = labels
     classes = tuple(sorted(labels.dropna().unique()))
     return BatchSchema(features=tuple(features), classes=classes), out
 

@@ -53,11 +53,13 @@ from hitl_pipeline.core.types import (
     LABEL_SOURCE,
     OOD_SCORE,
     PREDICTED_LABEL,
+    REASONS,
     ROUTE,
     ROUTE_REVIEW,
     BatchSchema,
     GateDecision,
     TrainingResult,
+    coerce_setting,
 )
 
 TRAINING = "training"
@@ -117,29 +119,10 @@ class LoopSettings:
                 raise ValueError(
                     f"unknown setting {key!r} (use section.field, e.g. gate.tolerance)"
                 )
-            sections.setdefault(section, {})[name] = _coerce(getattr(current, name), value)
+            sections.setdefault(section, {})[name] = coerce_setting(getattr(current, name), value)
         return replace(
             self, **{s: replace(getattr(self, s), **values) for s, values in sections.items()}
         )
-
-
-def _coerce(default: Any, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    if value.lower() in ("none", "null"):
-        return None
-    if isinstance(default, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(default, tuple):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float) or default is None:
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 # --- scoring extras ------------------------------------------------------------------
@@ -221,17 +204,26 @@ def route_batch(
     )
 
 
-def reviewed_ids(*routed: pd.DataFrame) -> list[str]:
-    """Item ids any of the routed frames sends to review, in first-seen order.
+def reviewed_items(*routed: pd.DataFrame) -> pd.Series:
+    """The items any of the routed frames sends to review, with their reasons.
 
     The regular run and the drift response of one batch push into the same Label Studio
-    projects, where a task exists once per item: the union is what people label.
+    projects, where a task exists once per item (the first push's): the union is what
+    people label, each item with the reasons of the first run that sent it.
+
+    Returns:
+        ``reasons`` indexed by item id, in first-seen order.
     """
-    seen: dict[str, None] = {}
-    for frame in routed:
-        for item in frame.loc[frame[ROUTE] == ROUTE_REVIEW, ITEM_ID].astype(str):
-            seen.setdefault(item, None)
-    return list(seen)
+    reviewed = pd.concat(
+        [
+            pd.Series(
+                f.loc[f[ROUTE] == ROUTE_REVIEW, REASONS].to_numpy(),
+                index=f.loc[f[ROUTE] == ROUTE_REVIEW, ITEM_ID].astype(str).to_numpy(),
+            )
+            for f in routed
+        ]
+    )
+    return reviewed[~reviewed.index.duplicated(keep="first")]
 
 
 # --- dataset -------------------------------------------------------------------------

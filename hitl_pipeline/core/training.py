@@ -23,7 +23,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from hitl_pipeline.core.types import LABEL_SOURCE, LABELLED_AT, BatchSchema, TrainingResult
+from hitl_pipeline.core.types import (
+    LABEL_SOURCE,
+    LABELLED_AT,
+    BatchSchema,
+    TrainingResult,
+    coerce_setting,
+)
 
 Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
 
@@ -137,14 +143,9 @@ class TrainingParams:
         values: dict[str, Any] = {}
         for name, value in d.items():
             default = getattr(cls, name)
-            if value is None or (isinstance(value, str) and value == "None"):
-                values[name] = None
-            elif isinstance(default, str):
-                values[name] = value
-            elif default is None:
-                values[name] = float(value)
-            else:
-                values[name] = type(default)(value)
+            value = coerce_setting(default, value)
+            typed = value is not None and default is not None and not isinstance(default, str)
+            values[name] = type(default)(value) if typed else value
         params = cls(**values)
         if params.estimator not in ("hist_gradient_boosting", "logistic_regression"):
             raise ValueError(f"unknown estimator {params.estimator!r}")

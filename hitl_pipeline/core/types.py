@@ -239,3 +239,27 @@ class GateDecision:
     champion_metrics: Mapping[str, float]
     evaluated_rows: int
     checks: tuple[GateCheckResult, ...] = ()  # every check, in the order they ran
+
+
+def coerce_setting(default: Any, value: Any) -> Any:
+    """A setting's value given as text (a command line, MLflow's params) typed like its
+    default: ``"none"``/``"null"`` is None, a tuple is comma-separated, bools accept
+    true/false/1/0/yes, numbers parse; a value that is not text is taken as it is."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return value
+    if value.lower() in ("none", "null"):
+        return None
+    if isinstance(default, bool):
+        return value.lower() in ("1", "true", "yes")
+    if isinstance(default, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float) or default is None:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

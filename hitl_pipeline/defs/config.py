@@ -91,8 +91,3 @@ def config_class(
     )
     model.to_settings = to_settings  # type: ignore[attr-defined]
     return model
-
-
-def settings_fields(source: type) -> dict[str, Any]:
-    """Field name -> default of a settings dataclass (for tests and the benchmark)."""
-    return {f.name: f.default for f in dataclasses.fields(source)}

@@ -166,7 +166,7 @@ def test_targets_judge_the_default_against_the_spread_of_the_repeats():
         ]
     )
 
-    figures = targets(summary, pd.DataFrame())
+    figures = targets(summary)
 
     assert figures["vs_least_confidence"]["0.05"].startswith("within one std")
     assert figures["vs_least_confidence"]["0.1"].startswith("behind")

@@ -17,7 +17,7 @@ from hitl_pipeline.core.loop import (
     assemble_dataset,
     drift_reference,
     judge_challenger,
-    reviewed_ids,
+    reviewed_items,
     train_challenger,
 )
 from hitl_pipeline.core.training import TrainingParams
@@ -128,11 +128,27 @@ def test_the_gate_says_what_its_evidence_was(frames):
 
 
 def test_the_routed_union_keeps_the_first_runs_order_and_each_item_once():
-    first = pd.DataFrame({ITEM_ID: ["a", "b", "c"], "route": ["review", "auto_accept", "review"]})
-    second = pd.DataFrame({ITEM_ID: ["c", "b", "d"], "route": ["review", "review", "review"]})
+    first = pd.DataFrame(
+        {
+            ITEM_ID: ["a", "b", "c"],
+            "route": ["review", "auto_accept", "review"],
+            "reasons": ["low_confidence", "confident", "audit"],
+        }
+    )
+    second = pd.DataFrame(
+        {
+            ITEM_ID: ["c", "b", "d"],
+            "route": ["review", "review", "review"],
+            "reasons": ["drift_sample", "drift_sample", "low_confidence"],
+        }
+    )
 
-    assert reviewed_ids(first, second) == ["a", "c", "b", "d"]
-    assert reviewed_ids(first) == ["a", "c"]
+    union = reviewed_items(first, second)
+
+    assert list(union.index) == ["a", "c", "b", "d"]
+    # an item keeps the reasons of the first run that sent it (its task's)
+    assert union.tolist() == ["low_confidence", "audit", "drift_sample", "low_confidence"]
+    assert list(reviewed_items(first).index) == ["a", "c"]
 
 
 def test_the_drift_reference_is_the_seed_part_of_the_training_rows(frames):
