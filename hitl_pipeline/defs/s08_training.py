@@ -20,7 +20,11 @@ from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
 from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
 from hitl_pipeline.resources.dvc_store import DATA_DIR, DvcDatasetStore
-from hitl_pipeline.resources.mlflow_registry import TAG_ROUTING_POLICY, MlflowRegistryResource
+from hitl_pipeline.resources.mlflow_registry import (
+    TAG_DAGSTER_RUN_ID,
+    TAG_ROUTING_POLICY,
+    MlflowRegistryResource,
+)
 from hitl_pipeline.resources.production import ProductionSource
 
 TrainingConfig = config_class(
@@ -100,6 +104,7 @@ def candidate_model(
         metrics=metrics,
         tags={
             DATASET_VERSION_TAG: training_dataset.version_id,
+            TAG_DAGSTER_RUN_ID: context.run_id,
             TAG_ROUTING_POLICY: json.dumps(routing_lineage(context.instance), sort_keys=True),
         },
         dataset=training_dataset,

@@ -58,6 +58,7 @@ TAG_TRAINING_PARAMS = "training.params"  # JSON, so the version alone says how i
 TAG_ROUTING_POLICY = "lineage.routing"  # JSON: the routing configuration behind the labels
 TAG_EXPERIMENT_ID = "hitl.experiment_id"  # with the run id: the run's page in the MLflow UI
 TAG_MODEL_ID = "hitl.logged_model_id"
+TAG_DAGSTER_RUN_ID = "hitl.dagster_run_id"  # the Dagster run that trained it (run and version)
 TAG_CHAMPION_SINCE = "champion.since"
 TAG_CHAMPION_BY = "champion.by"
 TAG_CHAMPION_REASON = "champion.reason"
