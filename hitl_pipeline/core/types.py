@@ -187,7 +187,7 @@ class Annotation:
     item_id: str
     task_id: int
     annotation_id: int
-    label: str | None  # None when the annotation was cancelled/skipped
+    label: str | None  # None when skipped, or when not exactly one class was chosen
     annotator: str
     completed_at: datetime  # timezone-aware UTC
     updated_at: datetime
@@ -200,6 +200,10 @@ class Annotation:
     flags: tuple[str, ...] = ()  # reviewer flags, e.g. ("edge case",): feeds the edge-case set
     tier: str = ""
     lead_time_s: float | None = None  # seconds the reviewer spent, as Label Studio measured
+    # what is wrong with the answer itself, "" when nothing (core.intake.ANSWER_PROBLEMS);
+    # who answered and the schema are judged later, by core.intake
+    answer_problem: str = ""
+    raw_result: str = ""  # the answer's result as Label Studio holds it (JSON), for audits
 
 
 @dataclass(frozen=True)

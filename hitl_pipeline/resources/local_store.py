@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from hitl_pipeline.core.intake import QUARANTINE_REASON
 from hitl_pipeline.core.types import Annotation
 
 _LEDGER = "annotations.parquet"
+_PUSHED = "labels/pushed"  # one table per batch: the items pushed and their tier
 _ANNOTATION_COLUMNS = [f.name for f in fields(Annotation)]
 
 
@@ -51,12 +54,23 @@ class LocalStore(dg.ConfigurableResource):
         return pd.read_parquet(train), pd.read_parquet(holdout)
 
     # --- annotation ledger ----------------------------------------------------------
-    def read_ledger(self) -> pd.DataFrame:
-        """Every annotation pulled so far, one row per annotation id."""
+    def read_ledger(self, *, include_quarantined: bool = False) -> pd.DataFrame:
+        """The annotations pulled so far, one row per annotation id.
+
+        Args:
+            include_quarantined: also the annotations ``core.intake`` quarantined (with
+                their ``quarantine_reason``); by default only admitted ones, so no
+                reader can turn a quarantined answer into a label or an edge case.
+        """
         path = self._home / "labels" / _LEDGER
         if not path.is_file():
-            return annotations_to_frame([])
+            return annotations_to_frame([]).assign(**{QUARANTINE_REASON: pd.Series(dtype=object)})
         frame = pd.read_parquet(path)
+        # a ledger written before intake was strict: nothing was quarantined yet
+        reasons = frame.get(QUARANTINE_REASON, pd.Series("", index=frame.index))
+        frame[QUARANTINE_REASON] = reasons.fillna("").astype(str)
+        if not include_quarantined:
+            frame = frame[frame[QUARANTINE_REASON] == ""].reset_index(drop=True)
         frame["features"] = frame["features"].map(json.loads)
         frame["reasons"] = frame["reasons"].map(lambda r: tuple(json.loads(r)))
         if "flags" in frame:
@@ -64,7 +78,12 @@ class LocalStore(dg.ConfigurableResource):
         return frame
 
     def write_ledger(self, frame: pd.DataFrame) -> Path:
-        """Replace the ledger atomically (a crash leaves the previous ledger intact)."""
+        """Replace the ledger atomically (a crash leaves the previous ledger intact).
+
+        ``frame`` holds every annotation, quarantined ones included (their
+        ``quarantine_reason`` set): the ledger is one file, so a row is never in two
+        states at once.
+        """
         path = self._home / "labels" / _LEDGER
         path.parent.mkdir(parents=True, exist_ok=True)
         stored = frame.copy()
@@ -76,6 +95,28 @@ class LocalStore(dg.ConfigurableResource):
         stored.to_parquet(tmp, index=False)
         os.replace(tmp, path)
         return path
+
+    # --- what was pushed -----------------------------------------------------------
+    def record_pushed(self, *, name: str, item_ids: Sequence[str], tiers: Sequence[str]) -> Path:
+        """Remember which items went to which tier's queue (``name``: the batch, or
+        ``adjudication``); earlier records under the same name are kept. Label Studio
+        forgets a deleted task; this record is how a pull notices it."""
+        frame = pd.DataFrame({"item_id": [str(i) for i in item_ids], "tier": list(tiers)})
+        earlier = self.read_table(kind=_PUSHED, name=name)
+        if earlier is not None:
+            frame = pd.concat([earlier, frame], ignore_index=True)
+        frame = frame.drop_duplicates().sort_values(["tier", "item_id"])
+        return self.write_table(kind=_PUSHED, name=name, frame=frame.reset_index(drop=True))
+
+    def read_pushed(self) -> dict[str, list[str]]:
+        """tier -> every item id recorded as pushed to that tier's queue."""
+        table = self.read_tables(kind=_PUSHED)
+        if table.empty:
+            return {}
+        return {
+            str(tier): sorted(set(group["item_id"].astype(str)))
+            for tier, group in table.groupby("tier")
+        }
 
     # --- reports --------------------------------------------------------------------
     def write_report(self, *, kind: str, name: str, html: str) -> Path:
