@@ -24,15 +24,30 @@ from hitl_pipeline.settings import Settings
 
 def _local_label_studio(settings: Settings, port: int | None = None):
     from hitl_pipeline.resources.label_studio_server import LocalLabelStudio
-    from hitl_pipeline.settings import DEFAULT_LABEL_STUDIO_PASSWORD, DEFAULT_LABEL_STUDIO_USER
+    from hitl_pipeline.settings import DEFAULT_LABEL_STUDIO_USER
 
+    # None: the credentials generated on the data dir's first start (its credentials file)
     return LocalLabelStudio(
         data_dir=settings.label_studio_data,
         port=port or settings.label_studio_port,
         username=DEFAULT_LABEL_STUDIO_USER,
-        password=DEFAULT_LABEL_STUDIO_PASSWORD,
+        password=settings.label_studio_password,
         token=settings.label_studio_api_key,
     )
+
+
+def login_hint(settings: Settings, username: str) -> str:
+    """Where the local server's login and API token are, never the secrets themselves."""
+    file = settings.label_studio_credentials_file
+
+    def where(key: str, variable: str, overridden: str | None) -> str:
+        if overridden:
+            return f"from {variable}"
+        return f'"{key}" in {file} (owner-only), or set {variable}'
+
+    password = where("password", "HITL_LABEL_STUDIO_PASSWORD", settings.label_studio_password)
+    token = where("token", "HITL_LABEL_STUDIO_API_KEY", settings.label_studio_api_key)
+    return f"  login {username}, password {password}\n  API token {token}"
 
 
 def cmd_labelstudio(args: argparse.Namespace, settings: Settings) -> int:
@@ -58,8 +73,7 @@ def cmd_labelstudio(args: argparse.Namespace, settings: Settings) -> int:
         status = server.status()
     print(status.message)
     if args.action == "start" and status.running:
-        print(f"  URL:      {status.url}  (user {server.username}, password {server.password})")
-        print(f"  API token: {server.token}")
+        print(login_hint(settings, server.username))
     return 0 if (status.running or args.action != "start") else 1
 
 
@@ -227,6 +241,7 @@ def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
                 "DAGSTER_HOME": str(settings.dagster_home),
                 "mlflow_tracking_uri": settings.mlflow_tracking_uri,
                 "label_studio_url": settings.label_studio_url,
+                "label_studio_credentials": str(settings.label_studio_credentials_file),
                 "dvc_repository": str(settings.dataset_repo),
                 "dvc_remote": settings.dvc_remote,
                 "landing": str(settings.landing),

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HOME = ".hitl"
 DEFAULT_LABEL_STUDIO_PORT = 8080
-# The local Label Studio is bound to 127.0.0.1 and seeded with this token on first start;
-# a shared deployment sets HITL_LABEL_STUDIO_API_KEY instead.
-DEFAULT_LABEL_STUDIO_TOKEN = "hitl-local-dev-token-0123456789abcdef"
+# The local Label Studio's admin; its password and API token are generated on the first
+# start of the server and kept, owner-only, in label_studio_credentials_file.
 DEFAULT_LABEL_STUDIO_USER = "admin@hitl.local"
-DEFAULT_LABEL_STUDIO_PASSWORD = "hitl-admin-password"
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,10 @@ class Settings:
 
     home: Path
     label_studio_url: str
-    label_studio_api_key: str
+    # HITL_LABEL_STUDIO_API_KEY / _PASSWORD when set; None: the local server's credentials
+    # file (read by whoever needs them, so that resolving settings never creates it).
+    label_studio_api_key: str | None = field(repr=False)
+    label_studio_password: str | None = field(repr=False)
     label_studio_is_local: bool  # True when we manage the server ourselves
     label_studio_port: int
     mlflow_tracking_uri: str
@@ -48,7 +49,8 @@ class Settings:
         return cls(
             home=home,
             label_studio_url=(external_ls or f"http://127.0.0.1:{port}").rstrip("/"),
-            label_studio_api_key=env.get("HITL_LABEL_STUDIO_API_KEY", DEFAULT_LABEL_STUDIO_TOKEN),
+            label_studio_api_key=env.get("HITL_LABEL_STUDIO_API_KEY") or None,
+            label_studio_password=env.get("HITL_LABEL_STUDIO_PASSWORD") or None,
             label_studio_is_local=not external_ls,
             label_studio_port=port,
             mlflow_tracking_uri=env.get(
@@ -74,6 +76,11 @@ class Settings:
     @property
     def label_studio_data(self) -> Path:
         return self.home / "labelstudio"
+
+    @property
+    def label_studio_credentials_file(self) -> Path:
+        """The local server's admin login and API token (owner-only; written on its start)."""
+        return self.label_studio_data / "credentials.json"
 
     @property
     def landing(self) -> Path:

@@ -26,9 +26,14 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_location=settings.mlflow_artifacts.as_uri(),
         ),
+        # The token never becomes plain resource config (the UI shows that): the variable's
+        # name when it is set, else the local server's owner-only credentials file.
         "label_studio": LabelStudioResource(
             url=settings.label_studio_url,
-            api_key=settings.label_studio_api_key,
+            api_key=dg.EnvVar("HITL_LABEL_STUDIO_API_KEY")
+            if settings.label_studio_api_key
+            else None,
+            credentials_file=str(settings.label_studio_credentials_file),
             overlap_share=settings.review_overlap_share,
         ),
         "dataset_store": DvcDatasetStore(

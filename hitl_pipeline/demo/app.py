@@ -48,7 +48,7 @@ def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
     rate = options.reviewer_error_rate
     return ReviewerPool(
         url=settings.label_studio_url,
-        api_key=settings.label_studio_api_key,
+        api_key=admin_token(settings),
         reviewers=[
             SimulatedReviewer(email="ada@hitl.local", error_rate=rate * 0.5, seed=1),
             SimulatedReviewer(email="grace@hitl.local", error_rate=min(1.0, rate * 4), seed=2),
@@ -61,6 +61,24 @@ def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
         ],
         adjudicators=[SimulatedReviewer(email="hopper@hitl.local", error_rate=rate * 0.25, seed=4)],
         data_dir=settings.label_studio_data if settings.label_studio_is_local else None,
+    )
+
+
+def admin_token(settings: Settings) -> str:
+    """The Label Studio admin's API token: HITL_LABEL_STUDIO_API_KEY, else the local
+    server's credentials file (written when the server was first started)."""
+    if settings.label_studio_api_key:
+        return settings.label_studio_api_key
+    if settings.label_studio_is_local:
+        from hitl_pipeline.cli import _local_label_studio
+
+        credentials = _local_label_studio(settings).credentials()
+        if credentials is not None:
+            return credentials.token
+    raise LabelStudioServerError(
+        f"no Label Studio API token: set HITL_LABEL_STUDIO_API_KEY, or start the local "
+        f"server (`hitl-pipeline labelstudio start` writes "
+        f"{settings.label_studio_credentials_file})"
     )
 
 
@@ -84,6 +102,20 @@ def ensure_label_studio(settings: Settings) -> bool:
     status = server.start()  # raises with a clear message (busy port, ...) when it cannot
     print(f"Label Studio ready at {status.url}")
     return True
+
+
+def _login(settings: Settings) -> str:
+    """Where the Label Studio login is written: never the password itself."""
+    if not settings.label_studio_is_local:
+        return "your own account"
+    from hitl_pipeline.settings import DEFAULT_LABEL_STUDIO_USER
+
+    if settings.label_studio_password:
+        return f"login {DEFAULT_LABEL_STUDIO_USER}, password from HITL_LABEL_STUDIO_PASSWORD"
+    return (
+        f"login {DEFAULT_LABEL_STUDIO_USER}, password in "
+        f"{settings.label_studio_credentials_file}, owner-only"
+    )
 
 
 def stop_label_studio(settings: Settings) -> None:
@@ -226,7 +258,7 @@ def _run_with_ui(
         "\nThe loop is running. Open:\n"
         f"  Dagster UI     http://127.0.0.1:{DAGSTER_PORT}  (asset graph, runs, sensors, checks)\n"
         f"  MLflow UI      http://127.0.0.1:{MLFLOW_PORT}  (runs, registry, champion alias)\n"
-        f"  Label Studio   {settings.label_studio_url}  (see `hitl-pipeline labelstudio status`)\n"
+        f"  Label Studio   {settings.label_studio_url}  ({_login(settings)})\n"
         f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks. "
         "Ctrl-C stops.\n"
     )

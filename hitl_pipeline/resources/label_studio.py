@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -328,7 +329,10 @@ class LabelStudioResource(dg.ConfigurableResource):
 
     Attributes:
         url: base URL, e.g. ``http://127.0.0.1:8080``.
-        api_key: a legacy API token (``Authorization: Token ...``).
+        api_key: a legacy API token (``Authorization: Token ...``); bound with
+            ``dg.EnvVar`` so that the UI shows the variable's name, never the token.
+        credentials_file: used when ``api_key`` is not set: the local server's
+            credentials file, whose ``token`` is read when the first request is made.
         project_title: the general review project; the other tiers are named after it
             (``tier_project_title``). Found by title, created when missing.
         overlap_share: share of the general and expert tasks that need more than one
@@ -340,7 +344,8 @@ class LabelStudioResource(dg.ConfigurableResource):
     """
 
     url: str
-    api_key: str
+    api_key: str | None = None
+    credentials_file: str | None = None
     project_title: str = "hitl-pipeline: review"
     request_timeout_s: float = 600
     import_chunk_size: int = 500
@@ -643,10 +648,27 @@ class LabelStudioResource(dg.ConfigurableResource):
 
             self._client = LabelStudio(
                 base_url=self.url.rstrip("/"),
-                api_key=self.api_key,
+                api_key=self._api_key(),
                 timeout=self.request_timeout_s,
             )
         return self._client
+
+    def _api_key(self) -> str:
+        if isinstance(self.api_key, dg.EnvVar):  # used without Dagster resolving it first
+            return str(self.api_key.get_value())
+        if self.api_key:
+            return self.api_key
+        if self.credentials_file:
+            from hitl_pipeline.resources.label_studio_server import read_credentials
+
+            credentials = read_credentials(Path(self.credentials_file))
+            if credentials is not None:
+                return credentials.token
+        raise LabelStudioAuthError(
+            f"no API token for Label Studio at {self.url}: set HITL_LABEL_STUDIO_API_KEY, or "
+            "start the local server with `hitl-pipeline labelstudio start`, which writes "
+            f"its credentials to {self.credentials_file or 'its data dir'}"
+        )
 
     def _long(self) -> dict[str, Any]:
         return {"timeout": self.request_timeout_s}

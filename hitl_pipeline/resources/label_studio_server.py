@@ -16,12 +16,25 @@ Start-up facts this module is built on (checked against Label Studio 1.23.2):
   once with ``label-studio init -q`` *without any user*, and copies of it are started.
   Because the template holds no user, whatever credentials the first start of a copy
   passes become the admin's: any token works with any copy, no token is baked in.
+- The server reports a git commit on the unauthenticated ``/api/version``: its
+  ``core/version.py`` runs ``git describe`` / ``git show`` from its own package folder,
+  which sits inside this repository (``.labelstudio-venv``), and caches what it found in
+  ``core/version_.py``. The server is therefore started with ``GIT_DIR`` pointing at no
+  repository, and a cache that an earlier start filled with our commit is reset.
+
+Credentials: unless the caller passes them, the admin password and API token of a data
+dir are generated on its first start and kept in ``<data dir>/credentials.json``, readable
+by its owner only, like the whole data dir (its SQLite file holds every API token).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,19 +48,21 @@ import httpx
 
 DEFAULT_PORT = 8080
 DEFAULT_USERNAME = "admin@hitl.local"
-# Local development credentials: the server only ever binds 127.0.0.1. A real deployment
-# passes its own through the environment where resources are bound.
-DEFAULT_PASSWORD = "hitl-admin-password"
-DEFAULT_TOKEN = "hitl-local-dev-token-0123456789abcdef"
+# Data dirs first started before credentials were generated per data dir were seeded with
+# these; Label Studio seeds the admin on a data dir's first start only, so such a data dir
+# keeps accepting exactly these (see ensure_credentials).
+LEGACY_PASSWORD = "hitl-admin-password"
+LEGACY_TOKEN = "hitl-local-dev-token-0123456789abcdef"
 HOST = "127.0.0.1"
 
 PID_FILE = "label-studio.pid"
 LOG_FILE = "label-studio.log"
 DB_FILE = "label_studio.sqlite3"
+CREDENTIALS_FILE = "credentials.json"
 _TEMPLATE_MARKER = ".hitl-template-complete"
 # Never copied from a template: each data dir gets its own secret key (it signs sessions
 # and JWTs) and its own process bookkeeping.
-_NOT_COPIED = frozenset({".env", _TEMPLATE_MARKER, PID_FILE, LOG_FILE})
+_NOT_COPIED = frozenset({".env", _TEMPLATE_MARKER, PID_FILE, LOG_FILE, CREDENTIALS_FILE})
 
 # Variables the server reads under a bare name, LABEL_STUDIO_ or HEARTEX_ prefix. Stray
 # values from the caller's shell would change where it binds, which database it uses or
@@ -72,6 +87,85 @@ class LabelStudioServerError(RuntimeError):
 
 class PortInUseError(LabelStudioServerError):
     """The requested port is taken by another process."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The admin login and API token of a local Label Studio (never shown in a repr)."""
+
+    username: str
+    password: str = field(repr=False)
+    token: str = field(repr=False)
+
+
+def read_credentials(path: Path) -> Credentials | None:
+    """The credentials stored at ``path`` (a data dir's ``credentials.json``), if any."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return Credentials(username=raw["username"], password=raw["password"], token=raw["token"])
+
+
+def ensure_credentials(data_dir: Path, *, username: str = DEFAULT_USERNAME) -> Credentials:
+    """The data dir's stored credentials, created on the first call.
+
+    New credentials are random. A data dir that already holds a database but no
+    credentials file was first started by an older version with the fixed
+    ``LEGACY_PASSWORD`` / ``LEGACY_TOKEN``, and its server accepts only those: they are
+    written down instead, so that loops started before keep working.
+
+    The file is written owner-only (0600) inside the owner-only data dir (0700).
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / CREDENTIALS_FILE
+    make_private(data_dir)
+    existing = read_credentials(path)
+    if existing is not None:
+        return existing
+    if (data_dir / DB_FILE).exists():
+        credentials = Credentials(username, LEGACY_PASSWORD, LEGACY_TOKEN)
+    else:
+        # 40 hex characters: the widest token Label Studio's column holds
+        credentials = Credentials(username, secrets.token_urlsafe(18), secrets.token_hex(20))
+    _write_private(
+        path,
+        json.dumps(
+            {
+                "username": credentials.username,
+                "password": credentials.password,
+                "token": credentials.token,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    return credentials
+
+
+def make_private(folder: Path) -> None:
+    """Create ``folder`` if needed and take group and other access off it and its content.
+
+    The data dir holds the SQLite database with every user's API token and password hash,
+    the Django secret key (``.env``) and our ``credentials.json``.
+    """
+    folder = Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for path in folder.rglob("*"):
+        mode = path.lstat().st_mode
+        if not path.is_symlink() and mode & 0o077:
+            path.chmod(mode & 0o7700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new owner-only file and move it to ``path`` in one step."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover could carry other permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -120,8 +214,10 @@ class LocalLabelStudio:
         data_dir: SQLite database, media, pid file and log file of this server.
         port: TCP port on 127.0.0.1.
         username: admin e-mail, created on the first start of the data dir.
-        password: admin password (for the web UI).
-        token: the admin's API token (``Authorization: Token ...``), 6-40 characters.
+        password: admin password (for the web UI); None: the data dir's stored one
+            (:func:`ensure_credentials`, generated on its first start).
+        token: the admin's API token (``Authorization: Token ...``), 6-40 characters;
+            None: the data dir's stored one, like ``password``.
         executable: ``label-studio`` to run; defaults to the repository's own environment.
         extra_env: more variables for the server, e.g.
             ``{"LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false"}`` for local webhooks.
@@ -134,8 +230,8 @@ class LocalLabelStudio:
     data_dir: Path
     port: int = DEFAULT_PORT
     username: str = DEFAULT_USERNAME
-    password: str = DEFAULT_PASSWORD
-    token: str = DEFAULT_TOKEN
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
     executable: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     use_template: bool = True
@@ -144,7 +240,7 @@ class LocalLabelStudio:
     def __post_init__(self) -> None:
         # Label Studio silently ignores tokens of 5 characters or fewer, and its token
         # column is 40 characters wide: fail here rather than with a 401 later.
-        if not 5 < len(self.token) <= 40:
+        if self.token is not None and not 5 < len(self.token) <= 40:
             raise ValueError("Label Studio API token must have 6 to 40 characters")
         if not 0 < self.port < 65536:
             raise ValueError(f"invalid port {self.port}")
@@ -166,13 +262,43 @@ class LocalLabelStudio:
     def resolved_executable(self) -> Path:
         return Path(self.executable) if self.executable else default_executable()
 
+    @property
+    def credentials_file(self) -> Path:
+        return Path(self.data_dir) / CREDENTIALS_FILE
+
+    def credentials(self, *, create: bool = False) -> Credentials | None:
+        """The admin's credentials: those passed in, else the data dir's stored ones.
+
+        Args:
+            create: write the data dir's credentials file when it is missing (only the
+                code that starts the server does); otherwise a missing file gives None,
+                or the legacy credentials for a data dir that already holds a database.
+        """
+        if self.password is not None and self.token is not None:
+            return Credentials(self.username, self.password, self.token)
+        stored: Credentials | None
+        if create:
+            stored = ensure_credentials(Path(self.data_dir), username=self.username)
+        else:
+            stored = read_credentials(self.credentials_file)
+            if stored is None and (Path(self.data_dir) / DB_FILE).exists():
+                stored = Credentials(self.username, LEGACY_PASSWORD, LEGACY_TOKEN)
+        if stored is None:
+            return None
+        return Credentials(
+            self.username,
+            self.password if self.password is not None else stored.password,
+            self.token if self.token is not None else stored.token,
+        )
+
     # --- public API -------------------------------------------------------------------
     def status(self) -> ServerStatus:
         """Whether our server runs, and whether its API answers with our token."""
         pid = self._our_pid()
         if pid is None:
             return self._status(False, None, "not running")
-        api = _probe_api(self.url, self.token)
+        credentials = self.credentials()
+        api = _probe_api(self.url, credentials.token if credentials else "")
         if api == "ok":
             return self._status(True, pid, f"running at {self.url}", ready=True)
         if api == "unauthorized":
@@ -198,7 +324,7 @@ class LocalLabelStudio:
             LabelStudioServerError: the executable is missing, the server died while
                 starting, rejects our token, or did not answer within ``wait_timeout``.
         """
-        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        make_private(Path(self.data_dir))
         # Two callers (the demo and a CLI, say) must not both spawn a server on one data
         # dir: the loser would overwrite the pid file with a process that fails to bind.
         with _locked(Path(self.data_dir) / ".start.lock"):
@@ -208,7 +334,9 @@ class LocalLabelStudio:
         current = self.status()
         if current.running:
             if not current.ready:
-                current = self._wait_ready(current.pid, time.monotonic(), wait_timeout)
+                current = self._wait_ready(
+                    current.pid, time.monotonic(), wait_timeout, self._token()
+                )
             return ServerStatus(
                 running=True,
                 pid=current.pid,
@@ -236,9 +364,13 @@ class LocalLabelStudio:
 
         data_dir = Path(self.data_dir)
         started = time.monotonic()
+        # before the template copy: a data dir without a database gets new credentials
+        credentials = self.credentials(create=True)
+        assert credentials is not None  # created when missing
         if self.use_template and not (data_dir / DB_FILE).exists():
             prepare_data_dir(data_dir, ensure_template(self.template_cache_dir, executable=exe))
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(data_dir)  # also the database of a data dir made by an older version
+        _forget_cached_commit(exe)
         args = [
             str(exe),
             "start",
@@ -251,7 +383,8 @@ class LocalLabelStudio:
             "--data-dir",
             str(data_dir.resolve()),
         ]
-        with self.log_file.open("a", encoding="utf-8") as log:
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(log_fd, "a", encoding="utf-8") as log:
             log.write(f"\n=== hitl-pipeline: starting {' '.join(args)}\n")
             log.flush()
             proc = subprocess.Popen(
@@ -260,14 +393,15 @@ class LocalLabelStudio:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=data_dir,
-                env=self._child_env(),
+                env=self._child_env(credentials),
                 start_new_session=True,  # survives the CLI; Ctrl-C in the shell leaves it
+                umask=0o077,  # the database, secret key and uploads it creates stay private
             )
         # The Popen object is dropped on purpose: the server must outlive us. Mark it
         # collected so that Python does not warn about (or wait for) a running child.
         proc.returncode = 0
-        self.pid_file.write_text(f"{proc.pid}\n", encoding="utf-8")
-        status = self._wait_ready(proc.pid, started, wait_timeout)
+        _write_private(self.pid_file, f"{proc.pid}\n")
+        status = self._wait_ready(proc.pid, started, wait_timeout, credentials.token)
         return ServerStatus(
             running=True,
             pid=proc.pid,
@@ -311,20 +445,37 @@ class LocalLabelStudio:
             log_file=self.log_file,
         )
 
-    def _child_env(self) -> dict[str, str]:
+    def _token(self) -> str:
+        credentials = self.credentials()
+        return credentials.token if credentials else ""
+
+    def _child_env(self, credentials: Credentials | None = None) -> dict[str, str]:
+        """The server's environment; ``credentials`` seed the admin on a first start."""
         env = dict(os.environ)
         for name in _SCRUBBED_NAMES:
             for prefix in _SCRUBBED_PREFIXES:
                 env.pop(prefix + name, None)
+        for name in list(env):
+            if name.startswith("GIT_"):
+                env.pop(name)
         data_dir = str(Path(self.data_dir).resolve())
+        if credentials is not None:
+            env.update(
+                {
+                    "LABEL_STUDIO_USERNAME": credentials.username,
+                    "LABEL_STUDIO_PASSWORD": credentials.password,
+                    "LABEL_STUDIO_USER_TOKEN": credentials.token,
+                }
+            )
         env.update(
             {
                 # Set as well as --data-dir: the CLI parser imports the settings (and
                 # creates ~/.local/share/label-studio) before it reads the flag.
                 "LABEL_STUDIO_BASE_DATA_DIR": data_dir,
-                "LABEL_STUDIO_USERNAME": self.username,
-                "LABEL_STUDIO_PASSWORD": self.password,
-                "LABEL_STUDIO_USER_TOKEN": self.token,
+                # Label Studio runs `git describe` from its own package folder, inside
+                # this repository, and serves the commit it finds on the unauthenticated
+                # /api/version: with GIT_DIR naming no repository, git finds none.
+                "GIT_DIR": os.devnull,
                 "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
                 # Offline and quiet: no telemetry, no PyPI version check, no Sentry.
@@ -354,7 +505,9 @@ class LocalLabelStudio:
             return None
         return pid
 
-    def _wait_ready(self, pid: int | None, started: float, timeout: float) -> ServerStatus:
+    def _wait_ready(
+        self, pid: int | None, started: float, timeout: float, token: str
+    ) -> ServerStatus:
         deadline = started + timeout
         while True:
             if pid is not None and not _pid_alive(pid):
@@ -363,7 +516,7 @@ class LocalLabelStudio:
                     f"Label Studio exited while starting (see {self.log_file}):\n"
                     + _tail(self.log_file)
                 )
-            api = _probe_api(self.url, self.token)
+            api = _probe_api(self.url, token)
             if api == "ok":
                 return ServerStatus(
                     running=True,
@@ -427,14 +580,13 @@ def ensure_template(
         building = cache / f"{template.name}.building-{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
-        env = LocalLabelStudio(data_dir=building, executable=exe)._child_env()
-        for name in ("USERNAME", "PASSWORD", "USER_TOKEN"):
-            env.pop(f"LABEL_STUDIO_{name}")  # a template must hold no user
+        env = LocalLabelStudio(data_dir=building, executable=exe)._child_env()  # no user
         started = time.monotonic()
         result = subprocess.run(
             [str(exe), "init", "-q", "--data-dir", str(building.resolve())],
             cwd=building,
             env=env,
+            umask=0o077,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -479,6 +631,7 @@ def prepare_data_dir(dest: Path, template: Path) -> Path:
         dirs_exist_ok=True,
         ignore=lambda _dir, names: [n for n in names if n in _NOT_COPIED],
     )
+    make_private(dest)  # templates built by older versions were world-readable
     return dest
 
 
@@ -498,7 +651,7 @@ def add_local_user(
     HTTP, joining through the organisation's invite link is the other supported way (see
     ``hitl_pipeline.demo.reviewers``). The user is created as staff, like the admin.
     """
-    server = LocalLabelStudio(data_dir=Path(data_dir), token=token, executable=executable)
+    server = LocalLabelStudio(data_dir=Path(data_dir), executable=executable)
     env = server._child_env()
     result = subprocess.run(
         [
@@ -516,6 +669,7 @@ def add_local_user(
         ],
         cwd=Path(data_dir),
         env=env,
+        umask=0o077,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -529,6 +683,36 @@ def add_local_user(
 
 
 # --- helpers --------------------------------------------------------------------------
+def _forget_cached_commit(executable: Path) -> None:
+    """Reset Label Studio's ``core/version_.py`` if a start that found a repository wrote it.
+
+    Label Studio caches the commit that ``git describe`` found in that file and serves it
+    on ``/api/version`` whenever git finds nothing. The file as installed is listed with
+    its hash in the package's ``RECORD``; a file that differs was rewritten by the server
+    (before starts hid the repository from it) and may hold this repository's commit, so
+    it is replaced by one that names only the installed version.
+    """
+    env_root = Path(executable).parent.parent
+    for record in env_root.glob("lib/python*/site-packages/label_studio-*.dist-info/RECORD"):
+        site = record.parent.parent
+        cache = site / "label_studio" / "core" / "version_.py"
+        expected = next(
+            (
+                line.split(",")[1]
+                for line in record.read_text(encoding="utf-8").splitlines()
+                if line.startswith("label_studio/core/version_.py,")
+            ),
+            None,
+        )
+        if expected is None or not cache.is_file():
+            return
+        digest = base64.urlsafe_b64encode(hashlib.sha256(cache.read_bytes()).digest())
+        if f"sha256={digest.rstrip(b'=').decode()}" != expected:
+            version = installed_version(Path(executable))
+            cache.write_text(f"info = {json.dumps({'version': version})}\n", encoding="utf-8")
+        return
+
+
 def port_in_use(port: int, host: str = HOST) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -632,7 +816,7 @@ def _wait_dead(pid: int, timeout: float) -> bool:
 def _locked(path: Path) -> Iterator[None]:
     import fcntl  # POSIX only; imported here so that importing this module stays portable
 
-    with path.open("a", encoding="utf-8") as handle:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import os
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,16 +17,24 @@ import httpx
 import psutil  # a dependency of dvc
 import pytest
 
+from hitl_pipeline.cli import main
+from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.label_studio_server import (
     DB_FILE,
+    LEGACY_PASSWORD,
+    LEGACY_TOKEN,
     LabelStudioServerError,
     LocalLabelStudio,
     PortInUseError,
+    default_executable,
+    ensure_credentials,
     ensure_template,
     free_port,
     port_in_use,
     prepare_data_dir,
+    read_credentials,
 )
+from hitl_pipeline.settings import Settings
 
 
 def test_stop_and_status_when_nothing_runs_are_fine(tmp_path: Path) -> None:
@@ -198,3 +210,169 @@ def test_stop_restart_keeps_data_and_a_changed_token_is_explained(tmp_path: Path
     finally:
         server.stop()
     assert not server.status().running
+
+
+# --- secrets: credentials, permissions, what the server and the CLI give away -------------
+def _group_or_other_access(folder: Path) -> list[str]:
+    """Paths under ``folder`` (itself included) that group or others may use at all."""
+    paths = [folder, *folder.rglob("*")]
+    return [
+        f"{path} {oct(path.lstat().st_mode & 0o777)}"
+        for path in paths
+        if not path.is_symlink() and path.lstat().st_mode & 0o077
+    ]
+
+
+@pytest.mark.faults
+def test_credentials_are_random_per_data_dir_kept_and_owner_only(tmp_path: Path) -> None:
+    first = ensure_credentials(tmp_path / "a" / "labelstudio")
+    other = ensure_credentials(tmp_path / "b" / "labelstudio")
+    assert first.token != other.token and first.password != other.password
+    assert LEGACY_TOKEN not in (first.token, other.token)
+    assert 5 < len(first.token) <= 40  # what Label Studio accepts
+    assert ensure_credentials(tmp_path / "a" / "labelstudio") == first  # read, not remade
+    assert read_credentials(tmp_path / "a" / "labelstudio" / "credentials.json") == first
+    assert first.token not in repr(first) and first.password not in repr(first)
+    assert _group_or_other_access(tmp_path / "a" / "labelstudio") == []
+
+
+def test_a_data_dir_seeded_by_an_older_version_keeps_its_credentials(tmp_path: Path) -> None:
+    """Label Studio seeds the admin on a data dir's first start only: a data dir made
+    before credentials were generated still accepts the old fixed ones, so those are what
+    gets written down."""
+    data_dir = tmp_path / "labelstudio"
+    data_dir.mkdir()
+    (data_dir / DB_FILE).write_bytes(b"seeded by an older version")
+    read_only = LocalLabelStudio(data_dir=data_dir).credentials()
+    assert read_only is not None and read_only.token == LEGACY_TOKEN
+    assert not (data_dir / "credentials.json").exists()
+    stored = ensure_credentials(data_dir)
+    assert (stored.token, stored.password) == (LEGACY_TOKEN, LEGACY_PASSWORD)
+    assert read_credentials(data_dir / "credentials.json") == stored
+
+
+def test_settings_name_the_credentials_file_without_creating_it(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HITL_HOME": str(tmp_path / "home")})
+    assert settings.label_studio_api_key is None and settings.label_studio_password is None
+    assert settings.label_studio_credentials_file.parent == settings.label_studio_data
+    assert not (tmp_path / "home").exists()
+    overridden = Settings.from_env(
+        {
+            "HITL_HOME": str(tmp_path / "home"),
+            "HITL_LABEL_STUDIO_API_KEY": "token-from-the-environment",
+            "HITL_LABEL_STUDIO_PASSWORD": "password-from-the-environment",
+        }
+    )
+    assert overridden.label_studio_api_key == "token-from-the-environment"
+    assert "from-the-environment" not in repr(overridden)
+    server = LocalLabelStudio(
+        data_dir=overridden.label_studio_data,
+        password=overridden.label_studio_password,
+        token=overridden.label_studio_api_key,
+    )
+    given = server.credentials(create=True)
+    assert given is not None and given.token == "token-from-the-environment"
+    assert not (tmp_path / "home").exists()  # given both, nothing is written
+
+
+@pytest.mark.faults
+def test_a_template_copy_is_owner_only_even_from_a_world_readable_template(
+    tmp_path: Path,
+) -> None:
+    """Templates built by older versions (and anything copied with default permissions)
+    were readable by everyone, API tokens in the SQLite file included."""
+    template = tmp_path / "template"
+    (template / "media" / "upload").mkdir(parents=True)
+    (template / DB_FILE).write_bytes(b"api tokens live here")
+    (template / "media" / "upload" / "f.txt").write_text("x", encoding="utf-8")
+    for path in [template, *template.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    dest = prepare_data_dir(tmp_path / "home" / "labelstudio", template)
+    assert (dest / DB_FILE).read_bytes() == b"api tokens live here"
+    assert _group_or_other_access(dest) == []
+
+
+def _repository_head(path: Path) -> str | None:
+    """HEAD of the git repository holding ``path``, if any."""
+    result = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def started_by_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
+    """``hitl-pipeline labelstudio start`` on a fresh home, as a person runs it; stopped
+    at the end of the module. Yields the settings and what the command printed."""
+    home = tmp_path_factory.mktemp("cli") / ".hitl"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HITL_HOME", str(home))
+        env.setenv("HITL_LABEL_STUDIO_PORT", str(free_port()))
+        for name in ("URL", "API_KEY", "PASSWORD"):
+            env.delenv(f"HITL_LABEL_STUDIO_{name}", raising=False)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(["labelstudio", "start"])
+        try:
+            assert code == 0, printed.getvalue()
+            yield Settings.from_env(), printed.getvalue()
+        finally:
+            with contextlib.redirect_stdout(io.StringIO()):
+                main(["labelstudio", "stop"])
+
+
+@pytest.mark.labelstudio
+@pytest.mark.faults
+def test_labelstudio_start_says_where_the_credentials_are_never_what(started_by_cli) -> None:
+    settings, printed = started_by_cli
+    credentials = read_credentials(settings.label_studio_credentials_file)
+    assert credentials is not None
+    for secret in (credentials.password, credentials.token, LEGACY_PASSWORD, LEGACY_TOKEN):
+        assert secret not in printed
+    assert "admin@hitl.local" in printed
+    assert str(settings.label_studio_credentials_file) in printed
+    assert "HITL_LABEL_STUDIO_PASSWORD" in printed
+
+
+@pytest.mark.labelstudio
+@pytest.mark.faults
+def test_a_started_data_dir_is_owner_only(started_by_cli) -> None:
+    """The SQLite file holds every API token; the credentials file, the admin's password."""
+    settings, _ = started_by_cli
+    data_dir = settings.label_studio_data
+    assert (data_dir / DB_FILE).exists() and settings.label_studio_credentials_file.exists()
+    assert (data_dir / ".env").exists()  # the secret key the server wrote itself
+    assert _group_or_other_access(data_dir) == []
+
+
+@pytest.mark.labelstudio
+@pytest.mark.faults
+def test_api_version_does_not_report_this_repository_commit(started_by_cli) -> None:
+    """Label Studio runs `git describe` from its package folder, here inside this clone
+    (``.labelstudio-venv``), and serves the commit on the unauthenticated /api/version."""
+    head = _repository_head(default_executable().parent)
+    if head is None:
+        pytest.skip("this Label Studio is not installed inside a git repository")
+    settings, _ = started_by_cli
+    response = httpx.get(f"{settings.label_studio_url}/api/version", timeout=30)
+    assert response.status_code == 200
+    assert response.json()["release"]  # it does answer with its own version
+    assert head not in response.text and head[:7] not in response.text
+
+
+@pytest.mark.labelstudio
+def test_the_resource_reads_the_token_from_the_credentials_file(started_by_cli) -> None:
+    settings, _ = started_by_cli
+    from_file = LabelStudioResource(
+        url=settings.label_studio_url,
+        credentials_file=str(settings.label_studio_credentials_file),
+    )
+    assert from_file.is_available()
+    missing = LabelStudioResource(
+        url=settings.label_studio_url,
+        credentials_file=str(settings.label_studio_credentials_file.with_name("none.json")),
+    )
+    assert not missing.is_available()
