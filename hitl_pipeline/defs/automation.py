@@ -18,7 +18,9 @@ from hitl_pipeline.core.triggers import (
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
 from hitl_pipeline.defs.s06_feedback import AUDIT_CHECK, AUDIT_PARTITION
+from hitl_pipeline.doctor import doctor
 from hitl_pipeline.internals import asset_check_status
+from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.label_studio import LabelStudioResource, LabelStudioUnavailable
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
@@ -336,3 +338,25 @@ def weekly_retrain_schedule(
     if why is None:
         return dg.SkipReason("no new human labels since the last training")
     return dg.RunRequest(tags={TRIGGER_TAG: "weekly_schedule", "hitl/why": why})
+
+
+@dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+def recovery_sensor(
+    context: dg.SensorEvaluationContext,
+    registry: MlflowRegistryResource,
+    dataset_store: DvcDatasetStore,
+):
+    """Every 5 minutes, ``hitl-pipeline doctor``: what killed runs left behind is put right.
+
+    Dead STARTED runs are marked failed, their MLflow runs FAILED, their undecided model
+    versions tagged ``gate.abandoned``, and stray dataset files checked out again. Each
+    fix is logged; the tick's skip reason sums them up. It never requests a run.
+    """
+    report = doctor(context.instance, registry=registry, dataset_store=dataset_store)
+    for fix in report.fixes:
+        context.log.warning(fix.line())
+    for error in report.errors:
+        context.log.error(f"recovery check failed: {error}")
+    return dg.SkipReason(
+        f"recovery: {report.summary()}" + "".join(f"\n{fix.line()}" for fix in report.fixes[:20])
+    )

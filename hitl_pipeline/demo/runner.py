@@ -14,10 +14,12 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import yaml
 
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
@@ -25,6 +27,18 @@ from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream, StreamDrift
 from hitl_pipeline.settings import Settings
 
 _CURSORS_FILE = "cursors.json"
+# Dagster's run monitoring, run by the daemon: runs that never start, never finish
+# cancelling, or run longer than six hours are marked failed. The default run launcher
+# cannot check whether a run's worker died, so runs killed mid-step are left to the
+# recovery sensor (hitl_pipeline.doctor), which looks at their processes.
+RUN_MONITORING = {
+    "enabled": True,
+    "start_timeout_seconds": 300,
+    "cancel_timeout_seconds": 300,
+    "max_runtime_seconds": 6 * 3600,
+    "max_resume_run_attempts": 0,  # the default run launcher cannot resume a run
+    "poll_interval_seconds": 60,
+}
 # In-process runs would print every Dagster event (and each gate rejection as a stack
 # trace); the UI, the summary and the progress lines say what matters.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -255,6 +269,29 @@ def use_home(settings: Settings) -> None:
             "telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n",
             encoding="utf-8",
         )
+    ensure_run_monitoring(instance_config)
+
+
+def ensure_run_monitoring(instance_config: Path) -> bool:
+    """Add ``run_monitoring`` to a ``dagster.yaml`` that has none; True if it was added.
+
+    The section is appended as text, so everything already in the file (comments
+    included) stays as written; a ``run_monitoring`` section of the user's own is kept.
+    A file that is not valid YAML is left alone for Dagster to report.
+    """
+    text = instance_config.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    if config is not None and (not isinstance(config, dict) or "run_monitoring" in config):
+        return False
+    block = yaml.safe_dump({"run_monitoring": RUN_MONITORING}, sort_keys=False)
+    separator = "\n" if text and not text.endswith("\n") else ""
+    partial = instance_config.with_name(f".{instance_config.name}.partial")
+    partial.write_text(text + separator + block, encoding="utf-8")
+    os.replace(partial, instance_config)
+    return True
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 2.0) -> bool:
@@ -372,6 +409,12 @@ def run_headless(
     defs = load_definitions(instance)
     loop = HeadlessLoop(settings, defs, instance)
     registry = defs.resources["registry"]
+    # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.
+    from hitl_pipeline.doctor import doctor
+
+    report = doctor(instance, registry=registry, dataset_store=defs.resources["dataset_store"])
+    for line in report.lines():
+        log(f"recovery: {line}")
     from hitl_pipeline.core.inference import score_batch
 
     def scorer(version: str | None, features: pd.DataFrame) -> pd.Series:

@@ -31,7 +31,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from hitl_pipeline.core.recovery import DVC, GIT, Fix
 from hitl_pipeline.core.types import ITEM_ID, DatasetVersion
+from hitl_pipeline.faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -285,10 +287,12 @@ class DvcDatasetStore(dg.ConfigurableResource):
                 (root / data_path).unlink(missing_ok=True)
         for path, data in payloads.items():
             _write_if_changed(root / path, data)
+        fault_point("dataset.files_written")
 
         with Repo(str(root)) as repo:
             repo.scm_context.quiet = True  # we stage and commit ourselves
             repo.add([str(root / path) for path in payloads])
+        fault_point("dataset.dvc_added")
 
         files = {
             path: _md5_from_dvc_file((root / f"{path}.dvc").read_text(encoding="utf-8"))
@@ -321,28 +325,45 @@ class DvcDatasetStore(dg.ConfigurableResource):
         with self._pushed_file().open("a", encoding="utf-8") as fh:
             fh.writelines(f"{tag}\n" for tag in tags if tag not in pushed)
 
-    def _recover(self) -> None:
+    def _recover(self) -> list[Fix]:
         """Finish or discard what a crashed ``commit`` left behind (lock held).
 
         Uncommitted ``.dvc`` changes are discarded (the caller rewrites the data anyway);
         a data commit that lost its tag gets it; tags whose data never reached the remote
-        are pushed.
+        are pushed; data files that no longer match their committed ``.dvc`` files are
+        checked out again.
+
+        Returns:
+            What was fixed.
         """
-        if self._git("status", "--porcelain", "--", DATA_DIR).strip():
+        fixes = []
+        dirty = self._git("status", "--porcelain", "--", DATA_DIR).strip()
+        if dirty:
             logger.warning("discarding uncommitted dataset changes left by an earlier crash")
             self._git("reset", "-q", "--hard", "HEAD")
             self._git("clean", "-q", "-f", "-d", "--", DATA_DIR)
+            changed = ", ".join(line[3:] for line in dirty.splitlines())
+            fixes.append(
+                Fix(GIT, DATA_DIR, "discarded uncommitted changes", f"a crashed commit: {changed}")
+            )
         head_message = self._git("log", "-1", "--format=%B", "HEAD", check=False)
         for line in head_message.splitlines():
             match = _VERSION_TRAILER_RE.match(line.strip())
             if match and not self._git("tag", "--list", match["version"]).strip():
                 logger.warning("tagging %s, which an earlier crash left untagged", match["version"])
                 self._make_tag(match["version"])
+                fixes.append(
+                    Fix(GIT, match["version"], "tagged", "a crash left its data commit untagged")
+                )
         tags = [v.version_id for v in self.list_versions()]
         unpushed = [tag for tag in tags if tag not in self._pushed_tags()]
         if unpushed:
             logger.warning("pushing dataset versions an earlier crash left unpushed: %s", unpushed)
             self._push(unpushed)
+            fixes.append(
+                Fix(DVC, ", ".join(unpushed), "pushed to the remote", "a crash came before")
+            )
+        return fixes + self._restore_outputs()
 
     def _ensure_repo(self) -> None:
         """Create the repository on first use and keep its DVC remote in line with config."""
@@ -391,6 +412,82 @@ class DvcDatasetStore(dg.ConfigurableResource):
             if self._git("diff", "--cached", "--name-only", "--", *setup_files).strip():
                 message = f"Configure DVC remote {self.remote_name}"
                 self._git("commit", "-q", "-m", message, "--", *setup_files)
+
+    # --- recovery --------------------------------------------------------------------
+    def recover(self) -> list[Fix]:
+        """Repair what a killed ``commit`` left in the repository, as ``commit`` does first.
+
+        Creates nothing: a missing repository has nothing to repair. When a commit holds
+        the lock, nothing is done (that commit recovers before it writes).
+
+        Returns:
+            What was fixed (see ``_recover``).
+        """
+        if not (self._root() / ".git").exists():
+            return []
+        with self._try_lock() as locked:
+            return self._recover() if locked else []
+
+    def _restore_outputs(self) -> list[Fix]:
+        """Check out again (``dvc checkout --force``) each data file that is missing or
+        whose bytes differ from the md5 in its committed ``.dvc`` file (what ``dvc status``
+        reports as deleted or modified), from the cache or else the remote; lock held.
+
+        A crash between writing a data file and committing its ``.dvc`` file leaves the
+        workspace ahead of git; ``dvc.api`` reads by revision and never notices, but
+        ``dvc status`` does, and an unchanged next commit would keep the stray bytes.
+        """
+        from dvc.exceptions import CheckoutError
+        from dvc.repo import Repo
+
+        root = self._root()
+        stale: dict[Path, str] = {}
+        for dvc_file in sorted((root / DATA_DIR).glob("*.parquet.dvc")):
+            expected = _md5_from_dvc_file(dvc_file.read_text(encoding="utf-8"))
+            data = dvc_file.with_suffix("")
+            if not data.exists():
+                stale[dvc_file] = "missing"
+            elif _file_md5(data) != expected:
+                stale[dvc_file] = "modified"
+        if not stale:
+            return []
+        targets = [str(path) for path in stale]
+        with Repo(str(root), config=self._dvc_remote_config()) as repo:
+            try:
+                repo.checkout(targets=targets, force=True)
+            except CheckoutError:  # the cache lacks the object
+                logger.warning("dataset cache incomplete, pulling %s from the remote", targets)
+                repo.pull(targets=targets, remote=self.remote_name, force=True)
+        fixes = []
+        for dvc_file, state in stale.items():
+            data = dvc_file.with_suffix("")
+            expected = _md5_from_dvc_file(dvc_file.read_text(encoding="utf-8"))
+            if not data.exists() or _file_md5(data) != expected:
+                raise DatasetIntegrityError(f"{data} could not be restored to md5 {expected}")
+            logger.warning("restored %s (%s) to its committed version", data, state)
+            fixes.append(
+                Fix(
+                    DVC,
+                    str(data.relative_to(root)),
+                    f"restored to the committed version (md5 {expected})",
+                    f"{state} in the workspace, as a crash during a commit leaves it",
+                )
+            )
+        return fixes
+
+    @contextmanager
+    def _try_lock(self) -> Iterator[bool]:
+        """The exclusive lock if it is free at once: yields whether it was taken."""
+        with (self._root() / _LOCK_FILE).open("a", encoding="utf-8") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # --- helpers ---------------------------------------------------------------------
     def _root(self) -> Path:
@@ -510,6 +607,14 @@ def _md5_from_dvc_file(text: str) -> str:
     if len(outs) != 1 or "md5" not in outs[0]:
         raise DatasetIntegrityError(f"unexpected .dvc file content: {text!r}")
     return str(outs[0]["md5"])
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
