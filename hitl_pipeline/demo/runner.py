@@ -412,7 +412,8 @@ def run_headless(
     # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.
     from hitl_pipeline.doctor import doctor
 
-    report = doctor(instance, registry=registry, dataset_store=defs.resources["dataset_store"])
+    resources = defs.resources or {}
+    report = doctor(instance, registry=registry, dataset_store=resources["dataset_store"])
     for line in report.lines():
         log(f"recovery: {line}")
     from hitl_pipeline.core.inference import score_batch
