@@ -38,6 +38,9 @@ class Settings:
     mlflow_tracking_uri: str
     dvc_remote: str
     review_overlap_share: float = 0.2  # share of tasks that a second reviewer also answers
+    # HITL_REVIEWERS: e-mails whose annotations count as labels; empty: every account
+    # except the API token's own (see core.intake)
+    reviewers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +61,9 @@ class Settings:
             ),
             dvc_remote=env.get("HITL_DVC_REMOTE", str(home / "dvc-remote")),
             review_overlap_share=float(env.get("HITL_REVIEW_OVERLAP", "0.2")),
+            reviewers=tuple(
+                e.strip() for e in env.get("HITL_REVIEWERS", "").split(",") if e.strip()
+            ),
         )
 
     # --- folders under HITL_HOME -----------------------------------------------------

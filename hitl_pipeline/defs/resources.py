@@ -35,6 +35,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             else None,
             credentials_file=str(settings.label_studio_credentials_file),
             overlap_share=settings.review_overlap_share,
+            reviewers=list(settings.reviewers),
         ),
         "dataset_store": DvcDatasetStore(
             repo_path=str(settings.dataset_repo), remote_url=settings.dvc_remote

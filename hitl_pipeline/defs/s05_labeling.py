@@ -19,6 +19,7 @@ from hitl_pipeline.core.types import (
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.resources.label_studio import LabelStudioResource
+from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.production import ProductionSource
 
 
@@ -72,6 +73,7 @@ def labeling_tasks(
     config: TierConfig,
     review_queue: pd.DataFrame,
     label_studio: LabelStudioResource,
+    local_store: LocalStore,
     production: ProductionSource,
 ) -> dg.Output[PushResult]:
     """Tasks in Label Studio, one project per tier; re-runs push only what is missing."""
@@ -80,6 +82,12 @@ def labeling_tasks(
         review_queue, schema.feature_names, context.partition_key, config.policy()
     )
     result = label_studio.push_tasks(classes=schema.classes, tasks=tasks)
+    # after the push: a push that failed half-way is recorded by its re-run
+    local_store.record_pushed(
+        name=context.partition_key,
+        item_ids=[t.item_id for t in tasks],
+        tiers=[t.tier for t in tasks],
+    )
     per_tier = pd.Series([t.tier for t in tasks], dtype=object).value_counts().to_dict()
     return dg.Output(
         result,

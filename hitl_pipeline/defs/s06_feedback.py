@@ -1,7 +1,7 @@
 """Feedback: pull finished annotations from every review queue into the ledger, resolve
 them to labels, send disagreements to adjudication, and check the audit of auto-accepts."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +10,13 @@ import pandas as pd
 
 from hitl_pipeline.core.agreement import disputed_items, latest_votes, summary_metrics
 from hitl_pipeline.core.datasets import resolve_labels, split_out_of_schema
+from hitl_pipeline.core.intake import (
+    ANSWER_PROBLEM,
+    QUARANTINE_REASON,
+    IntakePolicy,
+    reason_counts,
+    split_quarantined,
+)
 from hitl_pipeline.core.loop_health import (
     AuditPolicy,
     audit_pass_rate,
@@ -41,6 +48,7 @@ AUDIT_PARTITION = "audit_partition"
 # Annotations can be committed slightly out of order; re-reading a short window is free
 # because the ledger is keyed by annotation id.
 _PULL_OVERLAP = timedelta(minutes=5)
+_LISTED = 50  # item ids listed in metadata and logs; the count is always complete
 
 
 def upsert_annotations(ledger: pd.DataFrame, pulled: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +57,8 @@ def upsert_annotations(ledger: pd.DataFrame, pulled: pd.DataFrame) -> pd.DataFra
     if pulled.empty:
         return ledger
     merged = pd.concat([ledger, pulled], ignore_index=True) if len(ledger) else pulled
-    merged = merged.sort_values(["annotation_id", "updated_at"])
+    # stable: on a tie the pulled copy wins, so a re-pull re-parses what was stored
+    merged = merged.sort_values(["annotation_id", "updated_at"], kind="mergesort")
     return merged.drop_duplicates("annotation_id", keep="last").reset_index(drop=True)
 
 
@@ -63,39 +72,119 @@ def count_new_or_edited(ledger: pd.DataFrame, pulled: pd.DataFrame) -> int:
     return int((previous.isna() | (pulled["updated_at"] > previous)).sum())
 
 
+def pull_since(ledger: pd.DataFrame) -> pd.Timestamp | None:
+    """Where the next pull starts: shortly before the newest annotation in the ledger.
+
+    None (everything) for an empty ledger, and for one written before answers were
+    checked (no ``answer_problem`` column): its rows were parsed leniently (a two-class
+    answer stored as its first class), so they are pulled and judged again once.
+    """
+    if ledger.empty or ANSWER_PROBLEM not in ledger:
+        return None
+    return ledger["updated_at"].max() - _PULL_OVERLAP
+
+
+def awaiting_answers(
+    pushed: Mapping[str, Sequence[str]], ledger: pd.DataFrame
+) -> dict[str, list[str]]:
+    """Pushed items of each tier with no annotation pulled from that tier yet: the ones
+    whose answers would be lost, unseen, if their task disappeared."""
+    seen = (
+        set(zip(ledger[TIER].astype(str), ledger[ITEM_ID].astype(str), strict=True))
+        if len(ledger)
+        else set()
+    )
+    out = {
+        tier: sorted(i for i in set(map(str, ids)) if (tier, i) not in seen)
+        for tier, ids in pushed.items()
+    }
+    return {tier: ids for tier, ids in out.items() if ids}
+
+
 @dg.asset(group_name="s06_feedback", deps=[labeling_tasks], kinds={"labelstudio"})
 def human_labels(
-    label_studio: LabelStudioResource, local_store: LocalStore, production: ProductionSource
+    context: dg.AssetExecutionContext,
+    label_studio: LabelStudioResource,
+    local_store: LocalStore,
+    production: ProductionSource,
 ) -> dg.Output[pd.DataFrame]:
     """One resolved human label per reviewed item, from every annotation pulled so far.
 
-    Annotations whose label is outside the schema stay in the ledger but decide nothing;
-    an adjudicated answer decides its item.
+    Intake is strict (``core.intake``): only a configured reviewer's answer of exactly
+    one schema class is a vote; the rest stays in the ledger, quarantined with a reason
+    and counted here. Each run judges the whole ledger again, so a fix re-admits. Pushed
+    items whose task vanished from Label Studio before an answer was pulled are reported.
+    An adjudicated answer decides its item.
     """
     classes = production.schema().classes
-    ledger = local_store.read_ledger()
-    since = ledger["updated_at"].max() - _PULL_OVERLAP if len(ledger) else None
-    pulled = annotations_to_frame(label_studio.pull_annotations(since=since))
+    ledger = local_store.read_ledger(include_quarantined=True)
+    pulled = annotations_to_frame(label_studio.pull_annotations(since=pull_since(ledger)))
     new_or_edited = count_new_or_edited(ledger, pulled)
     ledger = upsert_annotations(ledger, pulled)
-    local_store.write_ledger(ledger)
-    usable, rejected = split_out_of_schema(ledger, classes)
+    policy = label_studio.intake_policy(classes=classes)
+    usable, quarantined = split_quarantined(ledger, policy)
+    local_store.write_ledger(pd.concat([usable, quarantined]).sort_values("annotation_id"))
+    missing = label_studio.missing_items(awaiting_answers(local_store.read_pushed(), ledger))
+    _warn(context, quarantined, pulled, missing, policy)
+
     labels = resolve_labels(usable)
-    latest = ledger["completed_at"].max() if len(ledger) else None
+    latest = usable["completed_at"].max() if len(usable) else None
+    per_reason = reason_counts(quarantined)
+    counted = sorted(set(usable.loc[~usable["was_cancelled"].astype(bool), "annotator"]))
     return dg.Output(
         labels,
         metadata={
             "labelled_items": len(labels),
             "annotations_total": len(ledger),
             "annotations_pulled_now": new_or_edited,
-            "annotations_skipped": int(ledger["was_cancelled"].astype(bool).sum()),
-            "annotations_out_of_schema": len(rejected),
+            "annotations_admitted": len(usable),
+            "annotations_skipped": int(usable["was_cancelled"].astype(bool).sum()),
+            "annotations_quarantined": len(quarantined),
+            "quarantined_by_reason": dg.MetadataValue.json(per_reason),
+            **{f"quarantined__{reason}": n for reason, n in per_reason.items()},
+            "reviewers_counted": dg.MetadataValue.json(counted),
+            "reviewers_configured": (
+                "every account except the service account (no reviewer list configured)"
+                if policy.open_to_everyone
+                else ", ".join(sorted(policy.reviewers))
+            ),
+            "service_account": ", ".join(sorted(policy.service_accounts)),
+            "tasks_missing": sum(len(ids) for ids in missing.values()),
+            "tasks_missing_items": dg.MetadataValue.json(
+                {tier: ids[:_LISTED] for tier, ids in missing.items()}
+            ),
             "correction_rate": _number(correction_rate(usable)),
             "audit_pass_rate": _number(audit_pass_rate(usable)),
             "labels_through": latest.isoformat() if latest is not None else "",
             **feedback_figures(usable, labels, classes),
         },
     )
+
+
+def _warn(
+    context: dg.AssetExecutionContext,
+    quarantined: pd.DataFrame,
+    pulled: pd.DataFrame,
+    missing: Mapping[str, Sequence[str]],
+    policy: IntakePolicy,
+) -> None:
+    """Say in the run's log what was not taken, so nobody has to open the metadata."""
+    fresh = quarantined[quarantined["annotation_id"].isin(pulled["annotation_id"])]
+    if len(fresh):
+        counts = fresh[QUARANTINE_REASON].value_counts().to_dict()
+        context.log.warning(
+            f"{len(fresh)} pulled annotation(s) quarantined, not labels: "
+            + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+            + f" (service account {', '.join(sorted(policy.service_accounts))}; reviewers: "
+            + ("every other account" if policy.open_to_everyone else "the configured list")
+            + "). They stay in the ledger with their reason."
+        )
+    for tier, ids in missing.items():
+        context.log.warning(
+            f"{len(ids)} item(s) pushed to the {tier} queue have no task in Label Studio "
+            f"any more and no answer pulled (deleted?): {', '.join(ids[:_LISTED])}"
+            + (" ..." if len(ids) > _LISTED else "")
+        )
 
 
 def feedback_figures(

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,19 @@ def admin_token(settings: Settings) -> str:
     )
 
 
+def count_simulated_reviewers(
+    pool: ReviewerPool, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Make the simulated reviewers count when a reviewer list (``HITL_REVIEWERS``) is
+    configured: they join it for this process and the Dagster it starts. Unset, every
+    account except the pipeline's service account counts already."""
+    env = os.environ if environ is None else environ
+    listed = [e.strip() for e in env.get("HITL_REVIEWERS", "").split(",") if e.strip()]
+    if listed:
+        simulated = [r.email for r in (*pool.reviewers, *pool.adjudicators)]
+        env["HITL_REVIEWERS"] = ",".join(dict.fromkeys([*listed, *simulated]))
+
+
 def ensure_label_studio(settings: Settings) -> bool:
     """Start the local Label Studio when no external one is configured.
 
@@ -139,6 +152,7 @@ def run_demo(
         print(f"cannot start Label Studio: {exc}", file=sys.stderr)
         return 1
     pool = reviewer_pool(settings, options)
+    count_simulated_reviewers(pool)
     try:
         if not ui:
             summary = run_headless(

@@ -36,8 +36,15 @@ from xml.sax.saxutils import quoteattr
 
 import dagster as dg
 import httpx
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
+from hitl_pipeline.core.intake import (
+    EMPTY_RESULT,
+    MULTIPLE_CHOICES,
+    UNKNOWN_CONTROL,
+    UNKNOWN_LABEL,
+    IntakePolicy,
+)
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL, TIERS
 from hitl_pipeline.core.types import Annotation, LabelingTask, PushResult, QueueStatus
 
@@ -183,6 +190,48 @@ def task_payload(task: LabelingTask) -> dict[str, Any]:
     }
 
 
+def read_result(result: Sequence[Mapping[str, Any]]) -> tuple[str | None, tuple[str, ...], str]:
+    """The class, the flags and what is wrong with one answer's ``result``.
+
+    Strict: an answer is a class only when it chose exactly one value in our ``label``
+    control and used no control our interface lacks. The first choice of several is
+    not a class: a person who ticked two did not decide.
+
+    Args:
+        result: an exported annotation's ``result`` items.
+
+    Returns:
+        ``(label, flags, problem)``: ``label`` is None unless exactly one class was
+        chosen; ``problem`` is ``""`` or one of ``core.intake.ANSWER_PROBLEMS``, tested
+        in that order (a control we do not know, several classes, none, a flag our
+        interface does not offer). Whether the class is in the schema is judged later.
+    """
+    chosen: list[str] = []
+    flags: list[str] = []
+    unknown_control = False
+    for item in result:
+        values = [str(c) for c in ((item.get("value") or {}).get("choices") or ())]
+        name = item.get("from_name")
+        if name == LABEL_CONTROL:
+            chosen.extend(values)
+        elif name == FLAGS_CONTROL:
+            flags.extend(values)
+        else:
+            unknown_control = True
+    label = chosen[0] if len(chosen) == 1 else None
+    if unknown_control:
+        problem = UNKNOWN_CONTROL
+    elif len(chosen) > 1:
+        problem = MULTIPLE_CHOICES
+    elif not chosen:
+        problem = EMPTY_RESULT
+    elif set(flags) - {EDGE_CASE_FLAG}:
+        problem = UNKNOWN_LABEL
+    else:
+        problem = ""
+    return label, tuple(flags), problem
+
+
 def annotations_from_export(
     tasks: Iterable[Mapping[str, Any]],
     users: Mapping[int, str],
@@ -191,6 +240,10 @@ def annotations_from_export(
 ) -> list[Annotation]:
     """Our annotations from Label Studio's JSON export (one row per annotation).
 
+    Every annotation is returned, whatever its shape: what is wrong with an answer is
+    recorded in ``answer_problem`` (``read_result``) for ``core.intake`` to quarantine,
+    and the result itself is kept in ``raw_result``, so nothing is dropped here.
+
     Args:
         tasks: exported tasks, each with ``data`` and ``annotations``.
         users: user id -> e-mail, to name annotators.
@@ -198,7 +251,7 @@ def annotations_from_export(
 
     Returns:
         Annotations ordered by ``(updated_at, annotation_id)``; cancelled (skipped) ones
-        carry ``was_cancelled=True`` and ``label=None``.
+        carry ``was_cancelled=True``, ``label=None`` and no problem.
     """
     out: list[Annotation] = []
     for task in tasks:
@@ -207,14 +260,8 @@ def annotations_from_export(
             updated_at = _parse_time(ann.get("updated_at") or ann["created_at"])
             if since is not None and updated_at <= since:
                 continue
-            label: str | None = None
-            flags: tuple[str, ...] = ()
-            for item in ann.get("result") or []:
-                chosen = tuple((item.get("value") or {}).get("choices") or ())
-                if item.get("from_name") == LABEL_CONTROL and chosen:
-                    label = str(chosen[0])
-                elif item.get("from_name") == FLAGS_CONTROL:
-                    flags = tuple(str(c) for c in chosen)
+            result = list(ann.get("result") or [])
+            label, flags, problem = read_result(result)
             cancelled = bool(ann.get("was_cancelled"))
             out.append(
                 Annotation(
@@ -231,9 +278,11 @@ def annotations_from_export(
                     partition=str(data.get("partition") or ""),
                     features=dict(data.get("features") or {}),
                     reasons=tuple(data.get("reasons") or ()),
-                    flags=() if cancelled else flags,
+                    flags=() if cancelled or problem else flags,
                     tier=str(data.get("tier") or ""),
                     lead_time_s=ann.get("lead_time"),
+                    answer_problem="" if cancelled else problem,
+                    raw_result=json.dumps(result, sort_keys=True, default=str),
                 )
             )
     out.sort(key=lambda a: (a.updated_at, a.annotation_id))
@@ -341,6 +390,10 @@ class LabelStudioResource(dg.ConfigurableResource):
         request_timeout_s: per request; large exports take tens of seconds.
         import_chunk_size: tasks per import call: the most a crash mid-push can leave
             half-done (Label Studio imports each call in one transaction).
+        reviewers: e-mails of the accounts whose annotations count as labels. Empty:
+            every account except the service account counts. The service account (the
+            user owning ``api_key``) never counts, even when listed: it pushes tasks and
+            administers, and its annotations are not reviews (``core.intake``).
     """
 
     url: str
@@ -351,8 +404,10 @@ class LabelStudioResource(dg.ConfigurableResource):
     import_chunk_size: int = 500
     overlap_share: float = 0.0
     overlap_annotators: int = 2
+    reviewers: list[str] = Field(default_factory=list)
 
     _client: Any = PrivateAttr(default=None)
+    _service_account: str | None = PrivateAttr(default=None)
 
     # --- projects --------------------------------------------------------------------
     def tier_title(self, tier: str) -> str:
@@ -626,6 +681,44 @@ class LabelStudioResource(dg.ConfigurableResource):
             finished_tasks=int(finished.response.total),
             latest_completed_at=latest,
         )
+
+    # --- intake ------------------------------------------------------------------------
+    def service_account(self) -> str:
+        """The e-mail of the user owning the API token (asked once per resource)."""
+        if self._service_account is None:
+            with self._errors():
+                me = self._sdk().users.whoami()
+            self._service_account = str(me.email or f"user-{me.id}")
+        return self._service_account
+
+    def intake_policy(self, *, classes: Sequence[str]) -> IntakePolicy:
+        """Who counts and which classes exist: the configured reviewers, the service
+        account (never counted) and ``classes``."""
+        return IntakePolicy.build(
+            classes, reviewers=self.reviewers, service_accounts=[self.service_account()]
+        )
+
+    def missing_items(self, pushed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Pushed items whose task is gone from their tier's queue (deleted in Label
+        Studio, or the whole project deleted): their unpulled answers are lost.
+
+        Args:
+            pushed: tier -> item ids the pipeline pushed to that tier's queue.
+
+        Returns:
+            tier -> sorted missing item ids, for tiers with any missing.
+        """
+        out: dict[str, list[str]] = {}
+        for tier, item_ids in pushed.items():
+            wanted = sorted({str(i) for i in item_ids})
+            if not wanted:
+                continue
+            project_id = self._find_project_checked(tier)
+            present = set() if project_id is None else self._existing_item_ids(project_id, wanted)
+            missing = [i for i in wanted if i not in present]
+            if missing:
+                out[tier] = missing
+        return out
 
     # --- health ------------------------------------------------------------------------
     def is_available(self) -> bool:

@@ -16,6 +16,12 @@ import httpx
 import pandas as pd
 import pytest
 
+from hitl_pipeline.core.intake import (
+    EMPTY_RESULT,
+    MULTIPLE_CHOICES,
+    UNKNOWN_CONTROL,
+    UNKNOWN_LABEL,
+)
 from hitl_pipeline.core.types import LabelingTask
 from hitl_pipeline.resources.label_studio import (
     EDGE_CASE_FLAG,
@@ -27,6 +33,7 @@ from hitl_pipeline.resources.label_studio import (
     annotations_from_export,
     build_label_config,
     choice_result,
+    read_result,
     task_payload,
 )
 from hitl_pipeline.resources.label_studio_server import free_port
@@ -190,6 +197,81 @@ def test_annotations_from_export_parses_rows_flags_cancels_and_since() -> None:
     assert first.predicted_label == "cat" and first.model_version == "3"
     since = datetime(2026, 11, 2, 10, 0, 0, 1, tzinfo=UTC)  # exactly the first one's time
     assert [r.annotation_id for r in annotations_from_export(exported, {}, since=since)] == [2]
+
+
+def _choices(control: str, *values: str) -> dict[str, Any]:
+    return choice_result(control, list(values))
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        # one class: a label (flags ride along)
+        ([_choices(LABEL_CONTROL, "dog")], ("dog", (), "")),
+        (
+            [_choices(LABEL_CONTROL, "dog"), _choices(FLAGS_CONTROL, EDGE_CASE_FLAG)],
+            ("dog", (EDGE_CASE_FLAG,), ""),
+        ),
+        # two classes in one item, or the control answered twice: nobody decided, and the
+        # first choice does not win (the tester's finding)
+        ([_choices(LABEL_CONTROL, "dog", "cat")], (None, (), MULTIPLE_CHOICES)),
+        (
+            [_choices(LABEL_CONTROL, "dog"), _choices(LABEL_CONTROL, "cat")],
+            (None, (), MULTIPLE_CHOICES),
+        ),
+        # submitted without a class: an empty result, an empty choice, only a flag
+        ([], (None, (), EMPTY_RESULT)),
+        ([_choices(LABEL_CONTROL)], (None, (), EMPTY_RESULT)),
+        ([_choices(FLAGS_CONTROL, EDGE_CASE_FLAG)], (None, (EDGE_CASE_FLAG,), EMPTY_RESULT)),
+        # a control our interface does not have, even next to a good class
+        ([_choices("comment", "dog")], (None, (), UNKNOWN_CONTROL)),
+        (
+            [_choices(LABEL_CONTROL, "dog"), _choices("sentiment", "positive")],
+            ("dog", (), UNKNOWN_CONTROL),
+        ),
+        # a flag the interface does not offer
+        (
+            [_choices(LABEL_CONTROL, "dog"), _choices(FLAGS_CONTROL, "spam")],
+            ("dog", ("spam",), UNKNOWN_LABEL),
+        ),
+        # a class outside the schema is judged later, with the schema (core.intake)
+        ([_choices(LABEL_CONTROL, "zebra")], ("zebra", (), "")),
+    ],
+)
+def test_read_result_is_strict(result: list, expected: tuple) -> None:
+    assert read_result(result) == expected
+
+
+@pytest.mark.faults
+def test_export_keeps_bad_answers_with_their_problem_and_raw_result() -> None:
+    exported = [
+        {
+            "id": 5,
+            "data": {"item_id": "x"},
+            "annotations": [
+                {
+                    "id": 1,
+                    "completed_by": 7,
+                    "result": [
+                        _choices(LABEL_CONTROL, "dog", "cat"),
+                        _choices(FLAGS_CONTROL, EDGE_CASE_FLAG),
+                    ],
+                    "created_at": "2026-11-02T10:00:00Z",
+                },
+                {
+                    "id": 2,
+                    "completed_by": 7,
+                    "result": [],
+                    "was_cancelled": True,
+                    "created_at": "2026-11-02T10:01:00Z",
+                },
+            ],
+        }
+    ]
+    two, skip = annotations_from_export(exported, {7: "a@x"})
+    assert (two.label, two.answer_problem, two.flags) == (None, MULTIPLE_CHOICES, ())
+    assert json.loads(two.raw_result)[0]["value"]["choices"] == ["dog", "cat"]  # nothing lost
+    assert (skip.was_cancelled, skip.label, skip.answer_problem) == (True, None, "")
 
 
 def test_dead_server_raises_unavailable_naming_url_and_fix() -> None:
