@@ -13,6 +13,7 @@ from hitl_pipeline.core.datasets import resolve_labels, split_out_of_schema
 from hitl_pipeline.core.intake import (
     ANSWER_PROBLEM,
     QUARANTINE_REASON,
+    SERVICE_ACCOUNT,
     IntakePolicy,
     reason_counts,
     split_quarantined,
@@ -178,6 +179,11 @@ def _warn(
             + f" (service account {', '.join(sorted(policy.service_accounts))}; reviewers: "
             + ("every other account" if policy.open_to_everyone else "the configured list")
             + "). They stay in the ledger with their reason."
+        )
+    if (fresh[QUARANTINE_REASON] == SERVICE_ACCOUNT).any():
+        context.log.warning(
+            "the pipeline's service account never labels: whoever answered as it should "
+            "sign up under their own account (the organisation's invite link) and label there"
         )
     for tier, ids in missing.items():
         context.log.warning(

@@ -108,6 +108,14 @@ def test_tiers_agreement_adjudication_and_loop_health(label_studio, project_titl
     disputed = labels_meta["disputed_open"].value
     assert disputed > 0 and labels_meta["agreement_overlap_items"].value == 24
     assert labels_meta["agreement_alpha"].value < 0.667
+    # no reviewer list: every account but the service account counts, and it says so
+    assert labels_meta["reviewers_counted"].value == [
+        "careful@sim.hitl.local",
+        "careless@sim.hitl.local",
+    ]
+    assert labels_meta["reviewers_configured"].value.startswith("every account except")
+    assert labels_meta["annotations_quarantined"].value == 0
+    assert labels_meta["tasks_missing"].value == 0
     assert "guideline" in labels_meta["guideline_signal"].value
     adjudication = first.output_for_node("adjudication_tasks")
     assert adjudication.created == disputed

@@ -103,6 +103,23 @@ def test_invalid_settings_are_refused() -> None:
 
 
 # --- in a real Label Studio ---------------------------------------------------------------
+def test_a_configured_reviewer_list_gains_the_simulated_reviewers() -> None:
+    from hitl_pipeline.demo.app import count_simulated_reviewers
+
+    pool = ReviewerPool(
+        url="http://x",
+        api_key="k",
+        reviewers=[SimulatedReviewer("a@sim"), SimulatedReviewer("b@sim")],
+        adjudicators=[SimulatedReviewer("judge@sim")],
+    )
+    listed = {"HITL_REVIEWERS": "me@team.org, a@sim"}
+    count_simulated_reviewers(pool, listed)
+    assert listed["HITL_REVIEWERS"] == "me@team.org,a@sim,b@sim,judge@sim"
+    unset: dict[str, str] = {}
+    count_simulated_reviewers(pool, unset)
+    assert unset == {}  # unset stays unset: every account but the service account counts
+
+
 @pytest.mark.labelstudio
 def test_pool_answers_open_tasks_as_distinct_users_with_expected_labels(
     label_studio, label_studio_resource: LabelStudioResource, project_title: str
