@@ -260,6 +260,12 @@ def adjudication_tasks(
         if tasks
         else PushResult(created=0, already_present=0, project_id=0)
     )
+    if tasks:  # recorded, so a deleted adjudication task is reported like any other
+        local_store.record_pushed(
+            name="adjudication",
+            item_ids=[t.item_id for t in tasks],
+            tiers=[t.tier for t in tasks],
+        )
     return dg.Output(
         result,
         metadata={
