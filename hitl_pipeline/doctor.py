@@ -128,6 +128,9 @@ def fail_dead_runs(
         listed = ", ".join(str(pid) for pid in sorted(pids))
         reason = f"no process of the run is alive (pid {listed}): it was killed"
         instance.report_run_failed(current, f"Marked failed by hitl-pipeline doctor: {reason}.")
+        # the pool slots its steps held would otherwise block every later run's steps
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         logger.warning("marked Dagster run %s failed: %s", run.run_id, reason)
         fixes.append(Fix(DAGSTER, f"run {run.run_id} ({run.job_name})", "marked failed", reason))
     return fixes

@@ -6,6 +6,7 @@ not when the module is imported.
 
 import dagster as dg
 
+from hitl_pipeline.defs.io_manager import RunScopedIOManager
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore
@@ -41,6 +42,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             repo_path=str(settings.dataset_repo), remote_url=settings.dvc_remote
         ),
         "local_store": LocalStore(home=str(settings.home)),
+        # one stored value per run: overlapping runs never read each other's outputs
+        "io_manager": RunScopedIOManager(base_dir=str(settings.dagster_home / "outputs")),
     }
 
 

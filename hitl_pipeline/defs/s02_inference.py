@@ -14,6 +14,7 @@ from hitl_pipeline.core.loop import escalation_scores
 from hitl_pipeline.core.ood import fit_ood_detector
 from hitl_pipeline.core.types import CONFIDENCE, DISAGREEMENT, OOD_SCORE
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+from hitl_pipeline.defs.preflight import require_stores
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
@@ -37,6 +38,7 @@ def predictions(
 ) -> dg.Output[pd.DataFrame]:
     """Class probabilities, confidence, margin and entropy per row, with the model version;
     committee disagreement and out-of-distribution score when available."""
+    require_stores(registry.check)  # a dead store fails here, named, not deep in a load
     champion = registry.champion()
     if champion is None:
         raise dg.Failure(

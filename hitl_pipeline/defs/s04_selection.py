@@ -26,6 +26,7 @@ from hitl_pipeline.core.types import (
 )
 from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+from hitl_pipeline.defs.pools import CHAMPION_ALIAS_POOL
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
@@ -101,7 +102,7 @@ def review_queue(
     )
 
 
-@dg.asset(group_name="s04_selection", kinds={"pandas"})
+@dg.asset(group_name="s04_selection", kinds={"pandas"}, pool=CHAMPION_ALIAS_POOL)
 def routing_threshold(
     config: RoutingConfig,
     champion_model: ModelRef,

@@ -18,6 +18,7 @@ from hitl_pipeline.core.types import (
     PushResult,
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+from hitl_pipeline.defs.pools import LABEL_STUDIO_POOL
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.production import ProductionSource
@@ -67,7 +68,12 @@ def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
-@dg.asset(partitions_def=BATCH_PARTITIONS, group_name="s05_labeling", kinds={"labelstudio"})
+@dg.asset(
+    partitions_def=BATCH_PARTITIONS,
+    group_name="s05_labeling",
+    kinds={"labelstudio"},
+    pool=LABEL_STUDIO_POOL,
+)
 def labeling_tasks(
     context: dg.AssetExecutionContext,
     config: TierConfig,

@@ -29,6 +29,7 @@ from hitl_pipeline.core.routing import REASON_AUDIT
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION
 from hitl_pipeline.core.types import ITEM_ID, TIER, LabelingTask, PushResult
 from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.pools import LABEL_LEDGER_POOL, LABEL_STUDIO_POOL
 from hitl_pipeline.defs.s05_labeling import labeling_tasks
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore, annotations_to_frame
@@ -102,7 +103,12 @@ def awaiting_answers(
     return {tier: ids for tier, ids in out.items() if ids}
 
 
-@dg.asset(group_name="s06_feedback", deps=[labeling_tasks], kinds={"labelstudio"})
+@dg.asset(
+    group_name="s06_feedback",
+    deps=[labeling_tasks],
+    kinds={"labelstudio"},
+    pool=LABEL_LEDGER_POOL,
+)
 def human_labels(
     context: dg.AssetExecutionContext,
     label_studio: LabelStudioResource,
@@ -247,7 +253,12 @@ def adjudication_tasks_for(
     return tasks
 
 
-@dg.asset(group_name="s06_feedback", deps=[human_labels], kinds={"labelstudio"})
+@dg.asset(
+    group_name="s06_feedback",
+    deps=[human_labels],
+    kinds={"labelstudio"},
+    pool=LABEL_STUDIO_POOL,
+)
 def adjudication_tasks(
     label_studio: LabelStudioResource, local_store: LocalStore, production: ProductionSource
 ) -> dg.Output[PushResult]:

@@ -8,8 +8,11 @@ from hitl_pipeline.core.gate import EDGE_CASES, HUMAN_HOLDOUT
 from hitl_pipeline.core.loop import SELECTION, TRAINING, DatasetPolicy, assemble_dataset
 from hitl_pipeline.core.types import LABEL_SOURCE, DatasetVersion
 from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.pools import DATASET_REPO_POOL
+from hitl_pipeline.defs.preflight import require_stores
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
 DatasetConfig = config_class(
@@ -20,17 +23,20 @@ DatasetConfig = config_class(
 )
 
 
-@dg.asset(group_name="s07_dataset", kinds={"dvc"})
+@dg.asset(group_name="s07_dataset", kinds={"dvc"}, pool=DATASET_REPO_POOL)
 def training_dataset(
     config: DatasetConfig,
     human_labels: pd.DataFrame,
     local_store: LocalStore,
     dataset_store: DvcDatasetStore,
+    registry: MlflowRegistryResource,
     production: ProductionSource,
 ) -> dg.Output[DatasetVersion]:
     """A DVC version holding the training rows, the selection rows that choose the
     training variant, the fixed holdout, the gate's human holdout and the edge cases
     (items a reviewer flagged, with their resolved label, kept out of training)."""
+    # a dataset version nobody can train and register a model from is not committed
+    require_stores(registry.check)
     schema = production.schema()
     seed_train, seed_holdout = local_store.read_seed()
     if human_labels.empty:  # before the first annotation the frame has no feature columns

@@ -19,6 +19,7 @@ from hitl_pipeline.core.training import TrainingParams, evaluate_frames
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
 from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
+from hitl_pipeline.faults import fault_point
 from hitl_pipeline.resources.dvc_store import DATA_DIR, DvcDatasetStore
 from hitl_pipeline.resources.mlflow_registry import (
     TAG_DAGSTER_RUN_ID,
@@ -98,6 +99,7 @@ def candidate_model(
         **result.metrics,
         **{f"heldout.{s}.{k}": v for s, values in held_out.items() for k, v in values.items()},
     }
+    fault_point("training.before_register")
     ref = registry.log_candidate(
         model=result.model,
         params=params.to_dict(),
@@ -153,7 +155,8 @@ def passes_gate(
         champion=registry.load_model(ref=champion) if champion is not None else None,
         policy=policy,
     )
-    registry.log_gate_decision(ref=candidate_model, decision=decision)
+    fault_point("gate.before_decision")
+    registry.log_gate_decision(ref=candidate_model, decision=decision, champion=champion)
     return dg.AssetCheckResult(
         passed=decision.promote,
         description="; ".join(decision.reasons),

@@ -3,26 +3,36 @@
 import dagster as dg
 
 from hitl_pipeline.core.types import ModelRef
-from hitl_pipeline.resources.mlflow_registry import TAG_GATE_REASONS, MlflowRegistryResource
+from hitl_pipeline.defs.pools import CHAMPION_ALIAS_POOL
+from hitl_pipeline.resources.mlflow_registry import (
+    TAG_GATE_REASONS,
+    MlflowRegistryResource,
+    PromotionRefused,
+)
 
 
-@dg.asset(group_name="s09_deployment", kinds={"mlflow"})
+@dg.asset(group_name="s09_deployment", kinds={"mlflow"}, pool=CHAMPION_ALIAS_POOL)
 def champion_model(
     candidate_model: ModelRef, registry: MlflowRegistryResource
 ) -> dg.Output[ModelRef]:
     """The serving model. Only reached when ``passes_gate`` passed (it is blocking).
 
-    The promotion is recorded with the gate's reasons, read back from the version.
+    The promotion is a compare-and-set: the alias moves to this run's candidate only if
+    the candidate's own gate decision says promote and the champion is still the version
+    that gate compared it with; otherwise the step fails and nothing changes.
     """
-    gate = registry.get_version(version=candidate_model.version).tags.get(TAG_GATE_REASONS, "")
-    reason = f"passed the deployment gate: {gate}" if gate else "passed the deployment gate"
-    previous = registry.promote(ref=candidate_model, reason=reason)
+    try:
+        previous = registry.promote_gated(ref=candidate_model)
+    except PromotionRefused as exc:
+        raise dg.Failure(description=f"not promoted: {exc}") from exc
+    champion = registry.champion()
     return dg.Output(
-        candidate_model,
+        champion or candidate_model,
         metadata={
-            "champion_version": candidate_model.version,
+            "champion_version": champion.version if champion else candidate_model.version,
             "previous_champion": previous.version if previous else "none",
             "model_uri": candidate_model.uri,
-            "gate_reasons": gate,
+            "gate_reasons": candidate_model.tags.get(TAG_GATE_REASONS, "")
+            or registry.get_version(version=candidate_model.version).tags.get(TAG_GATE_REASONS, ""),
         },
     )

@@ -38,6 +38,8 @@ RUN_MONITORING = {
     "max_runtime_seconds": 6 * 3600,
     "max_resume_run_attempts": 0,  # the default run launcher cannot resume a run
     "poll_interval_seconds": 60,
+    # pool slots of a run that ended (or was failed by the doctor) are freed after this
+    "free_slots_after_run_end_seconds": 60,
 }
 # In-process runs would print every Dagster event (and each gate rejection as a stack
 # trace); the UI, the summary and the progress lines say what matters.
@@ -270,6 +272,48 @@ def use_home(settings: Settings) -> None:
             encoding="utf-8",
         )
     ensure_run_monitoring(instance_config)
+    ensure_pool_limit(instance_config)
+
+
+def ensure_pool_limit(instance_config: Path) -> bool:
+    """Give Dagster's concurrency pools a default limit of 1 unless the file sets one.
+
+    The steps that write shared state (``hitl_pipeline.defs.pools``) then never overlap,
+    whatever launches them. The setting is inserted as text under an existing
+    ``concurrency`` section (or appended with one), so the rest of the file, comments
+    included, stays as written; the edit is kept only if the result loads as the same
+    configuration plus the limit. Returns True if the file was changed.
+    """
+    text = instance_config.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False  # left for Dagster to report
+    config = {} if config is None else config
+    if not isinstance(config, dict):
+        return False
+    concurrency = config.get("concurrency")
+    if isinstance(concurrency, dict) and "default_limit" in (concurrency.get("pools") or {}):
+        return False
+    lines = text.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.rstrip() == "concurrency:"), None)
+    if at is None:
+        lines += ["concurrency:", "  pools:", "    default_limit: 1"]
+    else:
+        following = next((ln for ln in lines[at + 1 :] if ln.strip()), "  ")
+        indent = following[: len(following) - len(following.lstrip())] or "  "
+        lines[at + 1 : at + 1] = [f"{indent}pools:", f"{indent * 2}default_limit: 1"]
+    new_text = "\n".join(lines) + "\n"
+    expected = {**config, "concurrency": {**(concurrency or {}), "pools": {"default_limit": 1}}}
+    try:
+        if yaml.safe_load(new_text) != expected:
+            return False
+    except yaml.YAMLError:
+        return False
+    partial = instance_config.with_name(f".{instance_config.name}.partial")
+    partial.write_text(new_text, encoding="utf-8")
+    os.replace(partial, instance_config)
+    return True
 
 
 def ensure_run_monitoring(instance_config: Path) -> bool:

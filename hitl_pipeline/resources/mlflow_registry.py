@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -34,7 +35,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from hitl_pipeline.core.recovery import MLFLOW, REGISTRY, Fix, RunEnded
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
+from hitl_pipeline.faults import fault_point
 from hitl_pipeline.internals import mlflow_uri_globals, restore_mlflow_uri_globals
 
 if TYPE_CHECKING:
@@ -71,6 +74,9 @@ TAG_ENDED_VIA = "champion.ended_via"
 TAG_GATE_PROMOTE = "gate.promote"
 TAG_GATE_REASONS = "gate.reasons"
 TAG_GATE_FAILED = "gate.failed_checks"
+TAG_GATE_ABANDONED = "gate.abandoned"  # why a version never got a gate decision (recovery)
+TAG_RECOVERED = "hitl.recovered"  # on a run that recovery marked FAILED: why
+TAG_GATE_CHAMPION = "gate.champion_version"  # the champion the gate compared with ("none")
 # Tag on the registered model: the last promotions and rollbacks, newest last.
 TAG_HISTORY = "champion.history"
 
@@ -83,12 +89,27 @@ _MODEL_CACHE_SIZE = 8
 # about 1.6 s (measured with MLflow 3.17 on a 2-core machine).
 _MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "cloudpickle", "numpy", "pandas", "scipy")
 _METRIC_KEY_RE = re.compile(r"[^0-9A-Za-z_\-. /:]")
+# A locked SQLite database (another process writing) is worth waiting for; MLflow itself
+# gives up after its 20 s busy timeout.
+_TRANSIENT_ATTEMPTS = 6
+_TRANSIENT_FIRST_WAIT_S = 0.5
+_TRANSIENT_MARKERS = ("database is locked", "database table is locked", "busy")
+NO_CHAMPION = "none"
 
 _GLOBALS_LOCK = threading.RLock()
 _READY_LOCK = threading.Lock()
 _READY: dict[tuple[str, str, str, str | None], str] = {}  # (uris, experiment) -> experiment_id
 _CACHE_LOCK = threading.Lock()
+_PROMOTION_LOCK = threading.RLock()
 _MODEL_CACHE: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+
+
+class StoreUnavailable(RuntimeError):
+    """An outside store cannot be used; the message names it and the variable behind it."""
+
+
+class PromotionRefused(RuntimeError):
+    """A compare-and-set promotion found the registry not as the gate left it."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +211,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                     pip_requirements=_pinned_requirements(),
                     input_example=input_example,
                 )
+                fault_point("registry.after_log_model")
                 version = self._register(
                     model_id=info.model_id,
                     run_id=run_id,
@@ -205,8 +227,14 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             raise
         return version
 
-    def log_gate_decision(self, *, ref: ModelRef, decision: GateDecision) -> None:
+    def log_gate_decision(
+        self, *, ref: ModelRef, decision: GateDecision, champion: ModelRef | None = None
+    ) -> None:
         """Record the gate's verdict on a candidate in its run and on its model version.
+
+        ``champion`` is the serving version the gate compared with (None: none); it is
+        recorded (tag ``gate.champion_version``) so that :meth:`promote_gated` moves the
+        alias only while that version still serves.
 
         Metrics ``gate.promote`` (1/0), ``gate.evaluated_rows``, ``gate.checks_failed``,
         ``gate.challenger.*``, ``gate.champion.*`` and ``gate.check.<check>.<figure>``;
@@ -261,6 +289,8 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_PROMOTE, promote)
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_REASONS, reasons)
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_FAILED, failed_text)
+        compared = champion.version if champion is not None else NO_CHAMPION
+        client.set_model_version_tag(ref.name, ref.version, TAG_GATE_CHAMPION, compared)
 
     # --- reading the registry --------------------------------------------------------
     def champion(self) -> ModelRef | None:
@@ -349,6 +379,10 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             The replaced champion, or None if there was none or ``ref`` already was it
             (then nothing changes).
         """
+        with self._promotion_lock():
+            return self._promote(ref=ref, reason=reason, actor=actor)
+
+    def _promote(self, *, ref: ModelRef, reason: str, actor: str) -> ModelRef | None:
         client = self._client()
         current = self.champion()
         if current is not None and current.version == ref.version:
@@ -376,6 +410,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                 },
             )
             client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, current.version)
+        fault_point("registry.between_aliases")
         client.set_registered_model_alias(self.model_name, CHAMPION, ref.version)
         self._append_history(
             ChampionEvent(
@@ -388,6 +423,77 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             )
         )
         return self.get_version(version=current.version) if current is not None else None
+
+    def promote_gated(self, *, ref: ModelRef, actor: str = "hitl-pipeline") -> ModelRef | None:
+        """Promote ``ref`` only as its own gate decided: a compare-and-set on the alias.
+
+        Under a lock held by every promotion and rollback on this registry, the version's
+        own gate decision must say promote, and the champion must still be the version
+        the gate compared it with. Anything else is refused and nothing changes.
+
+        Returns:
+            The replaced champion (None if there was none, or ``ref`` already serves).
+
+        Raises:
+            PromotionRefused: No passing gate decision on ``ref``, or the champion moved
+                since the gate read it (the gate must judge again against the new one).
+        """
+        with self._promotion_lock():
+            current = self.get_version(version=ref.version)
+            tags = current.tags
+            if tags.get(TAG_GATE_PROMOTE) != "true":
+                verdict = tags.get(TAG_GATE_PROMOTE)
+                raise PromotionRefused(
+                    f"version {ref.version} of {self.model_name} has "
+                    + ("no gate decision" if verdict is None else "failed its gate")
+                    + ": only a version whose own gate passed is promoted"
+                )
+            expected = tags.get(TAG_GATE_CHAMPION)
+            serving = self.champion()
+            serving_version = serving.version if serving is not None else NO_CHAMPION
+            if serving_version == ref.version:
+                return None
+            if expected is None or serving_version != expected:
+                raise PromotionRefused(
+                    f"the champion moved since the gate judged version {ref.version}: it "
+                    f"compared with {expected or 'an unrecorded champion'}, and version "
+                    f"{serving_version} serves now; run the gate again to compare with it"
+                )
+            gate = tags.get(TAG_GATE_REASONS, "")
+            reason = f"passed the deployment gate: {gate}" if gate else "passed the deployment gate"
+            return self._promote(ref=ref, reason=reason, actor=actor)
+
+    def check(self) -> None:
+        """Fail early, naming the store and its setting, if MLflow cannot be used.
+
+        Reads the tracking store (creating its schema on first use) and writes a probe
+        file into a local artifact root. Run before a step's first write, so that a run
+        against a dead store leaves nothing half-done elsewhere.
+
+        Raises:
+            StoreUnavailable: The tracking store or the artifact folder is not usable.
+        """
+        try:
+            experiment = self._client().get_experiment(self._experiment_id())
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"MLflow tracking store {self.tracking_uri} cannot be used ({_short(exc)}); "
+                "it is set by HITL_MLFLOW_TRACKING_URI (default: a SQLite file under "
+                "HITL_HOME): point it at a reachable, writable store"
+            ) from exc
+        root = _local_path(experiment.artifact_location)
+        if root is None:
+            return  # a remote artifact store: the tracking server answered for it
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"MLflow artifact folder {root} is not writable ({_short(exc)}); it is the "
+                f"artifact root of experiment {self.experiment_name!r} in "
+                f"{self.tracking_uri} (HITL_MLFLOW_TRACKING_URI, artifacts under HITL_HOME)"
+            ) from exc
 
     def rollback(self, *, to_version: str | None = None, reason: str, actor: str) -> ModelRef:
         """Put an earlier version back as champion.
@@ -410,6 +516,10 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             KeyError: ``to_version`` does not exist.
             ValueError: ``to_version`` is already the champion.
         """
+        with self._promotion_lock():
+            return self._rollback(to_version=to_version, reason=reason, actor=actor)
+
+    def _rollback(self, *, to_version: str | None, reason: str, actor: str) -> ModelRef:
         client = self._client()
         current = self.champion()
         if to_version is None:
@@ -461,6 +571,130 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         )
         return self.get_version(version=target.version)
 
+    # --- recovery --------------------------------------------------------------------
+    def fail_orphaned_runs(self, *, run_ended: RunEnded) -> list[Fix]:
+        """Mark FAILED the runs left RUNNING by a Dagster run that is no longer in progress.
+
+        A run is judged by the Dagster run in its ``hitl.dagster_run_id`` tag: while that
+        run is in progress it may still be writing, and the MLflow run is left alone; runs
+        without the tag are left alone too. Nothing is created on a store that does not
+        exist yet.
+
+        Args:
+            run_ended: Given a Dagster run id, None while the run is in progress, else why
+                it no longer is.
+
+        Returns:
+            One fix per run marked FAILED (its ``hitl.recovered`` tag says why).
+        """
+        from mlflow.entities import ViewType
+
+        if not self._store_exists():
+            return []
+        client = self._client()
+        experiment_id = self._experiment_id()
+        running = []
+        token: str | None = None
+        while True:
+            page = client.search_runs(
+                [experiment_id],
+                filter_string="attributes.status = 'RUNNING'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                page_token=token,
+            )
+            running += list(page)
+            token = page.token
+            if not token:
+                break
+        fixes = []
+        for run in running:
+            dagster_run = run.data.tags.get(TAG_DAGSTER_RUN_ID)
+            ended = run_ended(dagster_run) if dagster_run else None
+            if ended is None:
+                continue
+            run_id = run.info.run_id
+            # It may have finished between the search and the Dagster look-up.
+            if client.get_run(run_id).info.status != "RUNNING":
+                continue
+            reason = f"its Dagster run {dagster_run} is {ended}"
+            client.set_tag(run_id, TAG_RECOVERED, reason)
+            client.set_terminated(run_id, status="FAILED")
+            logger.warning("marked MLflow run %s FAILED: %s", run_id, reason)
+            fixes.append(
+                Fix(
+                    MLFLOW,
+                    f"run {run_id} ({run.info.run_name})",
+                    "marked FAILED (was RUNNING)",
+                    reason,
+                )
+            )
+        return fixes
+
+    def abandon_undecided_versions(self, *, run_ended: RunEnded) -> list[Fix]:
+        """Settle the versions whose gate decision a killed run never recorded.
+
+        A version without a ``gate.promote`` tag, never champion, whose Dagster run (tag
+        ``hitl.dagster_run_id``) is no longer in progress: if the decision reached its
+        MLflow run (a kill between the run's tags and the version's), the version gets it
+        copied; otherwise it is tagged ``gate.abandoned`` with the reason, and stays out of
+        promotion (the gate never passed it).
+
+        Args:
+            run_ended: Given a Dagster run id, None while the run is in progress, else why
+                it no longer is.
+
+        Returns:
+            One fix per version settled.
+        """
+        from mlflow.exceptions import MlflowException
+
+        if not self._store_exists():
+            return []
+        client = self._client()
+        fixes = []
+        for ref in self.list_versions():
+            tags = ref.tags
+            settled = TAG_GATE_PROMOTE in tags or TAG_GATE_ABANDONED in tags
+            if settled or ref.aliases or TAG_CHAMPION_SINCE in tags:
+                continue
+            dagster_run = tags.get(TAG_DAGSTER_RUN_ID)
+            ended = run_ended(dagster_run) if dagster_run else None
+            if ended is None:
+                continue
+            run_tags: dict[str, str] = {}
+            if ref.run_id:
+                with contextlib.suppress(MlflowException):  # a deleted run
+                    run_tags = client.get_run(ref.run_id).data.tags
+            label = f"{self.model_name} v{ref.version}"
+            if TAG_GATE_PROMOTE in run_tags:
+                decided = {
+                    key: run_tags[key]
+                    for key in (TAG_GATE_PROMOTE, TAG_GATE_REASONS, TAG_GATE_FAILED)
+                    if key in run_tags
+                }
+                self._set_version_tags(ref.version, decided)
+                fixes.append(
+                    Fix(
+                        REGISTRY,
+                        label,
+                        f"gate decision copied from run {ref.run_id} "
+                        f"(gate.promote={decided[TAG_GATE_PROMOTE]})",
+                        f"the run recorded it but its Dagster run {dagster_run} is {ended}",
+                    )
+                )
+                continue
+            reason = f"no gate decision, and its Dagster run {dagster_run} is {ended}"
+            self._set_version_tags(ref.version, {TAG_GATE_ABANDONED: reason})
+            logger.warning("tagged %s %s: %s", label, TAG_GATE_ABANDONED, reason)
+            fixes.append(Fix(REGISTRY, label, f"tagged {TAG_GATE_ABANDONED}", reason))
+        return fixes
+
+    def _store_exists(self) -> bool:
+        """False when a SQLite tracking or registry file is not there yet (nothing to fix)."""
+        paths = [_sqlite_path(uri) for uri in (self.tracking_uri, self._registry_uri())]
+        return all(path is None or path.exists() for path in paths)
+
     # --- internals -------------------------------------------------------------------
     def _registry_uri(self) -> str:
         return self.registry_uri or self.tracking_uri
@@ -468,9 +702,26 @@ class MlflowRegistryResource(dg.ConfigurableResource):
     def _client(self) -> mlflow.MlflowClient:
         import mlflow
 
-        return mlflow.MlflowClient(
+        client = mlflow.MlflowClient(
             tracking_uri=self.tracking_uri, registry_uri=self._registry_uri()
         )
+        return _RetryingClient(client)  # type: ignore[return-value]
+
+    @contextmanager
+    def _promotion_lock(self) -> Iterator[None]:
+        """One champion change at a time: across threads, and across processes that share
+        the SQLite registry (a lock file beside it). Other registries rely on the Dagster
+        pool that the promoting steps share."""
+        with _PROMOTION_LOCK:
+            db_path = _sqlite_path(self._registry_uri())
+            if db_path is None:
+                yield
+                return
+            from filelock import FileLock
+
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(db_path.with_name(f"{db_path.name}.promotion-lock")):
+                yield
 
     def _experiment_id(self) -> str:
         """Set the stores and the experiment up once per process; returns the experiment id.
@@ -719,6 +970,57 @@ def _sqlite_init_lock(*uris: str) -> Iterator[None]:
             fh = stack.enter_context(lock_path.open("a", encoding="utf-8"))
             fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
         yield
+
+
+class _RetryingClient:
+    """An ``MlflowClient`` whose calls wait and retry while the database is locked.
+
+    A locked SQLite file rolls the transaction back, so repeating the call is safe.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._wrapped = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._wrapped, name)
+        if not callable(attr):
+            return attr
+        from tenacity import (
+            before_sleep_log,
+            retry,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
+        return retry(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(_TRANSIENT_ATTEMPTS),
+            wait=wait_exponential(multiplier=_TRANSIENT_FIRST_WAIT_S, max=8),
+            before_sleep=before_sleep_log(logger, logging.WARNING),
+            reraise=True,
+        )(attr)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def _local_path(uri: str | None) -> Path | None:
+    """The folder of a ``file:`` URI or plain path; None for remote artifact stores."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    return None if "://" in uri or uri.startswith("mlflow-artifacts:") else Path(uri)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _metric_key(key: str) -> str:

@@ -10,7 +10,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from hitl_pipeline.demo.runner import RUN_MONITORING, ensure_run_monitoring, use_home
+from hitl_pipeline.demo.runner import (
+    RUN_MONITORING,
+    ensure_pool_limit,
+    ensure_run_monitoring,
+    use_home,
+)
 from hitl_pipeline.settings import Settings
 
 OLDER_HOME = """\
@@ -52,9 +57,12 @@ def test_an_older_home_gains_it_and_keeps_what_the_user_wrote(settings: Settings
     use_home(settings)
 
     text = config.read_text(encoding="utf-8")
-    assert text.startswith(OLDER_HOME + "\n")
+    assert text.startswith("# written by hand: keep\n")
     loaded = yaml.safe_load(text)
-    assert loaded["concurrency"] == {"runs": {"max_concurrent_runs": 2}}
+    assert loaded["concurrency"] == {
+        "runs": {"max_concurrent_runs": 2},
+        "pools": {"default_limit": 1},
+    }
     assert loaded["run_monitoring"] == RUN_MONITORING
     with _instance_settings(settings.dagster_home) as instance:
         assert instance.run_monitoring_enabled
@@ -69,3 +77,23 @@ def test_run_monitoring_the_user_configured_is_kept(tmp_path: Path) -> None:
 
     assert not ensure_run_monitoring(config)
     assert config.read_text(encoding="utf-8") == own
+
+
+def test_shared_state_steps_get_a_pool_limit_in_new_and_older_homes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    use_home(settings)
+    with _instance_settings(settings.dagster_home) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+    own = tmp_path / "own.yaml"
+    own.write_text("concurrency:\n    pools:\n        default_limit: 3\n", encoding="utf-8")
+    assert not ensure_pool_limit(own)  # a limit the user chose is kept
+
+    older = tmp_path / "older.yaml"
+    older.write_text(OLDER_HOME, encoding="utf-8")
+    assert ensure_pool_limit(older)
+    assert yaml.safe_load(older.read_text(encoding="utf-8"))["concurrency"]["pools"] == {
+        "default_limit": 1
+    }
+    assert not ensure_pool_limit(older)  # once only
