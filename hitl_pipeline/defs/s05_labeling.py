@@ -19,6 +19,7 @@ from hitl_pipeline.core.types import (
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.pools import LABEL_STUDIO_POOL
+from hitl_pipeline.defs.preflight import store_failures
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.production import ProductionSource
@@ -87,7 +88,8 @@ def labeling_tasks(
     tasks = tasks_from_queue(
         review_queue, schema.feature_names, context.partition_key, config.policy()
     )
-    result = label_studio.push_tasks(classes=schema.classes, tasks=tasks)
+    with store_failures():
+        result = label_studio.push_tasks(classes=schema.classes, tasks=tasks)
     # after the push: a push that failed half-way is recorded by its re-run
     local_store.record_pushed(
         name=context.partition_key,

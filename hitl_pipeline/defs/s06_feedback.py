@@ -30,7 +30,9 @@ from hitl_pipeline.core.tiers import TIER_ADJUDICATION
 from hitl_pipeline.core.types import ITEM_ID, TIER, LabelingTask, PushResult
 from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.pools import LABEL_LEDGER_POOL, LABEL_STUDIO_POOL
+from hitl_pipeline.defs.preflight import store_failures
 from hitl_pipeline.defs.s05_labeling import labeling_tasks
+from hitl_pipeline.faults import fault_point
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore, annotations_to_frame
 from hitl_pipeline.resources.production import ProductionSource
@@ -125,11 +127,13 @@ def human_labels(
     """
     classes = production.schema().classes
     ledger = local_store.read_ledger(include_quarantined=True)
-    pulled = annotations_to_frame(label_studio.pull_annotations(since=pull_since(ledger)))
+    with store_failures():
+        pulled = annotations_to_frame(label_studio.pull_annotations(since=pull_since(ledger)))
     new_or_edited = count_new_or_edited(ledger, pulled)
     ledger = upsert_annotations(ledger, pulled)
     policy = label_studio.intake_policy(classes=classes)
     usable, quarantined = split_quarantined(ledger, policy)
+    fault_point("pull.before_ledger_write")
     local_store.write_ledger(pd.concat([usable, quarantined]).sort_values("annotation_id"))
     missing = label_studio.missing_items(awaiting_answers(local_store.read_pushed(), ledger))
     _warn(context, quarantined, pulled, missing, policy)

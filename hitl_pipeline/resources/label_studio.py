@@ -47,6 +47,8 @@ from hitl_pipeline.core.intake import (
 )
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL, TIERS
 from hitl_pipeline.core.types import Annotation, LabelingTask, PushResult, QueueStatus
+from hitl_pipeline.faults import fault_point
+from hitl_pipeline.resources.errors import StoreUnavailable
 
 # Names inside the labelling interface. Stable: exports, predictions and simulated
 # reviewers refer to them, and renaming one orphans earlier annotations.
@@ -93,7 +95,7 @@ _QUERY_BUDGET = 4000
 _MAX_TITLE = 50  # the server refuses longer project titles
 
 
-class LabelStudioUnavailable(RuntimeError):
+class LabelStudioUnavailable(StoreUnavailable):
     """Label Studio cannot be used: not reachable, or it refuses our requests."""
 
 
@@ -540,6 +542,7 @@ class LabelStudioResource(dg.ConfigurableResource):
                     request_options=self._long(),
                 )
                 created += int(response.task_count or 0)
+                fault_point("push.after_chunk")
             if missing:
                 current = Counter(t.model_version for t in missing).most_common(1)[0][0]
                 self._select_model_version(project_id, current)

@@ -39,6 +39,7 @@ from hitl_pipeline.core.recovery import MLFLOW, REGISTRY, Fix, RunEnded
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
 from hitl_pipeline.faults import fault_point
 from hitl_pipeline.internals import mlflow_uri_globals, restore_mlflow_uri_globals
+from hitl_pipeline.resources.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     import mlflow
@@ -102,10 +103,6 @@ _READY: dict[tuple[str, str, str, str | None], str] = {}  # (uris, experiment) -
 _CACHE_LOCK = threading.Lock()
 _PROMOTION_LOCK = threading.RLock()
 _MODEL_CACHE: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
-
-
-class StoreUnavailable(RuntimeError):
-    """An outside store cannot be used; the message names it and the variable behind it."""
 
 
 class PromotionRefused(RuntimeError):

@@ -30,10 +30,11 @@ from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.resources import build_resources
 from hitl_pipeline.defs.s02_inference import predictions
 from hitl_pipeline.defs.s04_selection import fitted_threshold, review_queue, routing_threshold
-from hitl_pipeline.defs.s08_training import candidate_model
+from hitl_pipeline.defs.s08_training import candidate_model, passes_gate
 from hitl_pipeline.defs.s09_deployment import champion_model
 from hitl_pipeline.demo.stream import DEMO_SCHEMA, EVENT_TIME, DriftingStream
 from hitl_pipeline.settings import Settings
+from hitl_pipeline_tests.faults.retrain import LENIENT_GATE
 
 STREAM = DriftingStream(seed_train_rows=800, seed_holdout_rows=300, rows_per_batch=300)
 BATCHES = {"2026-06-08": 2, "2026-06-15": 3}  # partition -> stream batch
@@ -116,11 +117,18 @@ def _queue(result: dg.ExecuteInProcessResult) -> tuple[pd.DataFrame, dict]:
 
 
 def _retrain(resources: dict, version: DatasetVersion, threshold_config: dict | None = None):
-    run_config = {"ops": {"candidate_model": {"config": FAST}}}
+    # the gate is lenient: this test is about the threshold after a promotion, and a
+    # version is promoted only with a passing gate decision of its own
+    run_config = {
+        "ops": {
+            "candidate_model": {"config": FAST},
+            "candidate_model_passes_gate": {"config": LENIENT_GATE},
+        }
+    }
     if threshold_config:
         run_config["ops"]["routing_threshold"] = {"config": threshold_config}
     result = dg.materialize(
-        [_dataset(version), candidate_model, champion_model, routing_threshold],
+        [_dataset(version), candidate_model, passes_gate, champion_model, routing_threshold],
         resources=resources,
         run_config=run_config,
     )

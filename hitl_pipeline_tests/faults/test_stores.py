@@ -21,7 +21,8 @@ from hitl_pipeline.defs.resources import build_resources
 from hitl_pipeline.defs.s02_inference import predictions
 from hitl_pipeline.defs.s07_dataset import training_dataset
 from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
-from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource, StoreUnavailable
+from hitl_pipeline.resources.errors import StoreUnavailable
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.settings import Settings
 
 pytestmark = pytest.mark.faults
