@@ -13,6 +13,7 @@ from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
 from hitl_pipeline.resources.production import ProductionSource
 
 PARTITION = "2026-01-12"
+pytestmark = pytest.mark.faults  # malformed batches are part of the fault suite
 
 
 @pytest.fixture
@@ -62,8 +63,19 @@ def _failure_message(result) -> str:
         (lambda f: f.assign(tenure_months="about a year"), "tenure_months"),
         (lambda f: f.drop(columns=["item_id"]), "item_id"),
         (lambda f: f.assign(channel="carrier-pigeon"), "carrier-pigeon"),
+        (lambda f: f.head(0), "no rows"),
+        (lambda f: f.assign(monthly_spend=float("nan")), "entirely null"),
+        (lambda f: f.assign(monthly_spend=float("inf")), "monthly_spend"),
     ],
-    ids=["missing column", "wrong type", "missing id", "unknown category in every row"],
+    ids=[
+        "missing column",
+        "wrong type",
+        "missing id",
+        "unknown category in every row",
+        "empty",
+        "a column all null",
+        "a column all infinite",
+    ],
 )
 def test_unusable_batch_is_rejected_naming_the_problem_and_touches_nothing(
     source, break_batch, expected
@@ -106,3 +118,38 @@ def test_missing_batch_file_says_where_it_was_expected(source):
         result = _materialize(source, instance)
     assert not result.success
     assert f"{PARTITION}.parquet" in _failure_message(result)
+
+
+@pytest.mark.parametrize(
+    ("land", "expected"),
+    [
+        (lambda landing: (landing / f"{PARTITION}.parquet").write_bytes(b"garbage"), "cannot read"),
+        (
+            lambda landing: (
+                _batch().to_parquet(landing / f"{PARTITION}.parquet"),
+                _batch().to_csv(landing / f"{PARTITION}.csv"),
+            ),
+            "several files",
+        ),
+    ],
+    ids=["unreadable file", "two files for one day"],
+)
+def test_unusable_files_are_rejected_naming_the_problem(source, land, expected):
+    land(Path(source.landing_dir))
+    with dg.instance_for_test() as instance:
+        result = _materialize(source, instance)
+    assert not result.success
+    assert expected in _failure_message(result)
+    assert not Path(source.quarantine_dir).exists()
+
+
+def test_duplicate_ids_are_quarantined_not_scored_twice(source):
+    frame = _batch()
+    _land(source, pd.concat([frame, frame.head(3)], ignore_index=True))
+    with dg.instance_for_test() as instance:
+        result = _materialize(source, instance)
+    assert result.success
+    valid = result.asset_value("production_batch")
+    assert valid["item_id"].is_unique and len(valid) == 60
+    quarantined = pd.read_parquet(Path(source.quarantine_dir) / f"{PARTITION}.parquet")
+    assert sorted(quarantined["item_id"]) == sorted(frame.head(3)["item_id"])
