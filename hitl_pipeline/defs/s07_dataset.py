@@ -36,7 +36,7 @@ def training_dataset(
     training variant, the fixed holdout, the gate's human holdout and the edge cases
     (items a reviewer flagged, with their resolved label, kept out of training)."""
     # a dataset version nobody can train and register a model from is not committed
-    require_stores(registry.check)
+    require_stores(registry.check, dataset_store.check)
     schema = production.schema()
     seed_train, seed_holdout = local_store.read_seed()
     if human_labels.empty:  # before the first annotation the frame has no feature columns

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic import Field
 from hitl_pipeline.core.recovery import DVC, GIT, Fix
 from hitl_pipeline.core.types import ITEM_ID, DatasetVersion
 from hitl_pipeline.faults import fault_point
+from hitl_pipeline.resources.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,27 @@ class DvcDatasetStore(dg.ConfigurableResource):
     remote_name: str = Field(default="storage", description="Name of the DVC remote.")
 
     # --- public API ------------------------------------------------------------------
+    def check(self) -> None:
+        """Fail early, naming the folder and its setting, if the repository or a local
+        remote cannot be written (a remote URL is reached by ``dvc push`` itself).
+
+        Raises:
+            StoreUnavailable: A folder cannot be created or written.
+        """
+        folders = [("dataset repository", Path(self.repo_path), "HITL_HOME")]
+        if "://" not in self.remote_url:
+            folders.append(("DVC remote", Path(self._remote()), "HITL_DVC_REMOTE"))
+        for what, folder, variable in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+                    pass
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"{what} {folder} is not writable ({type(exc).__name__}: {exc}); it is "
+                    f"set by {variable}: point it at a writable folder"
+                ) from exc
+
     def commit(self, *, frames: Mapping[str, pd.DataFrame], message: str) -> DatasetVersion:
         """Store the frames as a new dataset version, or return the latest if unchanged.
 

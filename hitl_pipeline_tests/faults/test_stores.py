@@ -21,6 +21,7 @@ from hitl_pipeline.defs.resources import build_resources
 from hitl_pipeline.defs.s02_inference import predictions
 from hitl_pipeline.defs.s07_dataset import training_dataset
 from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
+from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.errors import StoreUnavailable
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.settings import Settings
@@ -161,3 +162,21 @@ def test_a_locked_mlflow_database_is_waited_for(tmp_path):
         holder.join(timeout=60)
     assert len(attempts) == 2  # failed once on the lock, then succeeded
     assert client.get_experiment(experiment_id).name == "written-after-the-lock"
+
+
+def test_an_unwritable_dvc_remote_is_named_before_anything_is_committed(home, tmp_path):
+    resources = build_resources(home)
+    store = resources["dataset_store"]
+    dead = DvcDatasetStore(
+        repo_path=store.repo_path, remote_url=str(_not_a_folder(tmp_path) / "remote")
+    )
+    result = dg.materialize(
+        [_no_labels_yet, training_dataset],
+        resources={**resources, "dataset_store": dead},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "DVC remote" in failure.event_specific_data.error.message
+    assert "HITL_DVC_REMOTE" in failure.event_specific_data.error.message
+    assert store.list_versions() == []
