@@ -1,24 +1,40 @@
 """``hitl-pipeline doctor`` on a loop's home in tmp_path: each fix printed, exit status 0.
 
+The command runs in its own process, as a person runs it (in-process, DVC would bind its
+log handler to pytest's captured output, which later tests then find closed).
+
 Real stores: the home's git + DVC dataset repository (a data file overwritten after its
 commit) and its Dagster instance; no MLflow store exists yet, and none is created.
 """
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from hitl_pipeline.cli import main
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.settings import Settings
 
 pytestmark = pytest.mark.faults
 
 
+def _doctor() -> tuple[int, str]:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("hitl-pipeline")), "doctor"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, done.stdout
+
+
 def test_doctor_prints_each_fix_then_finds_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings.from_env({"HITL_HOME": str(tmp_path)})
     monkeypatch.setenv("HITL_HOME", str(settings.home))
@@ -30,13 +46,12 @@ def test_doctor_prints_each_fix_then_finds_nothing(
     data = settings.dataset_repo / first.path
     data.unlink()
 
-    assert main(["doctor"]) == 0
-    out = capsys.readouterr().out
+    status, out = _doctor()
+    assert status == 0, out
 
     assert "[dvc] data/training.parquet: restored to the committed version" in out
     assert "(missing in the workspace" in out
     assert out.rstrip().endswith("doctor: 1 dvc fix")
     assert hashlib.md5(data.read_bytes()).hexdigest() == first.md5
     assert not (tmp_path / "mlflow").exists()
-    assert main(["doctor"]) == 0
-    assert capsys.readouterr().out == "doctor: nothing to fix\n"
+    assert _doctor() == (0, "doctor: nothing to fix\n")

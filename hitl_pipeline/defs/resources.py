@@ -4,6 +4,8 @@ The environment is read when Dagster loads the definitions (this function runs t
 not when the module is imported.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from hitl_pipeline.defs.io_manager import RunScopedIOManager
@@ -15,7 +17,7 @@ from hitl_pipeline.resources.production import ProductionSource
 from hitl_pipeline.settings import Settings
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def build_resources(settings: Settings) -> dict[str, Any]:
     """Resources of one loop, keyed as the assets ask for them."""
     return {
         "production": ProductionSource(
