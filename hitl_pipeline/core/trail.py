@@ -42,6 +42,46 @@ class ModelUse:
     aliases: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class QueuedTask:
+    """The item's task in one review queue of Label Studio, as Label Studio holds it now."""
+
+    tier: str
+    task_id: int
+    annotations: int  # submitted and skipped answers
+
+
+def unpulled_lines(
+    queued: Sequence[QueuedTask], pulled: Mapping[str, int], *, collect_job: str
+) -> list[str]:
+    """What Label Studio holds about the item beyond the ledger, one line per queue.
+
+    Args:
+        queued: The item's tasks in Label Studio.
+        pulled: Queue -> the item's annotations in the ledger (quarantined ones included).
+        collect_job: The job that pulls them.
+
+    Returns:
+        A line per queue whose task has answers not pulled yet, or that still waits for
+        one; nothing for a queue whose answers are all in the ledger.
+    """
+    lines = []
+    for task in sorted(queued, key=lambda t: (t.tier, t.task_id)):
+        have = pulled.get(task.tier, 0)
+        if task.annotations > have:
+            lines.append(
+                f"  review [{task.tier}] task #{task.task_id}: {task.annotations - have} "
+                f"annotation(s) in Label Studio not pulled yet: run {collect_job} (the "
+                "annotation sensor starts it on its next tick while the daemon runs)"
+            )
+        elif task.annotations == 0:
+            lines.append(
+                f"  review [{task.tier}] task #{task.task_id}: waiting for a reviewer in "
+                "Label Studio"
+            )
+    return lines
+
+
 def item_trail(
     item_id: str,
     *,
@@ -49,6 +89,10 @@ def item_trail(
     ledger: pd.DataFrame,
     datasets: Sequence[DatasetMembership],
     models: Sequence[ModelUse],
+    queued: Sequence[QueuedTask] = (),
+    pulled: Mapping[str, int] | None = None,
+    queue_error: str | None = None,
+    collect_job: str = "collect_labels_job",
 ) -> list[str]:
     """Lines a person reads top to bottom: routing, reviews, decision, data, models.
 
@@ -59,6 +103,11 @@ def item_trail(
         ledger: Every pulled annotation.
         datasets: The dataset versions that hold the item.
         models: Every registered model version.
+        queued: The item's tasks in Label Studio now (empty: never pushed, or not asked).
+        pulled: Queue -> the item's annotations in the ledger, quarantined ones
+            included (default: counted from ``ledger``).
+        queue_error: Why Label Studio could not be asked, when it could not.
+        collect_job: The job that pulls annotations into the ledger.
 
     Returns:
         The trail; a first line saying so when the loop never saw the item.
@@ -78,7 +127,14 @@ def item_trail(
         )
     mine = ledger[ledger[ITEM_ID].map(canonical_text) == item] if len(ledger) else ledger
     mine = mine.sort_values(["completed_at", "annotation_id"]) if len(mine) else mine
-    if mine.empty:
+    if pulled is None:
+        pulled = mine.groupby(TIER).size().to_dict() if len(mine) and TIER in mine else {}
+    waiting = unpulled_lines(queued, pulled, collect_job=collect_job)
+    unpulled = any(t.annotations > pulled.get(t.tier, 0) for t in queued)
+    if queue_error:
+        unknown = f"{queue_error}: whether it holds answers not pulled yet is unknown"
+        lines.append(f"  review: {'no annotation pulled; ' if mine.empty else ''}{unknown}")
+    elif mine.empty and not unpulled:
         lines.append("  review: no annotation")
     for _, a in mine.iterrows():
         if bool(a["was_cancelled"]):
@@ -94,6 +150,7 @@ def item_trail(
             f"  review [{a.get(TIER, '') or 'general'}] #{a['annotation_id']} by {a['annotator']} "
             f"at {pd.Timestamp(a['completed_at']).isoformat()}: {result}{flags}{edited}"
         )
+    lines += waiting
     if len(mine):
         resolved = resolve_labels(mine)
         if len(resolved):

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+# The weekly retrain: Mondays 06:00 UTC (``weekly_retrain_schedule``; ``status`` shows its
+# next tick without loading the definitions).
+RETRAIN_CRON = "0 6 * * 1"
+RETRAIN_TIMEZONE = "UTC"
+
 
 @dataclass(frozen=True)
 class LandedBatch:

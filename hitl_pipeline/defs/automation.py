@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from hitl_pipeline.core.triggers import (
+    RETRAIN_CRON,
+    RETRAIN_TIMEZONE,
     AnnotationAction,
     LandedBatch,
     annotation_action,
@@ -74,7 +76,12 @@ retrain_job = dg.define_asset_job(
 
 
 @dg.sensor(
-    job=score_batch_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
+    job=score_batch_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A batch file landed (or a corrected file replaced one): score it with "
+    "the champion, check drift, route and push the items to review. The cursor keeps each "
+    "batch's file fingerprint.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, production: ProductionSource):
     """Scores each batch file that lands (and again when a corrected file replaces it)."""
@@ -88,7 +95,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, production: ProductionSo
     )
     context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not todo:
-        return dg.SkipReason("no new or changed batch files")
+        newest = max(cursor, default=None)
+        return dg.SkipReason(
+            f"no new or changed batch files: {len(cursor)} batch(es) already scored"
+            + (f", newest {newest}" if newest else "")
+            + f" ({len(landed)} file(s) in the landing folder)"
+        )
     return [
         dg.RunRequest(
             run_key=f"batch:{b.partition_key}:{b.fingerprint}",
@@ -100,7 +112,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, production: ProductionSo
 
 
 @dg.sensor(
-    job=drift_review_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
+    job=drift_review_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Data drift: the {NO_DRIFT_CHECK} check of a batch failed. Starts a "
+    "boosted review of that batch; the annotation sensor retrains early once it is done. "
+    "The cursor keeps the last check record acted on.",
 )
 def drift_alert_sensor(context: dg.SensorEvaluationContext):
     """A failed drift check starts a boosted review of the drifted batch.
@@ -116,7 +133,10 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
         if record.id > last_id
     ]
     if not failed:
-        return dg.SkipReason("no new drift alerts")
+        return dg.SkipReason(
+            f"no new drift alerts since check record {last_id}; "
+            + _latest_verdict(context.instance, DRIFT_CHECK_KEY, "drift check")
+        )
     context.update_cursor(str(max(r.id for r in failed)))
     requests = []
     for record in sorted(failed, key=lambda r: r.id):
@@ -130,7 +150,29 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
                     tags={TRIGGER_TAG: DRIFT_TRIGGER},
                 )
             )
-    return requests or dg.SkipReason("drift alerts without a partition")
+    return requests or dg.SkipReason(
+        f"drift alert(s) {', '.join(str(r.id) for r in failed)} name no partition: nothing "
+        "to review again"
+    )
+
+
+def _latest_verdict(instance: dg.DagsterInstance, key: dg.AssetCheckKey, what: str) -> str:
+    """``drift check passed on partition 2026-01-12 (record 41)``: why nothing is new."""
+    latest = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status=_COMPLETED
+    )
+    if not latest:
+        return f"no {what} evaluated yet"
+    record = latest[0]
+    verdict = "failed" if record.status == AssetCheckExecutionRecordStatus.FAILED else "passed"
+    run = None if record.partition else instance.get_run_by_id(record.run_id)
+    partition = (
+        record.partition
+        or (run.tags.get("dagster/partition") if run else None)
+        or _audit_partition(record)
+    )
+    where = f" on partition {partition}" if partition else ""
+    return f"latest {what} {verdict}{where} (record {record.id})"
 
 
 def _audit_partition(record: CheckRecord) -> str | None:
@@ -172,7 +214,10 @@ def concept_drift_sensor(context: dg.SensorEvaluationContext):
         key=lambda r: r.id,
     )
     if not failed:
-        return dg.SkipReason("no new audit alerts")
+        return dg.SkipReason(
+            f"no new audit alerts since check record {last_id}; "
+            + _latest_verdict(context.instance, AUDIT_CHECK_KEY, "audit")
+        )
     requests, skipped = [], []
     for record in failed:
         partition = _audit_partition(record)
@@ -274,6 +319,9 @@ def last_training_at(instance: dg.DagsterInstance) -> datetime | None:
     jobs=[collect_labels_job, retrain_job],
     minimum_interval_seconds=20,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description="People answered in Label Studio: pull the answers into the ledger "
+    "(collect_labels_job), or, when a drift alert's boosted review is finished, retrain "
+    "early (retrain_job). The cursor keeps the newest answer time acted on.",
 )
 def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelStudioResource):
     """Finished annotations in Label Studio: collect them, or retrain early after drift."""
@@ -290,13 +338,21 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
         drift_outstanding=alert is not None,
     )
     if action is AnnotationAction.NOTHING:
-        return dg.SkipReason(f"no new annotations ({status.pending_tasks} tasks pending)")
+        newest = status.latest_completed_at
+        since = f"since {last_seen.isoformat()}" if last_seen else "yet"
+        return dg.SkipReason(
+            f"no new annotations ({status.pending_tasks} tasks pending): none answered {since}"
+            + (f", newest answer {newest.isoformat()}" if newest and last_seen else "")
+        )
     if action is AnnotationAction.COLLECT and waiting_runs(
         context.instance, collect_labels_job.name
     ):
         # the waiting run will pull these annotations too; keep the cursor so a later
         # tick asks again if it does not
-        return dg.SkipReason("a label collection run is already waiting to start")
+        return dg.SkipReason(
+            "new annotations, but a label collection run is already waiting to start; "
+            f"cursor kept at {context.cursor or 'the start'}"
+        )
     assert status.latest_completed_at is not None
     stamp = status.latest_completed_at.isoformat()
     context.update_cursor(stamp)
@@ -316,9 +372,12 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
 
 @dg.schedule(
     job=retrain_job,
-    cron_schedule="0 6 * * 1",
-    execution_timezone="UTC",
+    cron_schedule=RETRAIN_CRON,
+    execution_timezone=RETRAIN_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Mondays 06:00 UTC: retrain, gate and promote when people labelled "
+    "something since the last training (or no champion exists yet); otherwise skip and "
+    "say why.",
 )
 def weekly_retrain_schedule(
     context: dg.ScheduleEvaluationContext,
@@ -330,17 +389,26 @@ def weekly_retrain_schedule(
         latest = label_studio.queue_status().latest_completed_at
     except LabelStudioUnavailable as exc:
         return dg.SkipReason(f"Label Studio not reachable: {exc}")
+    trained = last_training_at(context.instance)
     why = retrain_due(
         has_champion=registry.champion() is not None,
         latest_annotation_at=latest,
-        last_training_at=last_training_at(context.instance),
+        last_training_at=trained,
     )
     if why is None:
-        return dg.SkipReason("no new human labels since the last training")
+        newest = f"newest answer {latest.isoformat()}" if latest else "no answer in Label Studio"
+        at = trained.isoformat() if trained else "never"
+        return dg.SkipReason(f"no new human labels since the last training ({at}; {newest})")
     return dg.RunRequest(tags={TRIGGER_TAG: "weekly_schedule", "hitl/why": why})
 
 
-@dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 5 minutes, `hitl-pipeline doctor`: fails dead runs and their MLflow "
+    "runs, tags undecided model versions abandoned, restores dataset files. Never starts a "
+    "run; the skip reason lists what it fixed.",
+)
 def recovery_sensor(
     context: dg.SensorEvaluationContext,
     registry: MlflowRegistryResource,

@@ -46,6 +46,7 @@ from hitl_pipeline.core.intake import (
     IntakePolicy,
 )
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL, TIERS
+from hitl_pipeline.core.trail import QueuedTask
 from hitl_pipeline.core.types import Annotation, LabelingTask, PushResult, QueueStatus
 from hitl_pipeline.faults import fault_point
 from hitl_pipeline.resources.errors import StoreUnavailable
@@ -625,6 +626,41 @@ class LabelStudioResource(dg.ConfigurableResource):
             project_id = self._find_project_checked(tier)
             if project_id is not None:
                 out[tier] = self._project_status(project_id)
+        return out
+
+    def item_tasks(self, *, item_id: str, tiers: Sequence[str] = TIERS) -> list[QueuedTask]:
+        """The item's tasks in the tiers' queues, with how many answers each holds now
+        (submitted and skipped; ``hitl-pipeline trail`` compares them with the ledger)."""
+        out = []
+        for tier in tiers:
+            project_id = self._find_project_checked(tier)
+            if project_id is None:
+                continue
+            with self._errors():
+                tasks = self._sdk().tasks.list(
+                    project=project_id,
+                    fields="all",
+                    page_size=100,
+                    query=_dm_query(
+                        [
+                            {
+                                "filter": "filter:tasks:data.item_id",
+                                "operator": "equal",
+                                "type": "String",
+                                "value": item_id,
+                            }
+                        ]
+                    ),
+                )
+                out += [
+                    QueuedTask(
+                        tier=tier,
+                        task_id=int(t.id),
+                        annotations=int(t.total_annotations or 0)
+                        + int(t.cancelled_annotations or 0),
+                    )
+                    for t in tasks
+                ]
         return out
 
     def delete_task(self, *, tier: str, item_id: str) -> bool:

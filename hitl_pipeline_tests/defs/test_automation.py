@@ -93,7 +93,10 @@ def test_landing_nothing_new(tmp_path, tick):
     first = tick(landing_sensor, production=_source(tmp_path))
     second = tick(landing_sensor, cursor=first.cursor, production=_source(tmp_path))
     assert second.run_requests == []
-    assert "no new" in second.skip_message
+    assert second.skip_message == (
+        "no new or changed batch files: 1 batch(es) already scored, newest 2026-06-01 "
+        "(1 file(s) in the landing folder)"
+    )
     assert json.loads(second.cursor) == _fingerprints(tmp_path)
 
 
@@ -200,7 +203,10 @@ def test_annotations_nothing_new(tick):
     with dg.instance_for_test() as instance:
         result = tick(annotation_sensor, cursor=T1.isoformat(), instance=instance, label_studio=ls)
     assert result.run_requests == []
-    assert "no new annotations (6 tasks pending)" in result.skip_message
+    assert result.skip_message == (
+        f"no new annotations (6 tasks pending): none answered since {T1.isoformat()}, "
+        f"newest answer {T1.isoformat()}"
+    )
     assert result.cursor == T1.isoformat()
 
 
@@ -209,6 +215,7 @@ def test_annotations_none_finished_yet(tick):
     with dg.instance_for_test() as instance:
         result = tick(annotation_sensor, instance=instance, label_studio=ls)
     assert result.run_requests == []
+    assert result.skip_message == "no new annotations (10 tasks pending): none answered yet"
     assert result.cursor is None
 
 
@@ -267,15 +274,21 @@ def test_drift_no_check_evaluated_yet(tick):
     with dg.instance_for_test() as instance:
         result = tick(drift_alert_sensor, instance=instance)
     assert result.run_requests == []
-    assert "no new drift alerts" in result.skip_message
+    assert result.skip_message == (
+        "no new drift alerts since check record 0; no drift check evaluated yet"
+    )
     assert result.cursor is None
 
 
 def test_drift_passing_check_is_no_alert(tick):
     with dg.instance_for_test() as instance:
-        _drift_run(instance, "2026-06-01", drift=False)
+        passed = _drift_run(instance, "2026-06-01", drift=False)
         result = tick(drift_alert_sensor, instance=instance)
     assert result.run_requests == []
+    assert result.skip_message == (
+        "no new drift alerts since check record 0; latest drift check passed on partition "
+        f"2026-06-01 (record {passed})"
+    )
     assert result.cursor is None
 
 
@@ -291,9 +304,13 @@ def test_drift_first_alert_requests_the_boosted_review_of_its_partition(tick):
 def test_drift_same_alert_is_not_acted_on_twice(tick):
     with dg.instance_for_test() as instance:
         alert = _drift_run(instance, "2026-06-08", drift=True)
-        _drift_run(instance, "2026-06-15", drift=False)  # a newer, passing check
+        newer = _drift_run(instance, "2026-06-15", drift=False)  # a newer, passing check
         result = tick(drift_alert_sensor, cursor=str(alert), instance=instance)
     assert result.run_requests == []
+    assert result.skip_message == (
+        f"no new drift alerts since check record {alert}; latest drift check passed on "
+        f"partition 2026-06-15 (record {newer})"
+    )
     assert result.cursor == str(alert)
 
 
@@ -441,12 +458,35 @@ def test_weekly_schedule_retrains_only_when_labels_arrived_since_the_last_traini
         idle = _weekly_tick(instance, nothing, FakeRegistry("v1"))
         fresh = _weekly_tick(instance, after, FakeRegistry("v1"))
         down = _weekly_tick(instance, FakeLabelStudio(None), FakeRegistry("v1"))
-    assert stale.run_requests == [] and "no new human labels" in stale.skip_message
-    assert idle.run_requests == [] and "no new human labels" in idle.skip_message
+    assert stale.run_requests == [] and stale.skip_message == (
+        f"no new human labels since the last training ({trained_at.isoformat()}; newest "
+        f"answer {(trained_at - timedelta(minutes=5)).isoformat()})"
+    )
+    assert idle.run_requests == [] and idle.skip_message == (
+        f"no new human labels since the last training ({trained_at.isoformat()}; no answer "
+        "in Label Studio)"
+    )
     (request,) = fresh.run_requests
     assert request.tags["hitl/trigger"] == "weekly_schedule"
     assert request.tags["hitl/why"] == "human labels arrived since the last training"
     assert down.run_requests == [] and "not reachable" in down.skip_message
+
+
+def test_every_sensor_and_the_schedule_say_what_they_do(definitions):
+    """The UI shows these descriptions next to each tick's skip reason."""
+    sensors = {s.name: s.description for s in definitions.sensors or ()}
+    schedules = {s.name: s.description for s in definitions.schedules or ()}
+    assert set(sensors) >= {
+        "landing_sensor",
+        "drift_alert_sensor",
+        "concept_drift_sensor",
+        "annotation_sensor",
+        "recovery_sensor",
+    }
+    assert set(schedules) == {"weekly_retrain_schedule"}
+    # Dagster does not fall back to the docstring: without description= the UI shows none
+    for name, description in {**sensors, **schedules}.items():
+        assert description and len(description) > 60, name
 
 
 @pytest.mark.parametrize("partition", ["2026-06-01"])

@@ -138,17 +138,20 @@ def test_concept_no_audit_evaluated_yet(tick):
     with dg.instance_for_test() as instance:
         result = tick(concept_drift_sensor, instance=instance)
     assert result.run_requests == []
-    assert "no new audit alerts" in result.skip_message
+    assert result.skip_message == "no new audit alerts since check record 0; no audit evaluated yet"
     assert result.cursor is None
 
 
 def test_concept_passing_audit_is_no_alert(tick, tmp_path):
     with dg.instance_for_test() as instance:
-        _, passed = _audit_run(instance, tmp_path, HOLDS)
+        record, passed = _audit_run(instance, tmp_path, HOLDS)
         result = tick(concept_drift_sensor, instance=instance)
     assert passed is True
     assert result.run_requests == []
-    assert "no new audit alerts" in result.skip_message
+    assert result.skip_message == (
+        f"no new audit alerts since check record 0; latest audit passed on partition {GOOD} "
+        f"(record {record})"
+    )
     assert result.cursor is None
 
 
@@ -164,12 +167,15 @@ def test_concept_first_alert_requests_the_boosted_review_of_the_batch_that_fell(
 
 def test_concept_same_alert_is_not_acted_on_twice(tick, tmp_path):
     with dg.instance_for_test() as instance:
-        _audit_run(instance, tmp_path, FALLS)
+        alert, _ = _audit_run(instance, tmp_path, FALLS)
         first = tick(concept_drift_sensor, instance=instance)
         again = tick(concept_drift_sensor, cursor=first.cursor, instance=instance)
     assert len(first.run_requests) == 1
     assert again.run_requests == []
-    assert "no new audit alerts" in again.skip_message
+    assert again.skip_message == (
+        f"no new audit alerts since check record {alert}; latest audit failed on partition "
+        f"{FELL} (record {alert})"
+    )
     assert again.cursor == first.cursor
 
 
