@@ -21,6 +21,9 @@ DEFAULT_LABEL_STUDIO_PORT = 8080
 # The local Label Studio's admin; its password and API token are generated on the first
 # start of the server and kept, owner-only, in label_studio_credentials_file.
 DEFAULT_LABEL_STUDIO_USER = "admin@hitl.local"
+# Where the UIs are reached (the demo starts them on these ports); only used for links.
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Settings:
     # HITL_REVIEWERS: e-mails whose annotations count as labels; empty: every account
     # except the API token's own (see core.intake)
     reviewers: tuple[str, ...] = ()
+    # HITL_MLFLOW_UI_URL / HITL_DAGSTER_UI_URL: the UIs' addresses, for the links between
+    # them (asset metadata -> MLflow run, MLflow run -> Dagster run)
+    mlflow_ui_url: str = DEFAULT_MLFLOW_UI_URL
+    dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +71,8 @@ class Settings:
             reviewers=tuple(
                 e.strip() for e in env.get("HITL_REVIEWERS", "").split(",") if e.strip()
             ),
+            mlflow_ui_url=env.get("HITL_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL).rstrip("/"),
+            dagster_ui_url=env.get("HITL_DAGSTER_UI_URL", DEFAULT_DAGSTER_UI_URL).rstrip("/"),
         )
 
     # --- folders under HITL_HOME -----------------------------------------------------

@@ -304,7 +304,45 @@ def _verdict(per: pd.DataFrame, policy: AuditPolicy) -> AuditVerdict:
 
 
 # --- correction rate against the healthy band ------------------------------------------------
-HEALTHY_CORRECTION_BAND = (0.05, 0.30)
+@dataclass(frozen=True)
+class LoopHealthPolicy:
+    """When loop health warns (checks of severity WARN on ``loop_metrics``).
+
+    Attributes:
+        correction_low: Below this share of corrected answers people mostly confirm the
+            model: the review threshold is too conservative.
+        correction_high: Above it the model is not yet competent enough to assist.
+        min_labels: A batch with fewer labels is not judged against the band (three
+            answers say nothing about a rate).
+        audit_drop: Warn when the newest audited batch's pass rate is this much (absolute)
+            below the earlier batches' pooled rate: an early warning, before the fall is
+            significant enough for the ``audit_pass_rate_holds`` alarm.
+        min_audited: A batch with fewer audited items is not judged for a fall.
+    """
+
+    correction_low: float = 0.05
+    correction_high: float = 0.30
+    min_labels: int = 20
+    audit_drop: float = 0.05
+    min_audited: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.correction_low < self.correction_high <= 1.0:
+            raise ValueError(
+                "need 0 <= correction_low < correction_high <= 1, got "
+                f"{self.correction_low}, {self.correction_high}"
+            )
+        if self.min_labels < 1 or self.min_audited < 1:
+            raise ValueError("min_labels and min_audited must be >= 1")
+        if not 0.0 < self.audit_drop <= 1.0:
+            raise ValueError(f"audit_drop must be in (0, 1], got {self.audit_drop}")
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.correction_low, self.correction_high
+
+
+HEALTHY_CORRECTION_BAND = LoopHealthPolicy().band
 
 
 def correction_rates(
@@ -473,7 +511,13 @@ def accuracy_regained(cycles: pd.DataFrame) -> tuple[float | None, float | None,
     )
 
 
-def render_chart(cycles: pd.DataFrame, agreement: Mapping[str, float], *, title: str) -> bytes:
+def render_chart(
+    cycles: pd.DataFrame,
+    agreement: Mapping[str, float],
+    *,
+    title: str,
+    band: tuple[float, float] = HEALTHY_CORRECTION_BAND,
+) -> bytes:
     """A PNG a person would rather look at: per batch the audit pass rate with its
     interval and the correction rate against the healthy band, labels and cumulative
     cost, and agreement per queue."""
@@ -490,16 +534,18 @@ def render_chart(cycles: pd.DataFrame, agreement: Mapping[str, float], *, title:
     ax.errorbar(
         x,
         rate,
+        # clipped: at a rate of 1.0 the Wilson bound can sit a rounding error below it,
+        # and matplotlib refuses a negative error bar
         yerr=[
-            rate - cycles["audit_low"].to_numpy(dtype=float),
-            cycles["audit_high"].to_numpy(dtype=float) - rate,
+            (rate - cycles["audit_low"].to_numpy(dtype=float)).clip(min=0),
+            (cycles["audit_high"].to_numpy(dtype=float) - rate).clip(min=0),
         ],
         fmt="o-",
         capsize=4,
         label="audit pass rate (95% Wilson)",
     )
     ax.plot(x, cycles["correction_rate"].to_numpy(dtype=float), "s--", label="correction rate")
-    low, high = HEALTHY_CORRECTION_BAND
+    low, high = band
     ax.axhspan(low, high, color="green", alpha=0.1, label="healthy correction band")
     ax.set_ylim(0, 1.05)
     ax.set_title("Quality per batch")
@@ -528,3 +574,102 @@ def render_chart(cycles: pd.DataFrame, agreement: Mapping[str, float], *, title:
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=90)
     return out.getvalue()
+
+
+# --- per-batch warnings -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchWarning:
+    """A loop-health verdict on the newest batch that has enough evidence."""
+
+    warn: bool
+    partition: str | None  # the batch judged (None: no batch had enough evidence)
+    value: float | None
+    message: str
+
+
+def has_numbers(cycles: pd.DataFrame) -> bool:
+    """Whether any batch has a correction or audit figure yet (else there is nothing to
+    draw)."""
+    if cycles.empty:
+        return False
+    return bool(cycles[["correction_rate", "audit_pass_rate"]].notna().to_numpy().any())
+
+
+def correction_band_warning(
+    cycles: pd.DataFrame, policy: LoopHealthPolicy = LoopHealthPolicy()
+) -> BatchWarning:
+    """The newest batch with at least ``policy.min_labels`` labels, against the band.
+
+    Args:
+        cycles: ``cycle_table`` output (sorted by partition).
+        policy: The band and the minimum number of labels.
+    """
+    judged = cycles[(cycles["labels"] >= policy.min_labels) & cycles["correction_rate"].notna()]
+    low, high = policy.band
+    if judged.empty:
+        return BatchWarning(
+            False,
+            None,
+            None,
+            f"no batch with {policy.min_labels} or more labels yet: nothing to judge",
+        )
+    row = judged.iloc[-1]
+    rate, partition = float(row["correction_rate"]), str(row["partition"])
+    where = f"batch {partition}: {rate:.0%} of {int(row['labels'])} labels corrected"
+    if rate < low:
+        return BatchWarning(
+            True,
+            partition,
+            rate,
+            f"{where}, below the healthy band {low:.0%}-{high:.0%}: people mostly confirm "
+            "the model; the review threshold is too conservative (send fewer items)",
+        )
+    if rate > high:
+        return BatchWarning(
+            True,
+            partition,
+            rate,
+            f"{where}, above the healthy band {low:.0%}-{high:.0%}: the model is not yet "
+            "competent enough to assist; its pre-annotations cost more than they save",
+        )
+    return BatchWarning(False, partition, rate, f"{where}, inside {low:.0%}-{high:.0%}")
+
+
+def audit_fall_warning(
+    cycles: pd.DataFrame, policy: LoopHealthPolicy = LoopHealthPolicy()
+) -> BatchWarning:
+    """The newest batch with at least ``policy.min_audited`` audited items against the
+    earlier audited batches pooled: warns on a fall of ``policy.audit_drop`` or more.
+
+    Args:
+        cycles: ``cycle_table`` output (its audit columns are ``audit_by_partition``'s,
+            the figures the ``audit_pass_rate_holds`` check judges).
+        policy: The fall that warns and the minimum audit size.
+    """
+    audited = cycles[cycles["audited"] > 0]
+    judged = audited[audited["audited"] >= policy.min_audited]
+    if judged.empty:
+        return BatchWarning(
+            False,
+            None,
+            None,
+            f"no batch with {policy.min_audited} or more audited items yet: nothing to judge",
+        )
+    last = judged.index[-1]
+    row, earlier = audited.loc[last], audited.loc[audited.index < last]
+    rate, partition = float(row["audit_pass_rate"]), str(row["partition"])
+    where = f"batch {partition}: audit pass rate {rate:.2f} over {int(row['audited'])} items"
+    if earlier.empty:
+        return BatchWarning(False, partition, rate, f"{where}; no earlier audited batch")
+    passed = (earlier["audit_pass_rate"] * earlier["audited"]).sum()
+    before = float(passed / earlier["audited"].sum())
+    drop = before - rate
+    if drop >= policy.audit_drop:
+        return BatchWarning(
+            True,
+            partition,
+            rate,
+            f"{where}, down {drop:.2f} from {before:.2f} in the earlier batches: the "
+            "auto-accepted answers are getting worse (early sign of concept drift)",
+        )
+    return BatchWarning(False, partition, rate, f"{where}; earlier batches {before:.2f}")

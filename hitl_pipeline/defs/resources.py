@@ -28,6 +28,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "registry": MlflowRegistryResource(
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_location=settings.mlflow_artifacts.as_uri(),
+            ui_url=settings.mlflow_ui_url,
+            dagster_ui_url=settings.dagster_ui_url,
         ),
         # The token never becomes plain resource config (the UI shows that): the variable's
         # name when it is set, else the local server's owner-only credentials file.

@@ -115,6 +115,7 @@ def candidate_model(
     return dg.Output(
         ref,
         metadata={
+            **mlflow_links(registry, ref),
             "model_version": ref.version,
             "dataset_version": training_dataset.version_id,
             "training_rows": len(frame),
@@ -160,8 +161,24 @@ def passes_gate(
     return dg.AssetCheckResult(
         passed=decision.promote,
         description="; ".join(decision.reasons),
-        metadata=gate_metadata(decision, candidate_model, champion),
+        metadata={
+            **mlflow_links(registry, candidate_model, gate=True),
+            **gate_metadata(decision, candidate_model, champion),
+        },
     )
+
+
+def mlflow_links(
+    registry: MlflowRegistryResource, ref: ModelRef, *, gate: bool = False
+) -> dict[str, dg.MetadataValue]:
+    """The version's run and registry page in the MLflow UI (and, for the gate, the full
+    decision it logged); nothing when no MLflow UI is configured."""
+    links = {
+        "mlflow_run": registry.run_link(ref),
+        "mlflow_model_version": registry.version_link(ref),
+        "gate_decision": registry.gate_decision_link(ref) if gate else None,
+    }
+    return {key: dg.MetadataValue.url(url) for key, url in links.items() if url}
 
 
 def gate_metadata(

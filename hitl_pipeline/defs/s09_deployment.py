@@ -4,6 +4,7 @@ import dagster as dg
 
 from hitl_pipeline.core.types import ModelRef
 from hitl_pipeline.defs.pools import CHAMPION_ALIAS_POOL
+from hitl_pipeline.defs.s08_training import mlflow_links
 from hitl_pipeline.resources.mlflow_registry import (
     TAG_GATE_REASONS,
     MlflowRegistryResource,
@@ -26,9 +27,16 @@ def champion_model(
     except PromotionRefused as exc:
         raise dg.Failure(description=f"not promoted: {exc}") from exc
     champion = registry.champion()
+    serving = champion or candidate_model
     return dg.Output(
-        champion or candidate_model,
+        serving,
         metadata={
+            **mlflow_links(registry, serving),
+            **(
+                {"previous_champion_version": dg.MetadataValue.url(url)}
+                if previous is not None and (url := registry.version_link(previous))
+                else {}
+            ),
             "champion_version": champion.version if champion else candidate_model.version,
             "previous_champion": previous.version if previous else "none",
             "model_uri": candidate_model.uri,

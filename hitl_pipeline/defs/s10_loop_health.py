@@ -1,6 +1,15 @@
-"""Loop health: is the human-in-the-loop machinery itself working, and what does it cost?"""
+"""Loop health: is the human-in-the-loop machinery itself working, and what does it cost?
 
+The figures are per batch (partition): a table in the metadata and a chart kept as an
+MLflow artifact (linked from the metadata), drawn only once a batch has numbers. Two
+checks of severity WARN judge the newest batch with enough evidence: its correction rate
+against the healthy band, and its audit pass rate against the earlier batches. Both are
+evaluated by ``loop_metrics`` itself, so they never wait on a run that does not run them.
+"""
+
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -9,19 +18,23 @@ from pydantic import Field
 from hitl_pipeline.core.agreement import annotator_quality, latest_votes, summary_metrics
 from hitl_pipeline.core.datasets import SOURCE_HUMAN, resolve_labels, split_out_of_schema
 from hitl_pipeline.core.loop_health import (
-    HEALTHY_CORRECTION_BAND,
+    BatchWarning,
+    LoopHealthPolicy,
     accuracy_regained,
     annotation_cost,
+    audit_fall_warning,
     audit_verdict,
-    correction_rate,
+    correction_band_warning,
     correction_rates,
     cost_per_accuracy_point,
     cycle_table,
+    has_numbers,
     loop_close_seconds,
     render_chart,
 )
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL
 from hitl_pipeline.core.types import LABEL_SOURCE, LABELLED_AT, PREDICTED_LABEL, TIER
+from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.mlflow_registry import (
@@ -32,21 +45,50 @@ from hitl_pipeline.resources.mlflow_registry import (
 from hitl_pipeline.resources.production import ProductionSource
 
 DRIFT_KEY = dg.AssetKey("drift_report")
+CORRECTION_BAND_CHECK = "correction_rate_in_band"
+AUDIT_FALL_CHECK = "audit_pass_rate_not_falling"
 
-
-class LoopHealthConfig(dg.Config):
-    """Prices of one answer per review tier (any currency), for the cost figures."""
-
-    price_per_label: dict[str, float] = Field(
-        default_factory=lambda: {TIER_GENERAL: 0.10, TIER_EXPERT: 1.00, TIER_ADJUDICATION: 0.50}
-    )
-    default_price: float = 0.10
+LoopHealthConfig = config_class(
+    LoopHealthPolicy,
+    "LoopHealthConfig",
+    extra={
+        # prices of one answer per review tier (any currency), for the cost figures
+        "price_per_label": (
+            dict[str, float],
+            Field(
+                default_factory=lambda: {
+                    TIER_GENERAL: 0.10,
+                    TIER_EXPERT: 1.00,
+                    TIER_ADJUDICATION: 0.50,
+                }
+            ),
+        ),
+        "default_price": (float, 0.10),
+    },
+    doc="Prices per review tier for the cost figures, and when loop health warns "
+    "(generated from core.loop_health.LoopHealthPolicy, see its docs).",
+)
 
 
 @dg.asset(
     group_name="s10_loop_health",
     deps=["human_labels", "champion_model"],
-    kinds={"pandas", "matplotlib"},
+    kinds={"pandas", "matplotlib", "mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CORRECTION_BAND_CHECK,
+            asset="loop_metrics",
+            description="The newest batch with enough labels corrects the model within the "
+            "healthy band (below: reviewers' time spent where the model is right; above: "
+            "the model is not competent enough to assist).",
+        ),
+        dg.AssetCheckSpec(
+            AUDIT_FALL_CHECK,
+            asset="loop_metrics",
+            description="The newest audited batch's pass rate is not clearly below the "
+            "earlier batches': the early warning before the audit_pass_rate_holds alarm.",
+        ),
+    ],
 )
 def loop_metrics(
     context: dg.AssetExecutionContext,
@@ -55,9 +97,10 @@ def loop_metrics(
     registry: MlflowRegistryResource,
     dataset_store: DvcDatasetStore,
     production: ProductionSource,
-) -> dg.Output[pd.DataFrame]:
-    """Per-batch loop figures (the value) and their latest state as plottable metadata."""
+) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
+    """Per-batch loop figures (the value and a table), their chart, and two warnings."""
     classes = production.schema().classes
+    policy: LoopHealthPolicy = config.to_settings()
     every = local_store.read_ledger()
     ledger, _ = split_out_of_schema(every, classes)
     prices, default = config.price_per_label, config.default_price
@@ -79,23 +122,34 @@ def loop_metrics(
         for k, v in agreement.items()
         if k.startswith("agreement_alpha__")
     }
-    chart = local_store.write_chart(
-        kind="loop_health",
-        name=datetime.now(UTC).strftime("%Y%m%dT%H%M%S"),
-        png=render_chart(cycles, per_tier, title="hitl-pipeline loop health"),
+    band = (
+        correction_rates(ledger, by=TIER, band=policy.band),
+        correction_rates(ledger, by=PREDICTED_LABEL, band=policy.band),
     )
-    band = correction_rates(ledger, by=TIER), correction_rates(ledger, by=PREDICTED_LABEL)
-    return dg.Output(
+    chart: dict[str, Any] = {}
+    if has_numbers(cycles):  # no empty chart before the first batch has figures
+        png = render_chart(cycles, per_tier, title="hitl-pipeline loop health", band=policy.band)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        local_store.write_chart(kind="loop_health", name=stamp, png=png)
+        kept = registry.log_report(
+            kind="loop_health",
+            name=stamp,
+            files={"loop_health.png": png},
+            dagster_run_id=context.run_id,
+        )
+        chart = {"chart": dg.MetadataValue.url(kept.url)} if kept.url else {}
+        chart["chart_mlflow_run"] = kept.run_id
+    yield dg.Output(
         cycles,
         metadata={
-            "correction_rate": _num(correction_rate(ledger)),
-            "healthy_correction_band": "{:.0%}-{:.0%}".format(*HEALTHY_CORRECTION_BAND),
+            "batches": len(cycles),
+            "latest_batch": str(cycles["partition"].iloc[-1]) if len(cycles) else "",
+            "per_batch": per_batch_table(cycles),
+            **chart,
+            "healthy_correction_band": "{:.0%}-{:.0%}".format(*policy.band),
             "correction_by_queue_and_class": dg.MetadataValue.md(
                 _markdown(pd.concat(band)[["group", "annotations", "rate", "message"]])
             ),
-            "audit_pass_rate": _num(audit.rate),
-            "audit_ci_low": _num(audit.low),
-            "audit_ci_high": _num(audit.high),
             "audit_alert": audit.alert,
             "audit_message": audit.message,
             **agreement,
@@ -112,9 +166,58 @@ def loop_metrics(
             "drift_share_latest": float(drift_meta["drift_share"].value)
             if "drift_share" in drift_meta
             else float("nan"),
-            "per_batch": dg.MetadataValue.md(_markdown(cycles.round(3))),
             "annotators": dg.MetadataValue.md(_markdown(annotator_quality(votes, labels).round(3))),
-            "chart": dg.MetadataValue.path(str(chart)),
+        },
+    )
+    yield warning_result(CORRECTION_BAND_CHECK, correction_band_warning(cycles, policy))
+    yield warning_result(AUDIT_FALL_CHECK, audit_fall_warning(cycles, policy))
+
+
+PER_BATCH_COLUMNS: dict[str, str] = {
+    "partition": "string",
+    "annotations": "int",
+    "labels": "int",
+    "correction_rate": "float",
+    "audited": "int",
+    "audit_pass_rate": "float",
+    "audit_low": "float",
+    "audit_high": "float",
+    "cost": "float",
+}
+
+
+def per_batch_table(cycles: pd.DataFrame) -> dg.TableMetadataValue:
+    """The per-batch figures as a typed table (one row per partition, oldest first);
+    a figure a batch does not have yet is left empty rather than shown as NaN."""
+    records = []
+    for row in cycles[list(PER_BATCH_COLUMNS)].itertuples(index=False):
+        values: dict[str, Any] = {}
+        for (name, kind), value in zip(PER_BATCH_COLUMNS.items(), row, strict=True):
+            if value is None or (isinstance(value, float) and value != value):
+                values[name] = None
+            elif kind == "int":
+                values[name] = int(value)
+            elif kind == "float":
+                values[name] = round(float(value), 4)
+            else:
+                values[name] = str(value)
+        records.append(dg.TableRecord(values))
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, kind) for name, kind in PER_BATCH_COLUMNS.items()]
+    )
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def warning_result(check_name: str, warning: BatchWarning) -> dg.AssetCheckResult:
+    """A loop-health check result: severity WARN, with the batch it judged."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not warning.warn,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=warning.message,
+        metadata={
+            "batch": warning.partition or "",
+            "value": _num(warning.value),
         },
     )
 

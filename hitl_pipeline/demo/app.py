@@ -268,10 +268,12 @@ def _run_with_ui(
             logs,
         ),
     ]
+    # the experiment in the "Model training" view (MLflow 3 opens its GenAI view otherwise)
+    mlflow_page = defs.resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
     print(
         "\nThe loop is running. Open:\n"
         f"  Dagster UI     http://127.0.0.1:{DAGSTER_PORT}  (asset graph, runs, sensors, checks)\n"
-        f"  MLflow UI      http://127.0.0.1:{MLFLOW_PORT}  (runs, registry, champion alias)\n"
+        f"  MLflow UI      {mlflow_page}  (runs, registry, champion alias)\n"
         f"  Label Studio   {settings.label_studio_url}  ({_login(settings)})\n"
         f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks. "
         "Ctrl-C stops.\n"

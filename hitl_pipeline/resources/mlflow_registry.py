@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
@@ -78,6 +79,18 @@ TAG_GATE_FAILED = "gate.failed_checks"
 TAG_GATE_ABANDONED = "gate.abandoned"  # why a version never got a gate decision (recovery)
 TAG_RECOVERED = "hitl.recovered"  # on a run that recovery marked FAILED: why
 TAG_GATE_CHAMPION = "gate.champion_version"  # the champion the gate compared with ("none")
+TAG_DAGSTER_RUN_URL = "hitl.dagster_run_url"
+# MLflow's own tags: the runs table's Source column shows the name of a "JOB" source as it
+# is, so the Dagster run's URL is what a person sees there.
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+# On the experiment. MLflow 3.17's UI itself follows its "workflowType" switch (see
+# ML_WORKFLOW); the tag says the same to every other reader of the experiment.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+ML_WORKFLOW = "workflowType=machine_learning"  # the UI's "Model training" view, by URL
+DATASET_SOURCE_TYPE = "dvc"
+GATE_DECISION_ARTIFACT = "gate/decision.json"
 # Tag on the registered model: the last promotions and rollbacks, newest last.
 TAG_HISTORY = "champion.history"
 
@@ -121,6 +134,16 @@ class ChampionEvent:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReportRef:
+    """A report kept as an MLflow artifact."""
+
+    run_id: str
+    experiment_id: str
+    path: str  # artifact path of the report's main file
+    url: str | None  # its page in the MLflow UI (None when no UI is configured)
+
+
 class MlflowRegistryResource(dg.ConfigurableResource):
     """Candidate models, the champion alias and gate decisions in MLflow.
 
@@ -139,6 +162,20 @@ class MlflowRegistryResource(dg.ConfigurableResource):
     registry_uri: str | None = Field(default=None, description="Defaults to tracking_uri.")
     experiment_name: str = "hitl-pipeline"
     model_name: str = "hitl-classifier"
+    ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the MLflow UI serving this store, for links in Dagster's "
+        "metadata (None: no links).",
+    )
+    dagster_ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the Dagster UI: a run's source links to <it>/runs/<run id>.",
+    )
+
+    @property
+    def monitoring_experiment_name(self) -> str:
+        """Where the drift reports and loop-health charts go, beside the training runs."""
+        return f"{self.experiment_name}-monitoring"
 
     # --- candidates ------------------------------------------------------------------
     def log_candidate(
@@ -158,9 +195,14 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                 our own need ``hitl_pipeline`` importable where it is loaded).
             params: Training parameters (stringified; nested values as JSON).
             metrics: Evaluation figures of the candidate.
-            tags: Extra tags for the run and the model version.
-            dataset: The dataset version it was trained on.
-            input_example: A few input rows; gives the model a signature.
+            tags: Extra tags for the run and the model version. A ``hitl.dagster_run_id``
+                among them also becomes the run's source (``mlflow.source.name``: the
+                Dagster run's URL when ``dagster_ui_url`` is set).
+            dataset: The dataset version it was trained on; logged as the run's dataset
+                inputs (MLflow's Datasets column): the version (context ``training``) and
+                each evaluation frame of it (context ``evaluation``).
+            input_example: A few input rows; gives the model a signature and the dataset
+                inputs a schema.
 
         Returns:
             The new model version; its tags carry the dataset version and code version.
@@ -186,11 +228,13 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             ),
             **{str(k): _truncate(str(v), _TAG_MAX_CHARS) for k, v in tags.items()},
         }
+        run_tags = {**common_tags, **self._source_tags(tags.get(TAG_DAGSTER_RUN_ID))}
         run = client.create_run(
-            experiment_id, run_name=f"candidate-{dataset.version_id}", tags=common_tags
+            experiment_id, run_name=f"candidate-{dataset.version_id}", tags=run_tags
         )
         run_id = run.info.run_id
         try:
+            client.log_inputs(run_id, datasets=dataset_inputs(dataset, input_example))
             now = _now_ms()
             client.log_batch(
                 run_id,
@@ -282,12 +326,112 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             "decided_at": _now_iso(),
             **asdict(decision),
         }
-        client.log_dict(ref.run_id, _jsonable(payload), "gate/decision.json")
+        client.log_dict(ref.run_id, _jsonable(payload), GATE_DECISION_ARTIFACT)
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_PROMOTE, promote)
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_REASONS, reasons)
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_FAILED, failed_text)
         compared = champion.version if champion is not None else NO_CHAMPION
         client.set_model_version_tag(ref.name, ref.version, TAG_GATE_CHAMPION, compared)
+
+    # --- reports and links -----------------------------------------------------------
+    def log_report(
+        self,
+        *,
+        kind: str,
+        name: str,
+        files: Mapping[str, bytes | str],
+        dagster_run_id: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ReportRef:
+        """Keep a report (an Evidently HTML page, a chart) as artifacts of a finished run in
+        the monitoring experiment, where the MLflow UI shows it.
+
+        Args:
+            kind: What it is ("drift", "loop_health"); the run is named ``<kind>-<name>``.
+            name: Which one (a batch partition, a timestamp).
+            files: Artifact file name -> content (text or bytes), stored under ``<kind>/``.
+            dagster_run_id: The Dagster run that made it: the run's source.
+            metrics: Figures of the report, for MLflow's charts and search.
+            tags: More tags for the run.
+
+        Returns:
+            The run and the artifact path of the first file, with its page in the UI.
+        """
+        from mlflow.entities import Metric
+
+        if not files:
+            raise ValueError("a report needs at least one file")
+        client = self._client()
+        experiment_id = self._experiment_id(self.monitoring_experiment_name)
+        run_tags = {
+            "hitl.report_kind": kind,
+            **self._source_tags(dagster_run_id),
+            **{str(k): _truncate(str(v), _TAG_MAX_CHARS) for k, v in (tags or {}).items()},
+        }
+        run = client.create_run(experiment_id, run_name=f"{kind}-{name}", tags=run_tags)
+        run_id = run.info.run_id
+        try:
+            now = _now_ms()
+            figures = [
+                Metric(_metric_key(k), float(v), now, 0)
+                for k, v in sorted((metrics or {}).items())
+                if isinstance(v, int | float)
+            ]
+            if figures:
+                client.log_batch(run_id, metrics=figures)
+            with tempfile.TemporaryDirectory(prefix="hitl-report-") as tmp:
+                for file_name, content in files.items():
+                    path = Path(tmp) / Path(file_name).name
+                    if isinstance(content, bytes):
+                        path.write_bytes(content)
+                    else:
+                        path.write_text(content, encoding="utf-8")
+                    client.log_artifact(run_id, str(path), artifact_path=kind)
+        except BaseException:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id, status="FINISHED")
+        first = f"{kind}/{Path(next(iter(files))).name}"
+        return ReportRef(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            path=first,
+            url=artifact_url(self.ui_url, experiment_id, run_id, first) if self.ui_url else None,
+        )
+
+    def run_link(self, ref: ModelRef) -> str | None:
+        """The page of the version's training run in the MLflow UI (None without a UI)."""
+        if not self.ui_url or not ref.run_id:
+            return None
+        experiment_id = ref.tags.get(TAG_EXPERIMENT_ID) or self._experiment_id()
+        return run_url(self.ui_url, experiment_id, ref.run_id)
+
+    def version_link(self, ref: ModelRef) -> str | None:
+        """The model version's page in the MLflow UI (None without a UI)."""
+        return model_version_url(self.ui_url, ref.name, ref.version) if self.ui_url else None
+
+    def gate_decision_link(self, ref: ModelRef) -> str | None:
+        """The gate's full decision (``gate/decision.json``) in the run's artifact view."""
+        if not self.ui_url or not ref.run_id:
+            return None
+        experiment_id = ref.tags.get(TAG_EXPERIMENT_ID) or self._experiment_id()
+        return artifact_url(self.ui_url, experiment_id, ref.run_id, GATE_DECISION_ARTIFACT)
+
+    def experiment_link(self) -> str | None:
+        """The training experiment in the MLflow UI's model-training view."""
+        return experiment_url(self.ui_url, self._experiment_id()) if self.ui_url else None
+
+    def _source_tags(self, dagster_run_id: str | None) -> dict[str, str]:
+        if not dagster_run_id:
+            return {}
+        url = dagster_run_url(self.dagster_ui_url, dagster_run_id) if self.dagster_ui_url else None
+        return {
+            TAG_DAGSTER_RUN_ID: dagster_run_id,
+            TAG_SOURCE_TYPE: "JOB",
+            TAG_SOURCE_NAME: url or f"dagster run {dagster_run_id}",
+            **({TAG_DAGSTER_RUN_URL: url} if url else {}),
+        }
 
     # --- reading the registry --------------------------------------------------------
     def champion(self) -> ModelRef | None:
@@ -589,12 +733,15 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         if not self._store_exists():
             return []
         client = self._client()
-        experiment_id = self._experiment_id()
+        experiment_ids = [self._experiment_id()]
+        monitoring = client.get_experiment_by_name(self.monitoring_experiment_name)
+        if monitoring is not None:
+            experiment_ids.append(monitoring.experiment_id)
         running = []
         token: str | None = None
         while True:
             page = client.search_runs(
-                [experiment_id],
+                experiment_ids,
                 filter_string="attributes.status = 'RUNNING'",
                 run_view_type=ViewType.ACTIVE_ONLY,
                 max_results=1000,
@@ -720,19 +867,16 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             with FileLock(db_path.with_name(f"{db_path.name}.promotion-lock")):
                 yield
 
-    def _experiment_id(self) -> str:
-        """Set the stores and the experiment up once per process; returns the experiment id.
+    def _experiment_id(self, name: str | None = None) -> str:
+        """Set the stores and an experiment (default: the training one) up once per
+        process; returns the experiment id.
 
         The first use of an empty SQLite file creates the schema (about 12 s on a loaded
         machine). Several processes may start on a fresh file together, and MLflow's
         tracking store does not lock its own set-up, so it runs under a file lock.
         """
-        key = (
-            self.tracking_uri,
-            self._registry_uri(),
-            self.experiment_name,
-            self.artifact_location,
-        )
+        name = name or self.experiment_name
+        key = (self.tracking_uri, self._registry_uri(), name, self.artifact_location)
         with _READY_LOCK:
             if key in _READY:
                 return _READY[key]
@@ -740,26 +884,34 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                 client = self._client()
                 client.search_experiments(max_results=1)  # creates the tracking schema
                 client.search_registered_models(max_results=1)  # and the registry's
-                experiment_id = self._get_or_create_experiment(client)
+                experiment_id = self._get_or_create_experiment(client, name)
             _READY[key] = experiment_id
             return experiment_id
 
-    def _get_or_create_experiment(self, client: mlflow.MlflowClient) -> str:
+    def _get_or_create_experiment(self, client: mlflow.MlflowClient, name: str) -> str:
+        """The experiment's id, created (or restored) as needed, and marked as model
+        training (MLflow 3 treats unmarked experiments as GenAI ones)."""
         from mlflow.exceptions import MlflowException
 
-        experiment = client.get_experiment_by_name(self.experiment_name)
+        experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
                 return client.create_experiment(
-                    self.experiment_name, artifact_location=self._artifact_location()
+                    name,
+                    artifact_location=self._artifact_location(),
+                    tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND},
                 )
             except MlflowException:
                 # Another process (non-SQLite back-ends are not file-locked) won the race.
-                experiment = client.get_experiment_by_name(self.experiment_name)
+                experiment = client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if TAG_EXPERIMENT_KIND not in experiment.tags:  # made before it was marked
+            client.set_experiment_tag(
+                experiment.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND
+            )
         return experiment.experiment_id
 
     def _artifact_location(self) -> str | None:
@@ -885,6 +1037,75 @@ class MlflowRegistryResource(dg.ConfigurableResource):
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
+
+
+# --- links into the UIs (route forms of MLflow 3.17's UI, a hash router) -------------------
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI."""
+    return f"{_base(ui_url)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def artifact_url(ui_url: str, experiment_id: str, run_id: str, path: str) -> str:
+    """An artifact opened in the run page's artifact view (HTML and images are rendered
+    there; the raw ``get-artifact`` endpoint only offers a download)."""
+    return f"{run_url(ui_url, experiment_id, run_id)}/artifacts/{quote(path)}"
+
+
+def model_version_url(ui_url: str, name: str, version: str) -> str:
+    """A registered model version's page in the MLflow UI."""
+    return f"{_base(ui_url)}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """An experiment's runs in the MLflow UI's model-training view."""
+    return f"{_base(ui_url)}/#/experiments/{experiment_id}/runs?{ML_WORKFLOW}"
+
+
+def dagster_run_url(ui_url: str, run_id: str) -> str:
+    """A run's page in the Dagster UI."""
+    return f"{_base(ui_url)}/runs/{run_id}"
+
+
+def _base(url: str) -> str:
+    return url.rstrip("/").removesuffix("/#")
+
+
+def dataset_inputs(dataset: DatasetVersion, example: pd.DataFrame | None = None) -> list[Any]:
+    """The dataset version as MLflow dataset inputs: the version itself for training (name
+    the version id, digest its md5) and every other frame of it for evaluation.
+
+    The source is the DVC location (``dvc.api.open(path, repo=..., rev=git_rev)`` reads
+    it back); the schema is the example's columns when one is given.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.models import infer_signature
+
+    schema = None
+    if example is not None:
+        inputs = infer_signature(example).inputs
+        schema = json.dumps({"mlflow_colspec": inputs.to_dict()}) if inputs is not None else None
+
+    def one(name: str, digest: str, path: str, rows: int | None, context: str) -> Any:
+        source = {"path": path, "git_rev": dataset.git_rev, "version_id": dataset.version_id}
+        return DatasetInput(
+            Dataset(
+                name=name,
+                digest=digest[:36],  # MLflow's digest column holds 36 characters
+                source_type=DATASET_SOURCE_TYPE,
+                source=json.dumps(source, sort_keys=True),
+                schema=schema if context == "training" else None,
+                profile=json.dumps({"num_rows": rows}) if rows is not None else None,
+            ),
+            tags=[InputTag("mlflow.data.context", context)],
+        )
+
+    inputs_ = [one(dataset.version_id, dataset.md5, dataset.path, dataset.rows, "training")]
+    for path, md5 in sorted(dataset.files.items()):
+        if path != dataset.path:
+            inputs_.append(
+                one(f"{dataset.version_id}/{Path(path).stem}", md5, path, None, "evaluation")
+            )
+    return inputs_
 
 
 def code_version() -> str:

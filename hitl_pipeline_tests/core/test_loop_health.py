@@ -3,7 +3,15 @@
 import pandas as pd
 import pytest
 
-from hitl_pipeline.core.loop_health import audit_pass_rate, correction_rate, label_counts
+from hitl_pipeline.core.loop_health import (
+    LoopHealthPolicy,
+    audit_fall_warning,
+    audit_pass_rate,
+    correction_band_warning,
+    correction_rate,
+    has_numbers,
+    label_counts,
+)
 
 
 def annotations(rows: list[tuple]) -> pd.DataFrame:
@@ -232,3 +240,111 @@ def test_cycle_table_accuracy_regained_and_cost_per_point():
     assert cost_per_accuracy_point(10.0, 0.9, 0.8) is None  # no gain: no price per point
     png = render_chart(cycles, {"general": 0.7, "expert": float("nan")}, title="t")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the per-batch warnings -------------------------------------------------------------------
+def cycles(rows: list[tuple]) -> pd.DataFrame:
+    """(partition, labels, correction_rate, audited, audit_pass_rate) per batch."""
+    frame = pd.DataFrame(
+        rows, columns=["partition", "labels", "correction_rate", "audited", "audit_pass_rate"]
+    )
+    return frame.assign(annotations=frame["labels"], cost=0.0)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([], False),
+        # a batch whose answers were all skipped has no figure yet
+        ([("b1", 0, NAN, 0, NAN)], False),
+        ([("b1", 3, 0.0, 0, NAN)], True),
+        ([("b1", 0, NAN, 4, 1.0)], True),
+    ],
+)
+def test_has_numbers(rows, expected):
+    assert has_numbers(cycles(rows)) is expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "warn", "batch", "words"),
+    [
+        ([], False, None, "nothing to judge"),
+        # too few labels to judge: 50% of 4 answers says little
+        ([("b1", 4, 0.5, 0, NAN)], False, None, "nothing to judge"),
+        ([("b1", 40, 0.10, 0, NAN)], False, "b1", "inside"),
+        ([("b1", 40, 0.45, 0, NAN)], True, "b1", "above the healthy band"),
+        ([("b1", 40, 0.01, 0, NAN)], True, "b1", "below the healthy band"),
+        # the newest batch with enough labels decides, not an earlier out-of-band one
+        ([("b1", 40, 0.60, 0, NAN), ("b2", 30, 0.20, 0, NAN)], False, "b2", "inside"),
+        # a small newest batch is skipped for the last judgeable one
+        ([("b1", 40, 0.60, 0, NAN), ("b2", 5, 0.20, 0, NAN)], True, "b1", "above"),
+    ],
+)
+def test_correction_band_warning(rows, warn, batch, words):
+    verdict = correction_band_warning(cycles(rows))
+
+    assert (verdict.warn, verdict.partition) == (warn, batch)
+    assert words in verdict.message
+
+
+def test_the_band_is_the_policys():
+    figures = cycles([("b1", 40, 0.45, 0, NAN)])
+
+    assert correction_band_warning(figures, LoopHealthPolicy(correction_high=0.5)).warn is False
+    assert correction_band_warning(figures, LoopHealthPolicy(min_labels=50)).partition is None
+
+
+@pytest.mark.parametrize(
+    ("rows", "warn", "batch", "words"),
+    [
+        ([], False, None, "nothing to judge"),
+        ([("b1", 40, 0.1, 20, 0.9)], False, "b1", "no earlier audited batch"),
+        # 0.95 pooled over 40 items before, 0.80 now: a fall of 0.15
+        (
+            [("b1", 40, 0.1, 20, 0.95), ("b2", 40, 0.1, 20, 0.95), ("b3", 40, 0.1, 20, 0.8)],
+            True,
+            "b3",
+            "down 0.15 from 0.95",
+        ),
+        # a small fall is within the noise the policy tolerates
+        ([("b1", 40, 0.1, 20, 0.92), ("b2", 40, 0.1, 20, 0.90)], False, "b2", "earlier"),
+        # a rise never warns
+        ([("b1", 40, 0.1, 20, 0.70), ("b2", 40, 0.1, 20, 0.90)], False, "b2", "earlier"),
+        # pooled by size: 30 items at 1.0 and 10 at 0.6 make 0.9 before, so 0.88 is no fall
+        (
+            [("b1", 40, 0.1, 30, 1.0), ("b2", 40, 0.1, 10, 0.6), ("b3", 40, 0.1, 20, 0.88)],
+            False,
+            "b3",
+            "0.90",
+        ),
+        # a newest batch with too few audited items is not judged; the one before it is
+        (
+            [("b1", 40, 0.1, 20, 0.95), ("b2", 40, 0.1, 20, 0.70), ("b3", 40, 0.1, 2, 1.0)],
+            True,
+            "b2",
+            "down 0.25",
+        ),
+    ],
+)
+def test_audit_fall_warning(rows, warn, batch, words):
+    verdict = audit_fall_warning(cycles(rows))
+
+    assert (verdict.warn, verdict.partition) == (warn, batch)
+    assert words in verdict.message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"correction_low": 0.4, "correction_high": 0.3},
+        {"correction_high": 1.5},
+        {"min_labels": 0},
+        {"audit_drop": 0.0},
+    ],
+)
+def test_an_impossible_loop_health_policy_is_refused(kwargs):
+    with pytest.raises(ValueError):
+        LoopHealthPolicy(**kwargs)

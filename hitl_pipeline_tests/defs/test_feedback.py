@@ -2,8 +2,6 @@
 against the session's real Label Studio (no other outside service: the registry and the
 dataset store of ``loop_metrics`` are duck-typed fakes without history)."""
 
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -28,6 +26,7 @@ from hitl_pipeline.demo.reviewers import ReviewerPool, SimulatedReviewer
 from hitl_pipeline.demo.stream import CLASSES, DEMO_SCHEMA, DriftingStream
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore
+from hitl_pipeline.resources.mlflow_registry import ReportRef
 from hitl_pipeline.resources.production import ProductionSource
 
 pytestmark = pytest.mark.labelstudio
@@ -35,10 +34,17 @@ PARTITION = "2026-01-12"
 
 
 class NoHistoryRegistry:
-    """A registry that never promoted anything."""
+    """A registry that never promoted anything, and keeps the reports it is given."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, bytes | str] = {}
 
     def champion_history(self) -> list:
         return []
+
+    def log_report(self, *, kind: str, name: str, files: dict, **_: object) -> ReportRef:
+        self.reports.update(files)
+        return ReportRef(run_id="r1", experiment_id="2", path=f"{kind}/x", url="http://ui/x")
 
 
 def routed_batch(n: int) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -137,8 +143,10 @@ def test_tiers_agreement_adjudication_and_loop_health(label_studio, project_titl
     assert meta["annotation_cost"].value == pytest.approx(
         21 * 2 * 0.10 + 3 * 2 * 1.00 + disputed * 0.50
     )
-    assert 0.0 <= meta["audit_pass_rate"].value <= 1.0
-    chart = Path(meta["chart"].value)
-    assert chart.is_file() and chart.read_bytes()[:4] == b"\x89PNG"
+    (batch,) = meta["per_batch"].value.records
+    assert batch.data["partition"] == PARTITION
+    assert 0.0 <= batch.data["audit_pass_rate"] <= 1.0
+    assert meta["chart"].value == "http://ui/x"
+    assert resources["registry"].reports["loop_health.png"][:4] == b"\x89PNG"
     cycles = health.output_for_node("loop_metrics")
     assert cycles["partition"].tolist() == [PARTITION]

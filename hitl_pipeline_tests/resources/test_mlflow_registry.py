@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +322,133 @@ def test_concurrent_first_use_of_a_fresh_database(tmp_path: Path) -> None:
     experiment = client.get_experiment_by_name("hitl-pipeline")
     assert experiment is not None
     assert experiment.artifact_location == (tmp_path / "db" / "mlartifacts").as_uri()
+
+
+# --- links, sources, dataset inputs, reports ------------------------------------------------
+@pytest.mark.parametrize(
+    ("built", "expected"),
+    [
+        # the run page and an artifact opened in its artifact view (hash routes of the UI)
+        (
+            lambda: mlflow_registry.run_url("http://127.0.0.1:5000", "1", "abc"),
+            "http://127.0.0.1:5000/#/experiments/1/runs/abc",
+        ),
+        (
+            lambda: mlflow_registry.artifact_url(
+                "http://h:5000/", "2", "r1", "drift/2026-01-05.html"
+            ),
+            "http://h:5000/#/experiments/2/runs/r1/artifacts/drift/2026-01-05.html",
+        ),
+        # a base given with the hash still makes one hash, and names are encoded
+        (
+            lambda: mlflow_registry.model_version_url("http://h:5000/#/", "hitl clf", "3"),
+            "http://h:5000/#/models/hitl%20clf/versions/3",
+        ),
+        # the experiment opens in the "Model training" view, not the GenAI one
+        (
+            lambda: mlflow_registry.experiment_url("https://mlflow.example/", "7"),
+            "https://mlflow.example/#/experiments/7/runs?workflowType=machine_learning",
+        ),
+        (
+            lambda: mlflow_registry.dagster_run_url("http://127.0.0.1:3000/", "run-1"),
+            "http://127.0.0.1:3000/runs/run-1",
+        ),
+    ],
+)
+def test_ui_urls(built: Any, expected: str) -> None:
+    assert built() == expected
+
+
+def test_the_candidate_run_links_its_dataset_and_its_dagster_run(store_dir: Path) -> None:
+    registry = _registry(store_dir, "clf-linked").model_copy(
+        update={"ui_url": "http://mlflow.test", "dagster_ui_url": "http://dagster.test"}
+    )
+    dataset = replace(
+        _dataset(7),
+        files={"data/training.parquet": "a" * 32, "data/holdout.parquet": "b" * 32},
+    )
+    ref = registry.log_candidate(
+        model=_model(1.0),
+        params={"C": 1.0},
+        metrics={"accuracy": 0.8},
+        tags={mlflow_registry.TAG_DAGSTER_RUN_ID: "dagster-run-7"},
+        dataset=dataset,
+        input_example=X.head(3),
+    )
+    client = _client(store_dir)
+    run = client.get_run(ref.run_id)
+    tags = run.data.tags
+    assert tags["mlflow.source.type"] == "JOB"
+    assert tags["mlflow.source.name"] == "http://dagster.test/runs/dagster-run-7"
+    assert tags[mlflow_registry.TAG_DAGSTER_RUN_URL] == "http://dagster.test/runs/dagster-run-7"
+    assert "mlflow.source.name" not in ref.tags  # the source is the run's, not the version's
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"dataset-v0007", "dataset-v0007/holdout"}
+    training = inputs["dataset-v0007"]
+    assert training.dataset.digest == dataset.md5
+    assert {t.key: t.value for t in training.tags}["mlflow.data.context"] == "training"
+    source = json.loads(training.dataset.source)
+    assert source == {
+        "git_rev": dataset.git_rev,
+        "path": dataset.path,
+        "version_id": "dataset-v0007",
+    }
+    assert json.loads(training.dataset.profile) == {"num_rows": len(X)}
+    assert "x1" in training.dataset.schema
+    holdout = inputs["dataset-v0007/holdout"]
+    assert holdout.dataset.digest == "b" * 32
+    assert {t.key: t.value for t in holdout.tags}["mlflow.data.context"] == "evaluation"
+
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert registry.run_link(ref) == (
+        f"http://mlflow.test/#/experiments/{run.info.experiment_id}/runs/{ref.run_id}"
+    )
+    assert (
+        registry.version_link(ref)
+        == f"http://mlflow.test/#/models/clf-linked/versions/{ref.version}"
+    )
+    assert registry.experiment_link() == (
+        f"http://mlflow.test/#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+def test_an_experiment_made_before_is_marked_as_model_training(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    old = client.create_experiment("older", artifact_location=(tmp_path / "a").as_uri())
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+
+    registry = MlflowRegistryResource(tracking_uri=uri, experiment_name="older")
+    registry.check()
+
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_report_is_kept_as_an_artifact_of_a_finished_monitoring_run(store_dir: Path) -> None:
+    registry = _registry(store_dir, "clf-reports").model_copy(
+        update={"ui_url": "http://mlflow.test/"}
+    )
+    report = registry.log_report(
+        kind="drift",
+        name="2026-01-05",
+        files={"2026-01-05.html": "<html>drift</html>"},
+        dagster_run_id="dagster-run-9",
+        metrics={"drift_share": 0.25},
+    )
+    client = _client(store_dir)
+    run = client.get_run(report.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "drift-2026-01-05"
+    assert run.data.metrics["drift_share"] == 0.25
+    assert run.data.tags[mlflow_registry.TAG_DAGSTER_RUN_ID] == "dagster-run-9"
+    experiment = client.get_experiment(report.experiment_id)
+    assert experiment.name == "hitl-pipeline-monitoring"
+    assert report.path == "drift/2026-01-05.html"
+    stored = Path(client.download_artifacts(report.run_id, report.path, str(store_dir / "dl")))
+    assert stored.read_text(encoding="utf-8") == "<html>drift</html>"
+    assert report.url == (
+        f"http://mlflow.test/#/experiments/{report.experiment_id}/runs/{report.run_id}"
+        "/artifacts/drift/2026-01-05.html"
+    )
