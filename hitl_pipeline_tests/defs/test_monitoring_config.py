@@ -32,3 +32,15 @@ def test_config_becomes_the_policy(values):
 def test_impossible_config_is_refused_by_the_policy():
     with pytest.raises(ValueError, match="drift_share"):
         DriftConfig(drift_share=0.0).to_settings()
+
+
+def test_the_drift_check_is_judged_per_batch_partition():
+    """Without its own partitions the check's result is stored without a partition while
+    Dagster plans it for the batch: the batch's check then stays planned ("running")."""
+    from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+    from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK, drift_report
+
+    (spec,) = drift_report.check_specs
+
+    assert spec.name == NO_DRIFT_CHECK
+    assert spec.partitions_def == BATCH_PARTITIONS

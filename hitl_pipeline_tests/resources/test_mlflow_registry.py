@@ -452,3 +452,16 @@ def test_a_report_is_kept_as_an_artifact_of_a_finished_monitoring_run(store_dir:
         f"http://mlflow.test/#/experiments/{report.experiment_id}/runs/{report.run_id}"
         "/artifacts/drift/2026-01-05.html"
     )
+
+
+def test_a_report_run_left_running_by_a_dead_dagster_run_is_failed(tmp_path: Path) -> None:
+    registry = MlflowRegistryResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    registry.check()
+    client = _client(tmp_path)
+    monitoring = registry._experiment_id(registry.monitoring_experiment_name)
+    run = client.create_run(monitoring, tags={mlflow_registry.TAG_DAGSTER_RUN_ID: "dead-run"})
+
+    fixes = registry.fail_orphaned_runs(run_ended=lambda run_id: "failed")
+
+    assert [f.object for f in fixes] == [f"run {run.info.run_id} ({run.info.run_name})"]
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
