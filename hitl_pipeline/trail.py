@@ -109,8 +109,9 @@ def _queued(
     try:
         return label_studio.item_tasks(item_id=item, tiers=tiers), None
     except LabelStudioUnavailable as exc:
-        reason = "not reachable" if "not reachable" in str(exc) else "did not answer"
-        return [], f"Label Studio {reason} at {label_studio.url}"
+        if "not reachable" in str(exc):
+            return [], f"Label Studio not reachable at {label_studio.url}"
+        return [], f"Label Studio could not be asked ({exc})"
 
 
 def trail_for(

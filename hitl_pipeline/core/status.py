@@ -259,7 +259,11 @@ def retrain_line(
         last_training_at=last_training_at,
     )
     trained = f"last training {when(last_training_at, now)}" if last_training_at else ""
-    verdict = f"would retrain: {why}" if why else "would skip: no new human labels since then"
+    verdict = (
+        f"would retrain: {why}"
+        if why
+        else ("would skip: no new human labels since the last training")
+    )
     return "; ".join(p for p in (when(next_at, now), trained, verdict) if p)
 
 

@@ -3,8 +3,15 @@
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pytest
 
-from hitl_pipeline.core.trail import DatasetMembership, ModelUse, item_trail
+from hitl_pipeline.core.trail import (
+    DatasetMembership,
+    ModelUse,
+    QueuedTask,
+    item_trail,
+    unpulled_lines,
+)
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 DECISIONS = pd.DataFrame(
@@ -80,3 +87,72 @@ def test_trail_of_an_auto_accepted_item_and_an_unknown_one() -> None:
     assert any("no annotation" in line for line in auto)
     unknown = item_trail("zz", decisions=DECISIONS, ledger=empty, datasets=[], models=[])
     assert any("never scored" in line for line in unknown)
+
+
+NOT_PULLED = (
+    "  review [general] task #15: 2 annotation(s) in Label Studio not pulled yet: run "
+    "collect_labels_job (the annotation sensor starts it on its next tick while the daemon runs)"
+)
+WAITING = "  review [adjudication] task #40: waiting for a reviewer in Label Studio"
+
+
+@pytest.mark.parametrize(
+    ("queued", "pulled", "expected"),
+    [
+        ([], {}, []),  # never pushed
+        ([QueuedTask("general", 15, 2)], {}, [NOT_PULLED]),
+        ([QueuedTask("general", 15, 3)], {"general": 1}, [NOT_PULLED]),  # a second answer
+        ([QueuedTask("general", 15, 2)], {"general": 2}, []),  # everything pulled
+        ([QueuedTask("adjudication", 40, 0)], {"general": 2}, [WAITING]),
+        (
+            [QueuedTask("general", 15, 2), QueuedTask("adjudication", 40, 0)],
+            {},
+            [WAITING, NOT_PULLED],  # by queue name
+        ),
+    ],
+)
+def test_unpulled_lines(queued, pulled, expected) -> None:
+    assert unpulled_lines(queued, pulled, collect_job="collect_labels_job") == expected
+
+
+def test_answers_in_label_studio_are_not_reported_as_no_annotation() -> None:
+    empty = pd.DataFrame(columns=["item_id"])
+    lines = item_trail(
+        "i1",
+        decisions=DECISIONS,
+        ledger=empty,
+        datasets=[],
+        models=[],
+        queued=[QueuedTask("general", 15, 2)],
+    )
+    assert NOT_PULLED in lines
+    assert not any(line.startswith("  review: no annotation") for line in lines)
+
+
+def test_an_item_waiting_for_review_says_so_and_has_no_annotation() -> None:
+    empty = pd.DataFrame(columns=["item_id"])
+    lines = item_trail(
+        "i1",
+        decisions=DECISIONS,
+        ledger=empty,
+        datasets=[],
+        models=[],
+        queued=[QueuedTask("adjudication", 40, 0)],
+    )
+    assert lines[2:4] == ["  review: no annotation", WAITING]
+
+
+def test_label_studio_down_is_said_not_guessed() -> None:
+    empty = pd.DataFrame(columns=["item_id"])
+    lines = item_trail(
+        "i1",
+        decisions=DECISIONS,
+        ledger=empty,
+        datasets=[],
+        models=[],
+        queue_error="Label Studio not reachable at http://127.0.0.1:9",
+    )
+    assert lines[2] == (
+        "  review: no annotation pulled; Label Studio not reachable at http://127.0.0.1:9: "
+        "whether it holds answers not pulled yet is unknown"
+    )
