@@ -450,6 +450,26 @@ def test_skipped_task_is_a_cancelled_annotation_without_label(
 
 
 @pytest.mark.labelstudio
+def test_item_tasks_count_every_answer_for_the_trail(
+    label_studio_resource: LabelStudioResource, admin: Admin
+) -> None:
+    """What ``hitl-pipeline trail`` compares with the ledger: answers and skips alike."""
+    pushed = label_studio_resource.push_tasks(classes=CLASSES, tasks=make_tasks(3))
+    ids = task_ids_by_item(admin, pushed.project_id)
+    admin.annotate(ids["item-0001"], "cat")
+    admin.annotate(ids["item-0001"], None)  # a second reviewer skipped it
+    (answered,) = label_studio_resource.item_tasks(item_id="item-0001")
+    assert (answered.tier, answered.task_id, answered.annotations) == (
+        "general",
+        ids["item-0001"],
+        2,
+    )
+    (waiting,) = label_studio_resource.item_tasks(item_id="item-0002")
+    assert waiting.annotations == 0
+    assert label_studio_resource.item_tasks(item_id="never-pushed") == []
+
+
+@pytest.mark.labelstudio
 def test_queue_status_counts_finished_tasks_and_latest_answer(
     label_studio_resource: LabelStudioResource, admin: Admin
 ) -> None:
