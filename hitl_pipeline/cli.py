@@ -21,8 +21,15 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hitl_pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from hitl_pipeline.core.status import ChampionFacts
+    from hitl_pipeline.core.types import ModelRef
 
 
 def _local_label_studio(settings: Settings, port: int | None = None):
@@ -100,15 +107,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _champion_text(label: str, facts, now) -> list[str]:
+def _champion_text(label: str, facts: ChampionFacts, now: datetime) -> list[str]:
     """A champion in a few lines: version, accuracy, since when and why (gate reasons cut)."""
-    from hitl_pipeline.core.status import champion_line
+    from hitl_pipeline.core.status import champion_line, shorten
 
-    lines = [f"{label:<18}{champion_line(facts, now)}"]
+    lines = [f"{label:<20}{champion_line(facts, now)}"]
     if facts.gate_reasons:
-        reasons = facts.gate_reasons
-        cut = reasons if len(reasons) <= 300 else reasons[:300].rsplit(" ", 1)[0] + " ..."
-        lines.append(f"{'':<18}gate: {cut}")
+        lines.append(f"{'':<20}gate: {shorten(facts.gate_reasons, 300)}")
     return lines
 
 
@@ -120,12 +125,11 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from hitl_pipeline.status import champion_facts
 
     registry = build_resources(settings)["registry"]
-    now = datetime.now(UTC)
 
-    def show(label: str, ref) -> list[str]:
+    def show(label: str, ref: ModelRef | None) -> list[str]:
         if ref is None:
-            return [f"{label:<18}none"]
-        return _champion_text(label, champion_facts(registry, ref), now)
+            return [f"{label:<20}none"]
+        return _champion_text(label, champion_facts(registry, ref), datetime.now(UTC))
 
     before, previous = registry.champion(), registry.previous_champion()
     if args.show or not args.reason:
@@ -140,8 +144,11 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
                 f"to put v{target} back: hitl-pipeline rollback{flag} "
                 '--reason "why, for the record"'
             )
-        # without a reason nothing was asked for: a usage error for scripts, not for --show
-        return 0 if args.show else 2
+        if args.show:
+            return 0
+        # without a reason nothing was asked for: a usage error for scripts
+        print("nothing rolled back: --reason is required (--show only looks)", file=sys.stderr)
+        return 2
     ref = registry.rollback(to_version=args.to, reason=args.reason, actor=args.actor)
     print(
         f"champion: v{before.version if before else 'none'} -> v{ref.version} "

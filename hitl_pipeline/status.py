@@ -35,8 +35,10 @@ from hitl_pipeline.resources.mlflow_registry import (
     TAG_CHAMPION_BY,
     TAG_CHAMPION_REASON,
     TAG_CHAMPION_SINCE,
+    TAG_CHAMPION_UNTIL,
     TAG_CHAMPION_VIA,
     TAG_DATASET_VERSION,
+    TAG_ENDED_VIA,
     TAG_GATE_CHAMPION,
     TAG_GATE_FAILED,
     TAG_GATE_PROMOTE,
@@ -90,6 +92,8 @@ def champion_facts(registry: MlflowRegistryResource, ref: ModelRef) -> ChampionF
         reason=tags.get(TAG_CHAMPION_REASON),
         dataset_version=tags.get(TAG_DATASET_VERSION),
         gate_reasons=tags.get(TAG_GATE_REASONS),
+        until=tags.get(TAG_CHAMPION_UNTIL),
+        ended_via=tags.get(TAG_ENDED_VIA),
         accuracy={
             name: metrics[f"heldout.{name}.accuracy"]
             for name in ACCURACY_SETS

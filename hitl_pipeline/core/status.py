@@ -38,6 +38,8 @@ class ChampionFacts:
     reason: str | None = None  # why it became champion (a rollback's reason)
     dataset_version: str | None = None
     gate_reasons: str | None = None
+    until: str | None = None  # ISO 8601, when it stopped serving (a former champion)
+    ended_via: str | None = None  # e.g. "promote of version 3", "rollback to version 1"
     accuracy: Mapping[str, float] = dataclasses.field(default_factory=dict)  # set -> accuracy
 
 
@@ -158,6 +160,9 @@ def champion_line(champion: ChampionFacts, now: datetime) -> str:
         f"accuracy {accuracy}" if accuracy else "accuracy not recorded",
         f"trained on {champion.dataset_version}" if champion.dataset_version else "",
         f"champion since {when(champion.since, now)}, {how}" if champion.since else how,
+        f"until {when(champion.until, now)}, ended by {champion.ended_via or 'a replacement'}"
+        if champion.until
+        else "",
     ]
     return "; ".join(p for p in parts if p)
 

@@ -216,6 +216,19 @@ def test_drift_line(drift, text):
             "v1; accuracy not recorded; champion since 2026-12-02 06:00 UTC (30 min ago), "
             "rolled back by ana: v3 mislabels churn",
         ),
+        (
+            # a former champion: the previous one, or the one a rollback replaced
+            ChampionFacts(
+                "1",
+                since="2026-12-02T05:00:00+00:00",
+                until="2026-12-02T06:00:00+00:00",
+                ended_via="promote of version 2",
+                accuracy={"holdout": 0.85, "human_holdout": float("nan")},
+            ),
+            "v1; accuracy 85.0% on holdout, n/a on human_holdout; champion since 2026-12-02 "
+            "05:00 UTC (1 h 30 min ago), promoted by the gate; until 2026-12-02 06:00 UTC "
+            "(30 min ago), ended by promote of version 2",
+        ),
     ],
 )
 def test_champion_line(champion, text):
