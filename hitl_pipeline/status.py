@@ -206,17 +206,20 @@ def _dagster_facts(settings: Settings) -> dict[str, Any]:
         trained = instance.get_latest_materialization_event(dg.AssetKey(CANDIDATE_ASSET))
         runs = []
         for job in JOBS:
-            found = instance.get_runs(filters=dg.RunsFilter(job_name=job), limit=1)
-            if found:
-                run = found[0]
-                record = instance.get_run_record_by_id(run.run_id)
-                at = record.create_timestamp if record is not None else None
+            run_records = instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=1)
+            if run_records:
+                run_record = run_records[0]
+                run = run_record.dagster_run
+                # when it ended, else when it started, else when it was queued
+                stamp = run_record.end_time or run_record.start_time
+                at = (
+                    datetime.fromtimestamp(stamp, tz=UTC)
+                    if stamp
+                    else run_record.create_timestamp.astimezone(UTC)
+                )
                 runs.append(
                     RunFacts(
-                        job=job,
-                        status=run.status.value,
-                        at=at.astimezone(UTC) if at else datetime.now(UTC),
-                        trigger=run.tags.get(TRIGGER_TAG),
+                        job=job, status=run.status.value, at=at, trigger=run.tags.get(TRIGGER_TAG)
                     )
                 )
     return {
