@@ -22,15 +22,23 @@ from typing import Any
 
 import dagster as dg
 
+from hitl_pipeline.demo.narrator import (
+    Narrator,
+    NarratorThread,
+    quiet_third_party,
+    wait_until_answering,
+)
 from hitl_pipeline.demo.reviewers import ReviewerPool, SimulatedReviewer
 from hitl_pipeline.demo.runner import (
     DemoOptions,
     HeadlessLoop,
     land_batch,
     load_definitions,
+    partition_for,
     prepare_home,
     read_truth,
     run_headless,
+    tell,
     use_home,
 )
 from hitl_pipeline.resources.label_studio_server import LabelStudioServerError
@@ -39,6 +47,9 @@ from hitl_pipeline.settings import Settings
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER_PORT = 3000
 MLFLOW_PORT = 5000
+# how long a UI may take to answer before the demo says so (the Dagster web server took
+# about 35 s on a loaded 2-core machine)
+UI_TIMEOUT_S = 180.0
 
 
 def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
@@ -146,6 +157,7 @@ def run_demo(
     batch_interval_s: float,
 ) -> int:
     use_home(settings)
+    quiet_third_party()
     try:
         started_ls = ensure_label_studio(settings)
     except LabelStudioServerError as exc:
@@ -223,7 +235,8 @@ def _run_with_ui(
     stream = prepare_home(settings, options)
     instance = dg.DagsterInstance.get()
     defs = load_definitions(instance)
-    loop = HeadlessLoop(settings, defs, instance)
+    narrator = Narrator(instance, queue_status=defs.resources["label_studio"].queue_status)
+    loop = HeadlessLoop(settings, defs, instance, after_run=lambda _: tell(narrator))
     if defs.resources["registry"].champion() is None:
         print("bootstrap: training the first champion from the seed data (a Dagster run)")
         loop.run_job("retrain_job", trigger="bootstrap")
@@ -234,8 +247,8 @@ def _run_with_ui(
         "DAGSTER_HOME": str(settings.dagster_home),
     }
     logs = settings.home / "logs"
-    processes = [
-        _spawn(
+    processes = {
+        "mlflow-ui": _spawn(
             "mlflow-ui",
             [
                 str(bin_dir / "mlflow"),
@@ -252,7 +265,7 @@ def _run_with_ui(
             env,
             logs,
         ),
-        _spawn(
+        "dagster-dev": _spawn(
             "dagster-dev",
             [
                 str(bin_dir / "dagster"),
@@ -267,32 +280,75 @@ def _run_with_ui(
             env,
             logs,
         ),
-    ]
+    }
     # the experiment in the "Model training" view (MLflow 3 opens its GenAI view otherwise)
     mlflow_page = defs.resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
-    print(
-        "\nThe loop is running. Open:\n"
-        f"  Dagster UI     http://127.0.0.1:{DAGSTER_PORT}  (asset graph, runs, sensors, checks)\n"
-        f"  MLflow UI      {mlflow_page}  (runs, registry, champion alias)\n"
-        f"  Label Studio   {settings.label_studio_url}  ({_login(settings)})\n"
-        f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks. "
-        "Ctrl-C stops.\n"
+    dagster_url = f"http://127.0.0.1:{DAGSTER_PORT}"
+    print("\nOpen (each as soon as it answers):")
+    uis = (
+        (
+            "Label Studio",
+            f"{settings.label_studio_url.rstrip('/')}/health",
+            settings.label_studio_url,
+            _login(settings),
+            None,
+        ),
+        (
+            "MLflow UI",
+            f"http://127.0.0.1:{MLFLOW_PORT}/health",
+            mlflow_page,
+            "runs, registry, champion alias",
+            "mlflow-ui",
+        ),
+        (
+            "Dagster UI",
+            f"{dagster_url}/server_info",
+            dagster_url,
+            "asset graph, runs, sensors, checks",
+            "dagster-dev",
+        ),
     )
+    for what, probe, url, hint, name in uis:
+        process = processes.get(name) if name else None
+        answered = wait_until_answering(
+            probe,
+            what=what,
+            timeout_s=UI_TIMEOUT_S,
+            alive=(lambda p=process: p is None or p.poll() is None),
+        )
+        if answered:
+            print(f"  {what:<14} {url}  ({hint})")
+        elif process is not None and process.poll() is not None:
+            print(f"  {what} stopped; see {logs / (name + '.log')}", file=sys.stderr)
+            return _stop_all(processes)
+        else:
+            where = f"; see {logs / (name + '.log')}" if name else ""
+            print(f"  {what} did not answer at {url} within {UI_TIMEOUT_S:.0f} s{where}")
+    print(
+        f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks; "
+        "each step of the loop is one line below. Ctrl-C stops.\n"
+    )
+    narration = NarratorThread(narrator)
+    narration.start()
     try:
-        cycle, next_batch = 1, time.monotonic() + 30  # give the daemon time to start
+        cycle, next_batch = 1, time.monotonic() + 15  # the daemon starts after the web server
         while True:
             if cycle <= options.cycles and time.monotonic() >= next_batch:
                 land_batch(settings, stream, cycle)
                 print(
-                    f"[cycle {cycle}] batch landed in {settings.landing}; "
+                    f"{time.strftime('%H:%M:%S')} cycle {cycle}: batch "
+                    f"{partition_for(cycle, stream)} dropped in {settings.landing}; "
                     "the landing sensor picks it up"
                 )
                 cycle, next_batch = cycle + 1, time.monotonic() + interval
             if (settings.demo / "truth.parquet").is_file():
                 answered = pool.answer_open_tasks(truth=read_truth(settings))
                 if answered:
-                    print(f"  reviewers submitted {answered} annotations in Label Studio")
-            if any(p.poll() is not None for p in processes):
+                    print(
+                        f"{time.strftime('%H:%M:%S')} simulated reviewers submitted "
+                        f"{answered} answers in Label Studio"
+                    )
+            if any(p.poll() is not None for p in processes.values()):
                 print(
                     "a service stopped unexpectedly; see the logs in " + str(logs), file=sys.stderr
                 )
@@ -307,5 +363,12 @@ def _run_with_ui(
     finally:
         # A second Ctrl-C must not leave the UIs running half-stopped.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for process in processes:
-            _stop(process)
+        narration.stop()
+        _stop_all(processes)
+
+
+def _stop_all(processes: Mapping[str, subprocess.Popen]) -> int:
+    """Stop the child processes; 1, the exit code of a demo that could not go on."""
+    for process in processes.values():
+        _stop(process)
+    return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
+from hitl_pipeline.demo.narrator import Narrator, run_progress
 from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream, StreamDrift
 from hitl_pipeline.settings import Settings
 
@@ -122,10 +124,18 @@ class RunRecord:
 class HeadlessLoop:
     """Evaluates sensors and schedules like the daemon, executing their runs in-process."""
 
-    def __init__(self, settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance):
+    def __init__(
+        self,
+        settings: Settings,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        *,
+        after_run: Callable[[RunRecord], None] | None = None,
+    ):
         self.settings = settings
         self.defs = defs
         self.instance = instance
+        self.after_run = after_run  # e.g. narrate what the run did
         self._cursor_file = settings.demo / _CURSORS_FILE
         self.cursors: dict[str, str | None] = (
             json.loads(self._cursor_file.read_text(encoding="utf-8"))
@@ -165,14 +175,26 @@ class HeadlessLoop:
         job_name = request.job_name or default_job
         assert job_name is not None
         job = self.defs.resolve_job_def(job_name)
-        result = job.execute_in_process(
-            instance=self.instance,
-            partition_key=request.partition_key,
-            run_config={**QUIET_CONSOLE, **(request.run_config or {})},
-            tags=dict(request.tags),
-            raise_on_error=False,
-        )
-        return self._record(job_name, request, result)
+        run_id = str(uuid.uuid4())
+        trigger = request.tags.get("hitl/trigger")
+        with run_progress(
+            self.instance,
+            run_id,
+            steps=len(job.graph.nodes),
+            desc=f"{job_name}" + (f" ({trigger})" if trigger else ""),
+        ):
+            result = job.execute_in_process(
+                instance=self.instance,
+                partition_key=request.partition_key,
+                run_config={**QUIET_CONSOLE, **(request.run_config or {})},
+                tags=dict(request.tags),
+                raise_on_error=False,
+                run_id=run_id,
+            )
+        record = self._record(job_name, request, result)
+        if self.after_run is not None:
+            self.after_run(record)
+        return record
 
     def run_job(self, job_name: str, *, trigger: str) -> RunRecord:
         return self.execute(dg.RunRequest(job_name=job_name, tags={"hitl/trigger": trigger}))
@@ -451,7 +473,8 @@ def run_headless(
     stream = prepare_home(settings, options)
     instance = dg.DagsterInstance.get()
     defs = load_definitions(instance)
-    loop = HeadlessLoop(settings, defs, instance)
+    narrator = Narrator(instance, queue_status=defs.resources["label_studio"].queue_status)
+    loop = HeadlessLoop(settings, defs, instance, after_run=lambda _: tell(narrator, log))
     registry = defs.resources["registry"]
     # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.
     from hitl_pipeline.doctor import doctor
@@ -483,16 +506,18 @@ def run_headless(
     for cycle in range(1, options.cycles + 1):
         t0 = time.monotonic()
         batch = land_batch(settings, stream, cycle)
+        log(f"cycle {cycle}: batch {partition_for(cycle, stream)} dropped in {settings.landing}")
         records = loop.tick_sensor("landing_sensor")
         records += loop.tick_sensor("drift_alert_sensor")
         truth = read_truth(settings)
-        reviewed = answer_tasks(truth)
+
+        reviewed = _review(answer_tasks, truth, log)
         records += loop.tick_sensor("annotation_sensor")
         # a failed audit check (concept drift) starts the drift response for the batch
         concept = loop.tick_sensor("concept_drift_sensor")
         if concept:
             records += concept
-            reviewed += answer_tasks(truth)
+            reviewed += _review(answer_tasks, truth, log)
             records += loop.tick_sensor("annotation_sensor")
         records += loop.tick_schedule("weekly_retrain_schedule")
         champion = registry.champion()
@@ -509,11 +534,6 @@ def run_headless(
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
         cycles.append(summary)
         acc = summary["accuracy"]
-        for failed in (r for r in records if not r.success):
-            if failed.checks.get("passes_gate") is False:
-                log(f"  the gate kept the champion (run {failed.run_id}, check passes_gate)")
-            else:
-                log(f"  run {failed.run_id} ({failed.job}, {failed.trigger}) failed: see the UI")
         log(
             f"cycle {cycle} [{summary['partition']}]: drift={summary['drift_detected']} "
             f"pushed={summary['tasks_pushed']} labelled={reviewed} gate={summary['gate']} "
@@ -537,6 +557,22 @@ def run_headless(
             "landing": str(settings.landing),
         },
     }
+
+
+def _review(
+    answer_tasks: Callable[[Mapping[str, str]], int],
+    truth: Mapping[str, str],
+    log: Callable[[str], None],
+) -> int:
+    answered = answer_tasks(truth)
+    log(f"{time.strftime('%H:%M:%S')} simulated reviewers submitted {answered} answers")
+    return answered
+
+
+def tell(narrator: Narrator, log: Callable[[str], None] = print) -> None:
+    """Log the narrator's new lines, each with the time of day."""
+    for line in narrator.poll():
+        log(f"{time.strftime('%H:%M:%S')} {line}")
 
 
 def _pct(value: float | None) -> str:
