@@ -74,6 +74,30 @@ REASON_OVER_CAPACITY = "over_capacity"
 # items by the same ranking (a label near the boundary teaches the model most).
 REASON_FILL = "capacity_fill"
 DEFAULT_TIER = "general"
+# An adjudication task's own reason (its reviewers disagreed): set by the feedback stage.
+REASON_REVIEWERS_DISAGREED = "disagreement"
+
+# What a reviewer reads for each code (Label Studio's ``reasons_text`` column).
+REASON_TEXTS = {
+    REASON_LOW_CONFIDENCE: "low confidence",
+    REASON_DISAGREEMENT: "models disagree",
+    REASON_POLICY: "policy category",
+    REASON_OOD: "unusual input",
+    REASON_AUDIT: "random audit",
+    REASON_CONFIDENT: "confident",
+    REASON_DRIFT_SAMPLE: "drift sample",
+    REASON_EXPLORE: "random sample",
+    REASON_OVER_CAPACITY: "over capacity",
+    REASON_FILL: "spare capacity, informative",
+    REASON_REVIEWERS_DISAGREED: "reviewers disagreed",
+}
+
+
+def reasons_text(codes: Sequence[str]) -> str:
+    """Reason codes as a reviewer reads them: ``("low_confidence", "audit")`` gives
+    ``"low confidence; random audit"``; an unknown code is shown with spaces."""
+    texts = [REASON_TEXTS.get(c, c.replace("_", " ")) for c in codes if c]
+    return "; ".join(dict.fromkeys(texts))
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Three queues, each a Label Studio project of its own: ``general`` reviewers for the
 bulk (low confidence, audit, drift samples), domain ``expert`` s for items a declared
-policy says need one (a class, a feature rule, a ``policy_category`` routing reason),
-and ``adjudication`` for items whose annotators disagreed. The first two are assigned
+policy says need one (a class, a feature rule, or a routing reason: by default
+``policy_category`` and ``out_of_distribution``), and ``adjudication`` for items whose
+annotators disagreed. The first two are assigned
 here from the routed frame; the pipeline alone moves an item to adjudication (see
 ``core.agreement.disputed_items``).
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from hitl_pipeline.core.routing import REASON_OOD, REASON_POLICY
 from hitl_pipeline.core.types import PREDICTED_LABEL, REASONS
 
 TIER_GENERAL = "general"
@@ -25,7 +27,13 @@ TIER_EXPERT = "expert"
 TIER_ADJUDICATION = "adjudication"
 TIERS = (TIER_GENERAL, TIER_EXPERT, TIER_ADJUDICATION)
 
-REASON_POLICY_CATEGORY = "policy_category"
+REASON_POLICY_CATEGORY = REASON_POLICY
+# An input unlike any training row: the model's guess says least there, and a general
+# reviewer has no precedent either. It is also the one expert reason that fires without
+# a declared policy (the routing stage's policy classes and rules are empty by default),
+# so this is what fills the expert queue out of the box: in the demo, the few odd rows
+# of each batch and, after the product launch, many of the new app customers.
+EXPERT_REASONS = (REASON_POLICY_CATEGORY, REASON_OOD)
 
 _OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
@@ -83,12 +91,12 @@ class TierPolicy:
     Attributes:
         expert_classes: Items the model predicted as one of these go to experts.
         expert_reasons: Routing reasons that need an expert (by default the routing
-            stage's ``policy_category``).
+            stage's ``policy_category`` and ``out_of_distribution``).
         expert_rules: Feature rules; an item matching any of them goes to experts.
     """
 
     expert_classes: tuple[str, ...] = ()
-    expert_reasons: tuple[str, ...] = (REASON_POLICY_CATEGORY,)
+    expert_reasons: tuple[str, ...] = EXPERT_REASONS
     expert_rules: tuple[FeatureRule, ...] = field(default_factory=tuple)
 
 

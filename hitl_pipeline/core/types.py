@@ -204,6 +204,7 @@ class Annotation:
     # who answered and the schema are judged later, by core.intake
     answer_problem: str = ""
     raw_result: str = ""  # the answer's result as Label Studio holds it (JSON), for audits
+    model_score: float | None = None  # the model's confidence in its label, as pushed
 
 
 @dataclass(frozen=True)

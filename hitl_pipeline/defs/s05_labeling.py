@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from hitl_pipeline.core.tiers import REASON_POLICY_CATEGORY, FeatureRule, TierPolicy, assign_tiers
+from hitl_pipeline.core.tiers import EXPERT_REASONS, FeatureRule, TierPolicy, assign_tiers
 from hitl_pipeline.core.types import (
     CONFIDENCE,
     ITEM_ID,
@@ -29,7 +29,7 @@ class TierConfig(dg.Config):
     """Which reviewed items go to the domain experts' queue instead of general reviewers."""
 
     expert_classes: list[str] = Field(default_factory=list)
-    expert_reasons: list[str] = Field(default_factory=lambda: [REASON_POLICY_CATEGORY])
+    expert_reasons: list[str] = Field(default_factory=lambda: list(EXPERT_REASONS))
     # rules as "column op value", e.g. "amount > 5000" or 'plan in ["gold"]'
     expert_rules: list[str] = Field(default_factory=list)
 
@@ -89,7 +89,11 @@ def labeling_tasks(
         review_queue, schema.feature_names, context.partition_key, config.policy()
     )
     with store_failures():
-        result = label_studio.push_tasks(classes=schema.classes, tasks=tasks)
+        result = label_studio.push_tasks(
+            classes=schema.classes,
+            tasks=tasks,
+            feature_kinds={f.name: f.kind for f in schema.features},
+        )
     # after the push: a push that failed half-way is recorded by its re-run
     local_store.record_pushed(
         name=context.partition_key,

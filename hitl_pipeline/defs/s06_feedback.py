@@ -25,7 +25,7 @@ from hitl_pipeline.core.loop_health import (
     correction_rate,
     correction_rates,
 )
-from hitl_pipeline.core.routing import REASON_AUDIT
+from hitl_pipeline.core.routing import REASON_AUDIT, REASON_REVIEWERS_DISAGREED
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION
 from hitl_pipeline.core.types import ITEM_ID, TIER, LabelingTask, PushResult
 from hitl_pipeline.defs.config import config_class
@@ -37,7 +37,7 @@ from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore, annotations_to_frame
 from hitl_pipeline.resources.production import ProductionSource
 
-REASON_DISAGREEMENT = "disagreement"
+REASON_DISAGREEMENT = REASON_REVIEWERS_DISAGREED
 AUDIT_CHECK = "audit_pass_rate_holds"
 AuditConfig = config_class(
     AuditPolicy,
@@ -222,7 +222,10 @@ def feedback_figures(
 def adjudication_tasks_for(
     annotations: pd.DataFrame, classes: tuple[str, ...]
 ) -> list[LabelingTask]:
-    """One adjudication task per disputed item, showing the votes it got."""
+    """One adjudication task per disputed item, showing who answered what and the model's
+    label and confidence (``note`` lists the answers, one reviewer each: "Reviewers said:
+    a@x: churn · b@y: retain"). The confidence is the one pushed with the first task;
+    NaN ("n/a") for answers pulled before it was kept in the ledger."""
     votes = latest_votes(annotations, classes=classes)
     disputed = disputed_items(votes)
     if not disputed:
@@ -233,15 +236,16 @@ def adjudication_tasks_for(
     for item_id in disputed:
         row = latest.loc[item_id]
         mine = votes[(votes[ITEM_ID] == item_id) & (votes[TIER] != TIER_ADJUDICATION)]
-        said = ", ".join(
-            f"{a}: {lab}" for a, lab in zip(mine["annotator"], mine["label"], strict=True)
+        said = " · ".join(
+            f"{a}: {lab}" for a, lab in sorted(zip(mine["annotator"], mine["label"], strict=True))
         )
+        score = row.get("model_score")
         tasks.append(
             LabelingTask(
                 item_id=item_id,
                 features=dict(row["features"]) if isinstance(row["features"], Mapping) else {},
                 predicted_label=str(row["predicted_label"]),
-                score=float("nan"),
+                score=float("nan") if score is None or pd.isna(score) else float(score),
                 model_version=str(row["model_version"]),
                 # the original reasons, minus "audit": the audit figure is the first reviewers'
                 reasons=(
@@ -251,7 +255,7 @@ def adjudication_tasks_for(
                 tier=TIER_ADJUDICATION,
                 partition=str(row["partition"]),
                 priority=float(len(mine)),
-                note=f"reviewers said: {said}",
+                note=f"Reviewers said: {said}",
             )
         )
     return tasks
@@ -270,8 +274,9 @@ def adjudication_tasks(
     classes = production.schema().classes
     usable, _ = split_out_of_schema(local_store.read_ledger(), classes)
     tasks = adjudication_tasks_for(usable, classes)
+    kinds = {f.name: f.kind for f in production.schema().features}
     result = (
-        label_studio.push_tasks(classes=classes, tasks=tasks)
+        label_studio.push_tasks(classes=classes, tasks=tasks, feature_kinds=kinds)
         if tasks
         else PushResult(created=0, already_present=0, project_id=0)
     )

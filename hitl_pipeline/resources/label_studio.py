@@ -17,6 +17,17 @@ tasks took 40-60 s, ``tasks.list`` over them 45-110 s):
   reads ``ids[]``, so the ids go through ``additional_query_parameters``. Data Manager
   datetimes must be written ``...%fZ``: an ``+00:00`` offset gives HTTP 500.
 - queue status: two one-row Data Manager queries (counts come back as ``total``).
+
+What a reviewer sees (``task_payload``, ``build_label_config``, ``review_view_data``):
+each task's ``data`` holds one typed column per feature, ``f_<name>`` (numbers rounded
+for reading; the prefix keeps a feature called ``confidence`` or ``tier`` from clashing
+with our own keys), the model's ``predicted_label`` and ``confidence``, and
+``reasons_text`` ("low confidence; random audit"). The exact feature values the training
+set is built from travel in ``feature_values``; ``features`` is the rounded table the
+labelling interface shows. Each project gets a Data Manager tab, "Review", that puts
+those columns first, types the numbers and hides the raw fields. Tasks pushed by an
+earlier version keep their shape (``features`` exact, ``score``): every reader accepts
+both.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from hitl_pipeline.core.intake import (
     UNKNOWN_LABEL,
     IntakePolicy,
 )
+from hitl_pipeline.core.routing import reasons_text
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL, TIERS
 from hitl_pipeline.core.trail import QueuedTask
 from hitl_pipeline.core.types import Annotation, LabelingTask, PushResult, QueueStatus
@@ -57,6 +69,30 @@ FEATURES_OBJECT = "features"
 LABEL_CONTROL = "label"
 FLAGS_CONTROL = "flags"
 EDGE_CASE_FLAG = "edge case"
+SUMMARY_OBJECT = "summary"  # the text above the table: the model's guess and why review
+
+# Keys of a task's ``data``. Features are flattened into ``f_<name>`` columns.
+FEATURE_PREFIX = "f_"
+ITEM_KEY, LABEL_KEY, CONFIDENCE_KEY, REASONS_TEXT_KEY = (
+    "item_id",
+    "predicted_label",
+    "confidence",
+    "reasons_text",
+)
+ANSWERS_KEY = "reviewer_answers"  # adjudication tasks: who said what
+FEATURE_VALUES_KEY = "feature_values"  # exact values: what the training set is built from
+# Kept for the pipeline, never for reading: hidden in the "Review" tab. ``score`` is the
+# confidence of tasks pushed by earlier versions.
+INTERNAL_KEYS = (
+    "features",
+    FEATURE_VALUES_KEY,
+    "reasons",
+    "tier",
+    "priority",
+    "context",
+    "score",
+)
+REVIEW_VIEW_TITLE = "Review"
 
 DEFAULT_INSTRUCTIONS = (
     "<p>Choose the correct class for the item shown in the table.</p>"
@@ -106,7 +142,12 @@ class LabelStudioAuthError(LabelStudioUnavailable):
 
 # --- pure helpers (no server needed) ----------------------------------------------------
 def build_label_config(classes: Sequence[str]) -> str:
-    """The labelling interface: the features as a table, the model's view, one class.
+    """The labelling interface: the model's guess and why, the features as a table, one class.
+
+    Compatible with every earlier interface: the same controls (``label``, ``flags``)
+    over the same object (the ``features`` table), so Label Studio accepts it on a
+    project that already holds answers, and tasks pushed earlier still show (their
+    ``context`` and ``features`` are what the summary and the table read).
 
     Args:
         classes: the class names, in display order.
@@ -121,7 +162,8 @@ def build_label_config(classes: Sequence[str]) -> str:
         raise ValueError(f"duplicate class names: {list(classes)}")
     choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in classes)
     return f"""<View>
-  <Header value="$context" size="5"/>
+  <Text name="{SUMMARY_OBJECT}" value="$context"/>
+  <Header value="Features" size="6"/>
   <Table name="{FEATURES_OBJECT}" value="$features"/>
   <Header value="Correct class" size="6"/>
   <Choices name="{LABEL_CONTROL}" toName="{FEATURES_OBJECT}" choice="single-radio"
@@ -161,28 +203,105 @@ def tier_project_title(base: str, tier: str) -> str:
     return f"{base[: _MAX_TITLE - len(suffix) - 7]}~{digest}{suffix}"
 
 
-def task_payload(task: LabelingTask) -> dict[str, Any]:
-    """A task as Label Studio imports it: our fields in ``data``, the model as a prediction."""
-    context = (
-        f"Model says: {task.predicted_label} (score {_score_text(task.score)}, model "
-        f"{task.model_version}) · sent for review because: {', '.join(task.reasons) or '-'}"
-        f" · batch {task.partition or '-'} · queue {task.tier}"
-    )
+def display_number(value: float | int) -> float | int:
+    """A number rounded for reading: 2 decimals, or 3 significant digits below 1.
+
+    Whole numbers become ints (``3.0`` -> ``3``); ``1234.567`` -> ``1234.57``,
+    ``0.012345`` -> ``0.0123``. Never used for what the training set is built from.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"not a number: {value!r}")
+    if isinstance(value, int):
+        return value
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    if value == 0:
+        return 0
+    decimals = max(2, 2 - math.floor(math.log10(abs(value))))
+    rounded = round(value, decimals)
+    return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
+
+
+def feature_column(name: str) -> str:
+    """The ``data`` key of one feature's own column (``f_<name>``)."""
+    return f"{FEATURE_PREFIX}{name}"
+
+
+def _display_value(value: Any, kind: str) -> Any:
+    """A feature value as a reviewer reads it: numbers of a numeric feature rounded,
+    everything else as text; missing values stay null."""
+    value = _jsonable(value)
+    if value is None:
+        return None
+    if kind == "numeric" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return display_number(value)
+    return str(value)
+
+
+def _kind_of(value: Any) -> str:
+    value = _jsonable(value)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return "numeric" if numeric else "categorical"
+
+
+def task_payload(
+    task: LabelingTask, feature_kinds: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A task as Label Studio imports it: our fields in ``data``, the model as a prediction.
+
+    Args:
+        task: the routed item.
+        feature_kinds: feature name -> ``"numeric"`` or ``"categorical"`` (the batch
+            schema's ``FeatureSpec.kind``). A feature not in it is typed by its value.
+
+    Returns:
+        ``{"data": ..., "predictions": [...]}``. ``data`` holds, in the order a reviewer
+        reads them: ``item_id``, ``predicted_label``, ``confidence`` (rounded),
+        ``reasons_text``, one ``f_<name>`` per feature (rounded if numeric, text if
+        categorical), ``model_version``, ``partition``; then what the pipeline needs:
+        ``features`` (the rounded table the interface shows), ``feature_values`` (the
+        exact values), ``reasons`` (the codes), ``tier``, ``priority``, ``context`` (the
+        summary above the table) and, on adjudication tasks, ``reviewer_answers``. The
+        prediction carries the exact score and the model version.
+    """
+    kinds = dict(feature_kinds or {})
+    shown = {
+        str(name): _display_value(value, kinds.get(str(name)) or _kind_of(value))
+        for name, value in task.features.items()
+    }
+    why = reasons_text(task.reasons) or "-"
+    confidence = _jsonable(task.score)
+    lines = [
+        f"Model's label: {task.predicted_label} · confidence {_score_text(task.score)} "
+        f"· model version {task.model_version}",
+        f"Sent for review because: {why}",
+    ]
     if task.note:
-        context += f" · {task.note}"
-    return {
-        "data": {
-            "item_id": task.item_id,
+        lines.append(task.note)
+    lines.append(f"Item {task.item_id} · batch {task.partition or '-'} · {task.tier} queue")
+    data: dict[str, Any] = {
+        ITEM_KEY: task.item_id,
+        LABEL_KEY: task.predicted_label,
+        CONFIDENCE_KEY: None if confidence is None else display_number(confidence),
+        REASONS_TEXT_KEY: why,
+    }
+    if task.note:
+        data[ANSWERS_KEY] = task.note
+    data.update({feature_column(name): value for name, value in shown.items()})
+    data.update(
+        {
+            "model_version": task.model_version,
             "partition": task.partition,
+            "features": shown,
+            FEATURE_VALUES_KEY: {str(k): _jsonable(v) for k, v in task.features.items()},
+            "reasons": list(task.reasons),
             "tier": task.tier,
             "priority": _jsonable(task.priority),
-            "reasons": list(task.reasons),
-            "predicted_label": task.predicted_label,
-            "score": _jsonable(task.score),
-            "model_version": task.model_version,
-            "features": {str(k): _jsonable(v) for k, v in task.features.items()},
-            "context": context,
-        },
+            "context": "\n".join(lines),
+        }
+    )
+    return {
+        "data": data,
         "predictions": [
             {
                 "result": [choice_result(LABEL_CONTROL, [task.predicted_label])],
@@ -279,21 +398,78 @@ def annotations_from_export(
                     predicted_label=data.get("predicted_label"),
                     model_version=data.get("model_version"),
                     partition=str(data.get("partition") or ""),
-                    features=dict(data.get("features") or {}),
+                    # exact values; tasks pushed before they had their own key
+                    # carried them in "features"
+                    features=dict(data.get(FEATURE_VALUES_KEY) or data.get("features") or {}),
                     reasons=tuple(data.get("reasons") or ()),
                     flags=() if cancelled or problem else flags,
                     tier=str(data.get("tier") or ""),
                     lead_time_s=ann.get("lead_time"),
                     answer_problem="" if cancelled else problem,
                     raw_result=json.dumps(result, sort_keys=True, default=str),
+                    model_score=_number_or_none(data.get(CONFIDENCE_KEY, data.get("score"))),
                 )
             )
     out.sort(key=lambda a: (a.updated_at, a.annotation_id))
     return out
 
 
+def review_view_data(
+    feature_kinds: Mapping[str, str], task_columns: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The "Review" tab of a project's Data Manager: numbers typed, raw fields hidden.
+
+    Label Studio 1.23 orders a project's data columns as the interface names them, then
+    as tasks first brought them (``task_payload`` puts the reviewer's columns first);
+    a tab can hide columns and type them, not reorder them.
+
+    Args:
+        feature_kinds: feature name -> ``"numeric"`` or ``"categorical"``.
+        task_columns: the project's columns (``GET /api/dm/columns``): every one Label
+            Studio hides by default stays hidden.
+
+    Returns:
+        The view's ``data``: ``title``, ``hiddenColumns`` (``explore`` for the table,
+        ``labeling`` for the list beside the labelling interface), ``columnsDisplayType``.
+    """
+
+    def column(key: str) -> str:
+        return f"tasks:data.{key}"
+
+    internal = [column(k) for k in INTERNAL_KEYS]
+    default_hidden = [
+        f"tasks:{c['id']}"
+        for c in task_columns
+        if c.get("parent") != "data"
+        and not (c.get("visibility_defaults") or {}).get("explore", True)
+    ]
+    explore_hidden = sorted({*internal, *default_hidden})
+    reading = {column(k) for k in (ITEM_KEY, LABEL_KEY, CONFIDENCE_KEY, REASONS_TEXT_KEY)}
+    everything = {
+        *explore_hidden,
+        column("model_version"),
+        column("partition"),
+        column(ANSWERS_KEY),
+        *(column(feature_column(n)) for n in feature_kinds),
+        *(f"tasks:{c['id']}" for c in task_columns if c.get("parent") != "data"),
+    }
+    labeling_hidden = sorted(everything - reading - {"tasks:id", "tasks:total_annotations"})
+    numeric = [column(feature_column(n)) for n, k in feature_kinds.items() if k == "numeric"]
+    return {
+        "title": REVIEW_VIEW_TITLE,
+        "hiddenColumns": {"explore": explore_hidden, "labeling": labeling_hidden},
+        "columnsDisplayType": {c: "Number" for c in (column(CONFIDENCE_KEY), *numeric)},
+    }
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _score_text(score: float) -> str:
-    return f"{score:.2f}" if math.isfinite(score) else "n/a"
+    return str(display_number(score)) if math.isfinite(score) else "n/a"
 
 
 def _jsonable(value: Any) -> Any:
@@ -424,6 +600,7 @@ class LabelStudioResource(dg.ConfigurableResource):
         title: str | None = None,
         instructions: str = "",
         tier: str = TIER_GENERAL,
+        feature_kinds: Mapping[str, str] | None = None,
     ) -> int:
         """Find a tier's project by title, or create it; keep its interface and settings current.
 
@@ -434,6 +611,9 @@ class LabelStudioResource(dg.ConfigurableResource):
             title: project title; defaults to the tier's (``tier_title``).
             instructions: HTML shown to reviewers; empty keeps the tier's own.
             tier: which queue the project serves (instructions and overlap follow it).
+            feature_kinds: feature name -> ``"numeric"`` or ``"categorical"``: when
+                given, the project's "Review" Data Manager tab is created or brought up
+                to date (``review_view_data``).
 
         Returns:
             The project id.
@@ -457,7 +637,10 @@ class LabelStudioResource(dg.ConfigurableResource):
                     show_skip_button=True,
                     **settings,
                 )
-                return int(created.id)
+                project_id = int(created.id)
+                if feature_kinds is not None:
+                    self._ensure_review_view(project_id, feature_kinds)
+                return project_id
             current = client.projects.get(project_id)
             changes: dict[str, Any] = {}
             if (current.label_config or "").strip() != label_config.strip():
@@ -470,7 +653,38 @@ class LabelStudioResource(dg.ConfigurableResource):
                     changes[key] = value
             if changes:
                 client.projects.update(project_id, **changes)
+            if feature_kinds is not None:
+                self._ensure_review_view(project_id, feature_kinds)
             return project_id
+
+    def _ensure_review_view(self, project_id: int, feature_kinds: Mapping[str, str]) -> None:
+        """Create the project's "Review" tab, or update it when it differs from ours.
+
+        Other tabs (a reviewer's own) are left alone. Label Studio keeps tabs per
+        project, shared by the organisation.
+        """
+        client = self._sdk()
+        raw = client._client_wrapper.httpx_client  # the SDK types drop the tab's keys
+        columns = raw.request("api/dm/columns/", method="GET", params={"project": project_id})
+        columns.raise_for_status()
+        wanted = review_view_data(feature_kinds, columns.json().get("columns", []))
+        views = raw.request("api/dm/views/", method="GET", params={"project": project_id})
+        views.raise_for_status()
+        ours = [v for v in views.json() if (v.get("data") or {}).get("title") == REVIEW_VIEW_TITLE]
+        if not ours:
+            created = raw.request(
+                "api/dm/views/", method="POST", json={"project": project_id, "data": wanted}
+            )
+            created.raise_for_status()
+            return
+        current = ours[0].get("data") or {}
+        if any(current.get(k) != v for k, v in wanted.items()):
+            updated = raw.request(
+                f"api/dm/views/{ours[0]['id']}/",
+                method="PATCH",
+                json={"project": project_id, "data": {**current, **wanted}},
+            )
+            updated.raise_for_status()
 
     def _overlap_settings(self, tier: str) -> dict[str, int]:
         if not 0.0 <= self.overlap_share <= 1.0:
@@ -485,7 +699,13 @@ class LabelStudioResource(dg.ConfigurableResource):
         }
 
     # --- push --------------------------------------------------------------------------
-    def push_tasks(self, *, classes: Sequence[str], tasks: Sequence[LabelingTask]) -> PushResult:
+    def push_tasks(
+        self,
+        *,
+        classes: Sequence[str],
+        tasks: Sequence[LabelingTask],
+        feature_kinds: Mapping[str, str] | None = None,
+    ) -> PushResult:
         """Import the tasks Label Studio does not hold yet, with the model's pre-annotation.
 
         Idempotent: item ids already in the project are skipped, so a re-run, even after a
@@ -496,23 +716,32 @@ class LabelStudioResource(dg.ConfigurableResource):
         Args:
             classes: the class names (the project is created or updated with them).
             tasks: the routed items; a repeated item id is pushed once.
+            feature_kinds: feature name -> ``"numeric"`` or ``"categorical"`` (the
+                batch schema's): numbers are rounded and typed by it. None: each
+                feature is typed by its values.
 
         Returns:
             How many tasks were created and how many were already present, over all
             tiers; ``project_id`` is the general queue's (or the only tier's) project.
         """
         unknown = sorted({t.predicted_label for t in tasks} - set(classes))
+        if feature_kinds is None:
+            feature_kinds = {str(n): _kind_of(v) for t in tasks[:1] for n, v in t.features.items()}
         if unknown:
             raise ValueError(f"predicted labels not among the classes {list(classes)}: {unknown}")
         by_tier: dict[str, list[LabelingTask]] = {}
         for task in tasks:
             by_tier.setdefault(task.tier, []).append(task)
         results = {
-            tier: self._push_tier(classes=classes, tier=tier, tasks=tier_tasks)
+            tier: self._push_tier(
+                classes=classes, tier=tier, tasks=tier_tasks, feature_kinds=feature_kinds
+            )
             for tier, tier_tasks in sorted(by_tier.items())
         }
         if not results:  # nothing to push: still make sure the general queue exists
-            results[TIER_GENERAL] = self._push_tier(classes=classes, tier=TIER_GENERAL, tasks=[])
+            results[TIER_GENERAL] = self._push_tier(
+                classes=classes, tier=TIER_GENERAL, tasks=[], feature_kinds=feature_kinds
+            )
         main = results.get(TIER_GENERAL) or next(iter(results.values()))
         return PushResult(
             created=sum(r.created for r in results.values()),
@@ -522,9 +751,14 @@ class LabelStudioResource(dg.ConfigurableResource):
         )
 
     def _push_tier(
-        self, *, classes: Sequence[str], tier: str, tasks: Sequence[LabelingTask]
+        self,
+        *,
+        classes: Sequence[str],
+        tier: str,
+        tasks: Sequence[LabelingTask],
+        feature_kinds: Mapping[str, str],
     ) -> PushResult:
-        project_id = self.ensure_project(classes=classes, tier=tier)
+        project_id = self.ensure_project(classes=classes, tier=tier, feature_kinds=feature_kinds)
         unique: dict[str, LabelingTask] = {}
         for task in tasks:
             unique.setdefault(task.item_id, task)
@@ -539,7 +773,7 @@ class LabelStudioResource(dg.ConfigurableResource):
             for chunk in _chunks(missing, self.import_chunk_size):
                 response = client.projects.import_tasks(
                     project_id,
-                    request=[task_payload(t) for t in chunk],
+                    request=[task_payload(t, feature_kinds) for t in chunk],
                     request_options=self._long(),
                 )
                 created += int(response.task_count or 0)

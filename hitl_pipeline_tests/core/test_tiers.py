@@ -7,16 +7,17 @@ from hitl_pipeline.core.tiers import FeatureRule, TierPolicy, assign_tiers
 
 ROUTED = pd.DataFrame(
     {
-        "predicted_label": ["fraud", "ok", "ok", "ok", "ok"],
+        "predicted_label": ["fraud", "ok", "ok", "ok", "ok", "ok"],
         "reasons": [
             "low_confidence",
             "audit",
             "low_confidence;policy_category",
             "drift_sample",
             "low_confidence",
+            "out_of_distribution;audit",
         ],
-        "amount": [10.0, 20.0, 30.0, 9000.0, None],
-        "plan": ["basic", "gold", "basic", "basic", "gold"],
+        "amount": [10.0, 20.0, 30.0, 9000.0, None, 1.0],
+        "plan": ["basic", "gold", "basic", "basic", "gold", "basic"],
     }
 )
 
@@ -24,23 +25,27 @@ ROUTED = pd.DataFrame(
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        # default: only the routing stage's policy_category reason needs an expert
-        (TierPolicy(), ["general", "general", "expert", "general", "general"]),
-        (TierPolicy(expert_reasons=()), ["general"] * 5),
-        (TierPolicy(expert_classes=("fraud",), expert_reasons=()), ["expert"] + ["general"] * 4),
+        # default: the routing stage's policy_category and out_of_distribution reasons
+        (TierPolicy(), ["general", "general", "expert", "general", "general", "expert"]),
+        (
+            TierPolicy(expert_reasons=("policy_category",)),
+            [*["general"] * 2, "expert", *["general"] * 3],
+        ),
+        (TierPolicy(expert_reasons=()), ["general"] * 6),
+        (TierPolicy(expert_classes=("fraud",), expert_reasons=()), ["expert"] + ["general"] * 5),
         (
             TierPolicy(expert_reasons=(), expert_rules=(FeatureRule.parse("amount > 5000"),)),
-            ["general", "general", "general", "expert", "general"],  # a null never matches
+            ["general", "general", "general", "expert", "general", "general"],  # null: no match
         ),
         (
             TierPolicy(expert_reasons=(), expert_rules=(FeatureRule.parse('plan in ["gold"]'),)),
-            ["general", "expert", "general", "general", "expert"],
+            ["general", "expert", "general", "general", "expert", "general"],
         ),
         (
             TierPolicy(
                 expert_classes=("fraud",), expert_rules=(FeatureRule.parse("plan == gold"),)
             ),
-            ["expert", "expert", "expert", "general", "expert"],
+            ["expert", "expert", "expert", "general", "expert", "expert"],
         ),
     ],
 )
