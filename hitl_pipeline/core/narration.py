@@ -35,6 +35,7 @@ class LoopEvent:
         description: a check's description, or why a run failed.
         trigger: a run's ``hitl/trigger`` tag.
         run_id: the Dagster run.
+        warning: a check whose failure is a warning (severity WARN), not an error.
     """
 
     kind: EventKind
@@ -45,6 +46,7 @@ class LoopEvent:
     description: str = ""
     trigger: str = ""
     run_id: str = ""
+    warning: bool = False
 
 
 def narrate(event: LoopEvent) -> str | None:
@@ -110,20 +112,22 @@ def _review_queue(e: LoopEvent) -> str:
     m = e.metadata
     rows, to_review = _int(m.get("rows"), None), _int(m.get("to_review"), None)
     reasons = m.get("reasons") if isinstance(m.get("reasons"), Mapping) else {}
-    review = {k: int(v) for k, v in reasons.items() if k not in _NOT_REVIEW and int(v)}
+    # an item can carry several reasons, and flagged items beyond the capacity wait
+    flagged = {k: int(v) for k, v in reasons.items() if k not in _NOT_REVIEW and int(v)}
     if to_review is None:
         text = "items routed"
     elif rows is None:
         text = f"items routed: {to_review} to review"
     else:
-        text = f"items routed: {to_review} of {rows} to review"
-    if review:
-        ranked = sorted(review.items(), key=lambda kv: (-kv[1], kv[0]))
+        text = f"items routed: {to_review} of {rows} to review, {rows - to_review} auto-accepted"
+    if flagged:
+        ranked = sorted(flagged.items(), key=lambda kv: (-kv[1], kv[0]))
         shown = [f"{n} {_words(reason)}" for reason, n in ranked[:_REASONS_SHOWN]]
         rest = sum(n for _, n in ranked[_REASONS_SHOWN:])
-        text += " (" + ", ".join(shown) + (f", {rest} more" if rest else "") + ")"
-    if rows is not None and to_review is not None:
-        text += f", {rows - to_review} auto-accepted"
+        text += "; reasons: " + ", ".join(shown) + (f", {rest} more" if rest else "")
+    over = _int(reasons.get(REASON_OVER_CAPACITY), 0)
+    if over:
+        text += f"; {over} over capacity"
     if m.get("drift_response") is True:
         text += " [drift response: larger review capacity]"
     return text
@@ -132,29 +136,35 @@ def _review_queue(e: LoopEvent) -> str:
 def _labeling_tasks(e: LoopEvent) -> str:
     m = e.metadata
     text = f"tasks pushed to Label Studio: {_int(m.get('tasks_created'), '?')} new"
-    tiers = m.get("tasks_by_tier")
-    if isinstance(tiers, Mapping) and tiers:
-        text += " (" + ", ".join(f"{t} {int(n)}" for t, n in sorted(tiers.items())) + " routed)"
     if _int(m.get("tasks_already_present"), 0):
         text += f", {_int(m['tasks_already_present'])} already there"
+    tiers = m.get("tasks_by_tier")
+    if isinstance(tiers, Mapping) and tiers:
+        ranked = sorted(tiers.items(), key=lambda kv: (-int(kv[1]), kv[0]))
+        text += " (by tier: " + ", ".join(f"{t} {int(n)}" for t, n in ranked) + ")"
     return text
 
 
 def _human_labels(e: LoopEvent) -> str:
     m = e.metadata
-    text = f"annotations pulled: {_int(m.get('annotations_pulled_now'), '?')} new or edited"
+    pulled = _int(m.get("annotations_pulled_now"), None)
+    text = "annotations pulled: " + (
+        "?" if pulled is None else "none new" if pulled == 0 else f"{pulled} new or edited"
+    )
     parts = []
     if m.get("annotations_admitted") is not None:
         parts.append(f"{_int(m['annotations_admitted'])} admitted")
-    if m.get("annotations_quarantined") is not None:
+    if _int(m.get("annotations_quarantined"), 0):
         quarantined = f"{_int(m['annotations_quarantined'])} quarantined"
         by_reason = m.get("quarantined_by_reason")
-        if isinstance(by_reason, Mapping) and by_reason:
-            counts = ", ".join(f"{_words(r)} {int(n)}" for r, n in sorted(by_reason.items()))
-            quarantined += f" ({counts})"
+        if isinstance(by_reason, Mapping):
+            counts = ", ".join(
+                f"{_words(r)} {int(n)}" for r, n in sorted(by_reason.items()) if int(n)
+            )
+            quarantined += f" ({counts})" if counts else ""
         parts.append(quarantined)
     if parts:
-        text += "; in the ledger " + ", ".join(parts)
+        text += "; ledger: " + ", ".join(parts)
     if m.get("labelled_items") is not None:
         text += f"; {_int(m['labelled_items'])} items labelled"
     return text
@@ -227,7 +237,8 @@ def _failed_check(e: LoopEvent) -> str | None:
     """Other checks (audit, loop health) speak only when they fail."""
     if e.passed is not False:
         return None
-    return f"check {e.name} FAILED" + (f": {e.description}" if e.description else "")
+    verdict = f"warning {e.name}" if e.warning else f"check {e.name} FAILED"
+    return verdict + (f": {e.description}" if e.description else "")
 
 
 def _run_started(e: LoopEvent) -> str | None:

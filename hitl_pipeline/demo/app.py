@@ -283,54 +283,15 @@ def _run_with_ui(
     }
     # the experiment in the "Model training" view (MLflow 3 opens its GenAI view otherwise)
     mlflow_page = defs.resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
-    dagster_url = f"http://127.0.0.1:{DAGSTER_PORT}"
-    print("\nOpen (each as soon as it answers):")
-    uis = (
-        (
-            "Label Studio",
-            f"{settings.label_studio_url.rstrip('/')}/health",
-            settings.label_studio_url,
-            _login(settings),
-            None,
-        ),
-        (
-            "MLflow UI",
-            f"http://127.0.0.1:{MLFLOW_PORT}/health",
-            mlflow_page,
-            "runs, registry, champion alias",
-            "mlflow-ui",
-        ),
-        (
-            "Dagster UI",
-            f"{dagster_url}/server_info",
-            dagster_url,
-            "asset graph, runs, sensors, checks",
-            "dagster-dev",
-        ),
-    )
-    for what, probe, url, hint, name in uis:
-        process = processes.get(name) if name else None
-        answered = wait_until_answering(
-            probe,
-            what=what,
-            timeout_s=UI_TIMEOUT_S,
-            alive=(lambda p=process: p is None or p.poll() is None),
-        )
-        if answered:
-            print(f"  {what:<14} {url}  ({hint})")
-        elif process is not None and process.poll() is not None:
-            print(f"  {what} stopped; see {logs / (name + '.log')}", file=sys.stderr)
-            return _stop_all(processes)
-        else:
-            where = f"; see {logs / (name + '.log')}" if name else ""
-            print(f"  {what} did not answer at {url} within {UI_TIMEOUT_S:.0f} s{where}")
-    print(
-        f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks; "
-        "each step of the loop is one line below. Ctrl-C stops.\n"
-    )
     narration = NarratorThread(narrator)
-    narration.start()
     try:
+        if not _announce_uis(settings, processes, mlflow_page=mlflow_page, logs=logs):
+            return 1
+        print(
+            f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks; "
+            "each step of the loop is one line below. Ctrl-C stops.\n"
+        )
+        narration.start()
         cycle, next_batch = 1, time.monotonic() + 15  # the daemon starts after the web server
         while True:
             if cycle <= options.cycles and time.monotonic() >= next_batch:
@@ -363,12 +324,65 @@ def _run_with_ui(
     finally:
         # A second Ctrl-C must not leave the UIs running half-stopped.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        narration.stop()
+        if narration.is_alive():
+            narration.stop()
         _stop_all(processes)
 
 
-def _stop_all(processes: Mapping[str, subprocess.Popen]) -> int:
-    """Stop the child processes; 1, the exit code of a demo that could not go on."""
+def _announce_uis(
+    settings: Settings,
+    processes: Mapping[str, subprocess.Popen],
+    *,
+    mlflow_page: str,
+    logs: Path,
+) -> bool:
+    """Print each UI's address once it answers; False if one of our UIs stopped."""
+    dagster_url = f"http://127.0.0.1:{DAGSTER_PORT}"
+    uis = (
+        # (what, probe, address shown, what to look at, our process or None)
+        (
+            "Label Studio",
+            f"{settings.label_studio_url.rstrip('/')}/health",
+            settings.label_studio_url,
+            _login(settings),
+            None,
+        ),
+        (
+            "MLflow UI",
+            f"http://127.0.0.1:{MLFLOW_PORT}/health",
+            mlflow_page,
+            "runs, registry, champion alias",
+            "mlflow-ui",
+        ),
+        (
+            "Dagster UI",
+            f"{dagster_url}/server_info",
+            dagster_url,
+            "asset graph, runs, sensors, checks",
+            "dagster-dev",
+        ),
+    )
+    print("\nOpen (each as soon as it answers):")
+    for what, probe, url, hint, name in uis:
+        process = processes.get(name) if name else None
+        log_file = logs / f"{name}.log" if name else None
+        answered = wait_until_answering(
+            probe,
+            what=what,
+            timeout_s=UI_TIMEOUT_S,
+            alive=(lambda p=process: p is None or p.poll() is None),
+        )
+        if answered:
+            print(f"  {what:<14} {url}  ({hint})")
+        elif process is not None and process.poll() is not None:
+            print(f"  the {what} stopped; see {log_file}", file=sys.stderr)
+            return False
+        else:
+            where = f"; see {log_file}" if log_file else ""
+            print(f"  the {what} did not answer at {url} within {UI_TIMEOUT_S:.0f} s{where}")
+    return True
+
+
+def _stop_all(processes: Mapping[str, subprocess.Popen]) -> None:
     for process in processes.values():
         _stop(process)
-    return 1

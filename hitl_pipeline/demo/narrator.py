@@ -178,6 +178,7 @@ def loop_event(entry: Any) -> LoopEvent | None:
             passed=bool(evaluation.passed),
             description=evaluation.description or "",
             run_id=entry.run_id,
+            warning=evaluation.severity == dg.AssetCheckSeverity.WARN,
         )
     if event.event_type == dg.DagsterEventType.RUN_FAILURE:
         return LoopEvent(

@@ -94,7 +94,8 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
             check("no_dataset_drift", False),
             "drift verdict: DRIFT; the drift sensor boosts this batch's review",
         ),
-        # routed: review reasons by count (ties by name), auto-accepted reasons left out
+        # routed: reasons by count (an item can have several), top four named, the rest
+        # summed; "confident" is the auto-accepted share, over capacity said apart
         (
             mat(
                 "review_queue",
@@ -104,8 +105,8 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
                 drift_response=False,
                 reasons={"confident": 300, "low_confidence": 91, "audit": 9},
             ),
-            f"[{P}] items routed: 100 of 400 to review (91 low confidence, 9 audit), "
-            "300 auto-accepted",
+            f"[{P}] items routed: 100 of 400 to review, 300 auto-accepted; "
+            "reasons: 91 low confidence, 9 audit",
         ),
         (
             mat(
@@ -123,9 +124,9 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
                     "over_capacity": 40,
                 },
             ),
-            f"[{P}] items routed: 200 of 400 to review (103 low confidence, 71 drift sample, "
-            "29 out of distribution, 9 audit, 2 more), 200 auto-accepted "
-            "[drift response: larger review capacity]",
+            f"[{P}] items routed: 200 of 400 to review, 200 auto-accepted; reasons: "
+            "103 low confidence, 71 drift sample, 29 out of distribution, 9 audit, 2 more; "
+            "40 over capacity [drift response: larger review capacity]",
         ),
         (mat("review_queue", P), f"[{P}] items routed"),
         # pushed: new tasks, the tiers, what was there already only when some were
@@ -137,7 +138,7 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
                 tasks_already_present=0,
                 tasks_by_tier={"general": 91, "expert": 9},
             ),
-            f"[{P}] tasks pushed to Label Studio: 100 new (expert 9, general 91 routed)",
+            f"[{P}] tasks pushed to Label Studio: 100 new (by tier: general 91, expert 9)",
         ),
         (
             mat("labeling_tasks", P, tasks_created=100, tasks_already_present=100),
@@ -153,10 +154,22 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
                 quarantined_by_reason={"service_account": 2},
                 labelled_items=100,
             ),
-            "annotations pulled: 120 new or edited; in the ledger 118 admitted, "
+            "annotations pulled: 120 new or edited; ledger: 118 admitted, "
             "2 quarantined (service account 2); 100 items labelled",
         ),
-        (mat("human_labels"), "annotations pulled: ? new or edited"),
+        # nothing new, nothing quarantined: zero counts are not listed
+        (
+            mat(
+                "human_labels",
+                annotations_pulled_now=0,
+                annotations_admitted=0,
+                annotations_quarantined=0,
+                quarantined_by_reason={"service_account": 0, "empty_result": 0},
+                labelled_items=0,
+            ),
+            "annotations pulled: none new; ledger: 0 admitted; 0 items labelled",
+        ),
+        (mat("human_labels"), "annotations pulled: ?"),
         (
             mat(
                 "training_dataset",
@@ -224,6 +237,17 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
         (
             check("audit_pass_rate_holds", False, "pass rate 0.62 below 0.90"),
             "check audit_pass_rate_holds FAILED: pass rate 0.62 below 0.90",
+        ),
+        # loop health's checks warn
+        (
+            LoopEvent(
+                kind="check",
+                name="correction_rate_in_band",
+                passed=False,
+                warning=True,
+                description="34% of 120 labels corrected",
+            ),
+            "warning correction_rate_in_band: 34% of 120 labels corrected",
         ),
         # assets nobody watches line by line
         (mat("loop_metrics", rows=3), None),

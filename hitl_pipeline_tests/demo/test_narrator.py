@@ -7,7 +7,10 @@ or DVC is touched: the queue status is a stand-in function.
 
 from __future__ import annotations
 
+import http.server
 import logging
+import socket
+import threading
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +19,12 @@ import dagster as dg
 import pytest
 
 from hitl_pipeline.core.types import QueueStatus
-from hitl_pipeline.demo.narrator import THIRD_PARTY_NOTICES, Narrator, quiet_third_party
+from hitl_pipeline.demo.narrator import (
+    THIRD_PARTY_NOTICES,
+    Narrator,
+    quiet_third_party,
+    wait_until_answering,
+)
 
 BATCHES = dg.StaticPartitionsDefinition(["2026-01-12", "2026-01-19"])
 
@@ -189,3 +197,42 @@ def test_dagster_preview_and_beta_warnings_silenced_others_shown() -> None:
         warnings.warn("z is superseded", dg.SupersessionWarning, stacklevel=1)
         warnings.warn("something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["z is superseded", "something else"]
+
+
+# --- waiting for a UI ------------------------------------------------------------------
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ui_answering(server: str) -> None:
+    assert wait_until_answering(f"{server}/health", what="UI", timeout_s=10)
+
+
+def test_ui_answering_but_not_200_times_out(server: str) -> None:
+    assert not wait_until_answering(f"{server}/missing", what="UI", timeout_s=0.5, every_s=0.1)
+
+
+def test_ui_whose_process_stopped_is_not_waited_for() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/health"
+    assert not wait_until_answering(url, what="UI", timeout_s=600, alive=lambda: False)
