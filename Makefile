@@ -8,7 +8,7 @@ LS_VENV := .labelstudio-venv
 # The embedded stack runs offline: no telemetry from MLflow.
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test demo repro lint
+.PHONY: setup test demo repro lint ui-check
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -39,3 +39,9 @@ repro: setup
 lint: setup
 	.venv/bin/ruff check hitl_pipeline hitl_pipeline_tests
 	.venv/bin/ruff format --check hitl_pipeline hitl_pipeline_tests
+
+# The demo driven in a real browser: screenshots of the three UIs in ui-check/, with the
+# time to each UI and to the first retrained champion. Needs Debian's chromium package.
+ui-check: setup
+	$(UV) sync --frozen --group ui
+	.venv/bin/python tools/ui_check.py --out ui-check
