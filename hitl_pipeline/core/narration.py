@@ -111,7 +111,8 @@ def _drift_check(e: LoopEvent) -> str:
 def _review_queue(e: LoopEvent) -> str:
     m = e.metadata
     rows, to_review = _int(m.get("rows"), None), _int(m.get("to_review"), None)
-    reasons = m.get("reasons") if isinstance(m.get("reasons"), Mapping) else {}
+    raw = m.get("reasons")
+    reasons: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     # an item can carry several reasons, and flagged items beyond the capacity wait
     flagged = {k: int(v) for k, v in reasons.items() if k not in _NOT_REVIEW and int(v)}
     if to_review is None:
@@ -228,8 +229,8 @@ def _champion(e: LoopEvent) -> str:
 
 def _threshold(e: LoopEvent) -> str | None:
     value = e.metadata.get("threshold")
-    if not _is_number(value):
-        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None  # "not fitted: ..." until people labelled held-out rows
     return f"routing threshold re-fitted for the new champion: {float(value):.3f}"
 
 

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +235,10 @@ def _run_with_ui(
     stream = prepare_home(settings, options)
     instance = dg.DagsterInstance.get()
     defs = load_definitions(instance)
-    narrator = Narrator(instance, queue_status=defs.resources["label_studio"].queue_status)
+    resources = defs.resources or {}
+    narrator = Narrator(instance, queue_status=resources["label_studio"].queue_status)
     loop = HeadlessLoop(settings, defs, instance, after_run=lambda _: tell(narrator))
-    if defs.resources["registry"].champion() is None:
+    if resources["registry"].champion() is None:
         print("bootstrap: training the first champion from the seed data (a Dagster run)")
         loop.run_job("retrain_job", trigger="bootstrap")
     bin_dir = Path(sys.executable).parent
@@ -282,7 +283,7 @@ def _run_with_ui(
         ),
     }
     # the experiment in the "Model training" view (MLflow 3 opens its GenAI view otherwise)
-    mlflow_page = defs.resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
+    mlflow_page = resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
     narration = NarratorThread(narrator)
     try:
         if not _announce_uis(settings, processes, mlflow_page=mlflow_page, logs=logs):
@@ -367,10 +368,7 @@ def _announce_uis(
         process = processes.get(name) if name else None
         log_file = logs / f"{name}.log" if name else None
         answered = wait_until_answering(
-            probe,
-            what=what,
-            timeout_s=UI_TIMEOUT_S,
-            alive=(lambda p=process: p is None or p.poll() is None),
+            probe, what=what, timeout_s=UI_TIMEOUT_S, alive=_alive(process)
         )
         if answered:
             print(f"  {what:<14} {url}  ({hint})")
@@ -381,6 +379,11 @@ def _announce_uis(
             where = f"; see {log_file}" if log_file else ""
             print(f"  the {what} did not answer at {url} within {UI_TIMEOUT_S:.0f} s{where}")
     return True
+
+
+def _alive(process: subprocess.Popen | None) -> Callable[[], bool]:
+    """Whether the process behind a UI still runs (a UI we did not start: always)."""
+    return lambda: process is None or process.poll() is None
 
 
 def _stop_all(processes: Mapping[str, subprocess.Popen]) -> None:

@@ -473,13 +473,13 @@ def run_headless(
     stream = prepare_home(settings, options)
     instance = dg.DagsterInstance.get()
     defs = load_definitions(instance)
-    narrator = Narrator(instance, queue_status=defs.resources["label_studio"].queue_status)
+    resources = defs.resources or {}
+    narrator = Narrator(instance, queue_status=resources["label_studio"].queue_status)
     loop = HeadlessLoop(settings, defs, instance, after_run=lambda _: tell(narrator, log))
-    registry = defs.resources["registry"]
+    registry = resources["registry"]
     # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.
     from hitl_pipeline.doctor import doctor
 
-    resources = defs.resources or {}
     report = doctor(instance, registry=registry, dataset_store=resources["dataset_store"])
     for line in report.lines():
         log(f"recovery: {line}")
