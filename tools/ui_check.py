@@ -82,32 +82,43 @@ def screenshots(out: Path, credentials: dict[str, str], ls_url: str) -> list[Pat
             executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
         )
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        for name, url in pages:
-            page.goto(url, wait_until="networkidle", timeout=120_000)
-            page.wait_for_timeout(3000)  # client-side rendering after the data arrived
+
+        def shoot(name: str) -> None:
             path = out / f"{name}.png"
-            page.screenshot(path=str(path), full_page=False)
+            page.screenshot(path=str(path))
             saved.append(path)
-        # Label Studio: log in, open the review project's data manager, then one task
-        page.goto(f"{ls_url}/user/login/", wait_until="networkidle")
-        page.fill("input[name=email]", credentials["username"])
-        page.fill("input[name=password]", credentials["password"])
-        page.click("button[type=submit]")
-        page.wait_for_load_state("networkidle")
-        page.goto(f"{ls_url}/projects/", wait_until="networkidle")
-        page.wait_for_timeout(2000)
-        saved.append(out / "08-labelstudio-projects.png")
-        page.screenshot(path=str(saved[-1]))
-        link = page.locator("a[href*='/projects/']").first
-        link.click()
-        page.wait_for_load_state("networkidle")
-        page.wait_for_timeout(3000)
-        saved.append(out / "09-labelstudio-data-manager.png")
-        page.screenshot(path=str(saved[-1]))
-        page.locator(".dm-table__row-wrapper, [class*='row-wrapper']").first.click()
-        page.wait_for_timeout(4000)
-        saved.append(out / "10-labelstudio-task.png")
-        page.screenshot(path=str(saved[-1]))
+
+        for name, url in pages:
+            try:
+                # the UIs poll their servers, so "network idle" may never come: load, then
+                # give the client-side rendering a few seconds
+                page.goto(url, wait_until="load", timeout=60_000)
+                page.wait_for_timeout(5000)
+                skip = page.get_by_role("button", name="Skip")  # Dagster's newsletter dialog
+                if skip.count():
+                    skip.first.click()
+                    page.wait_for_timeout(1000)
+                shoot(name)
+            except Exception as exc:  # a page that fails is reported; the others still run
+                print(f"{name}: {type(exc).__name__}: {exc}".splitlines()[0], flush=True)
+        try:
+            # Label Studio: log in, open the review project's data manager, then one task
+            page.goto(f"{ls_url}/user/login/", wait_until="load")
+            page.fill("input[name=email]", credentials["username"])
+            page.fill("input[name=password]", credentials["password"])
+            page.click("button[type=submit]")
+            page.wait_for_timeout(3000)
+            page.goto(f"{ls_url}/projects/", wait_until="load")
+            page.wait_for_timeout(4000)
+            shoot("08-labelstudio-projects")
+            page.locator("a[href*='/projects/']").first.click()
+            page.wait_for_timeout(6000)
+            shoot("09-labelstudio-data-manager")
+            page.locator(".dm-table__row-wrapper, [class*='row-wrapper']").first.click()
+            page.wait_for_timeout(5000)
+            shoot("10-labelstudio-task")
+        except Exception as exc:
+            print(f"label studio: {type(exc).__name__}: {exc}".splitlines()[0], flush=True)
         browser.close()
     return saved
 
