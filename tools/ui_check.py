@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             demo.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)
+        # the demo leaves Label Studio running on purpose (its data stays browsable)
+        subprocess.run(
+            [str(BIN / "hitl-pipeline"), "labelstudio", "stop"], env=env, stdout=log, timeout=120
+        )
         log.close()
     return 0
 
