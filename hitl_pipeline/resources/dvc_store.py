@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +34,7 @@ from pydantic import Field
 from hitl_pipeline.core.recovery import DVC, GIT, Fix
 from hitl_pipeline.core.types import ITEM_ID, DatasetVersion
 from hitl_pipeline.faults import fault_point
-from hitl_pipeline.resources.errors import StoreUnavailable
+from hitl_pipeline.resources.errors import require_writable
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +133,7 @@ class DvcDatasetStore(dg.ConfigurableResource):
         if "://" not in self.remote_url:
             folders.append(("DVC remote", Path(self._remote()), "HITL_DVC_REMOTE"))
         for what, folder, variable in folders:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-                    pass
-            except OSError as exc:
-                raise StoreUnavailable(
-                    f"{what} {folder} is not writable ({type(exc).__name__}: {exc}); it is "
-                    f"set by {variable}: point it at a writable folder"
-                ) from exc
+            require_writable(folder, what=what, setting=variable)
 
     def commit(self, *, frames: Mapping[str, pd.DataFrame], message: str) -> DatasetVersion:
         """Store the frames as a new dataset version, or return the latest if unchanged.

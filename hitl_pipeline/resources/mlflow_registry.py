@@ -40,7 +40,7 @@ from hitl_pipeline.core.recovery import MLFLOW, REGISTRY, Fix, RunEnded
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
 from hitl_pipeline.faults import fault_point
 from hitl_pipeline.internals import mlflow_uri_globals, restore_mlflow_uri_globals
-from hitl_pipeline.resources.errors import StoreUnavailable
+from hitl_pipeline.resources.errors import StoreUnavailable, require_writable
 
 if TYPE_CHECKING:
     import mlflow
@@ -625,16 +625,11 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         root = _local_path(experiment.artifact_location)
         if root is None:
             return  # a remote artifact store: the tracking server answered for it
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
-                pass
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"MLflow artifact folder {root} is not writable ({_short(exc)}); it is the "
-                f"artifact root of experiment {self.experiment_name!r} in "
-                f"{self.tracking_uri} (HITL_MLFLOW_TRACKING_URI, artifacts under HITL_HOME)"
-            ) from exc
+        require_writable(
+            root,
+            what=f"MLflow artifact folder of experiment {self.experiment_name!r}",
+            setting="HITL_MLFLOW_TRACKING_URI (artifacts under HITL_HOME)",
+        )
 
     def rollback(self, *, to_version: str | None = None, reason: str, actor: str) -> ModelRef:
         """Put an earlier version back as champion.
