@@ -24,6 +24,9 @@ DEFAULT_LABEL_STUDIO_USER = "admin@hitl.local"
 # Where the UIs are reached (the demo starts them on these ports); only used for links.
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_EXECUTOR = "multiprocess"
+DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_CELERY_BACKEND = "rpc://"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class Settings:
     # them (asset metadata -> MLflow run, MLflow run -> Dagster run)
     mlflow_ui_url: str = DEFAULT_MLFLOW_UI_URL
     dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL
+    # HITL_EXECUTOR: how a run's steps execute (defs/executor.py checks the value);
+    # HITL_CELERY_BROKER / _BACKEND: where the Celery executor and its workers meet
+    executor: str = DEFAULT_EXECUTOR
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str = DEFAULT_CELERY_BACKEND
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +81,9 @@ class Settings:
             ),
             mlflow_ui_url=env.get("HITL_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL).rstrip("/"),
             dagster_ui_url=env.get("HITL_DAGSTER_UI_URL", DEFAULT_DAGSTER_UI_URL).rstrip("/"),
+            executor=(env.get("HITL_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower(),
+            celery_broker=env.get("HITL_CELERY_BROKER") or DEFAULT_CELERY_BROKER,
+            celery_backend=env.get("HITL_CELERY_BACKEND") or DEFAULT_CELERY_BACKEND,
         )
 
     # --- folders under HITL_HOME -----------------------------------------------------
