@@ -5,8 +5,13 @@ Two levels of failure, because they call for different actions:
 - batch-level problems (a missing column, a column that is wholly of the wrong type, no
   rows, too many bad rows) mean the batch cannot be used at all: ``BatchSchemaError``;
 - row-level problems (unknown category, null where not allowed, unparseable number, out
-  of range, duplicate id) quarantine that row with a readable reason, so nothing is
-  silently dropped and the rest of the batch flows on.
+  of range, duplicate id, a list or dict where text is declared) quarantine that row
+  with a readable reason, so nothing is silently dropped and the rest of the batch
+  flows on.
+
+Text columns (``kind="text"``) take any string; a stray number or boolean becomes its
+text, and a text column with no string at all is a batch-level error (a wrong column
+mapping, not a few odd posts).
 
 Parsing (strings to numbers, ids to text) is done here by hand because it has to tell
 "unparseable" from "null"; the declarative row checks (nulls, ranges, categories,
@@ -79,6 +84,36 @@ def _to_number(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     if not pd.api.types.is_numeric_dtype(series):
         unparseable &= series.map(lambda v: not (isinstance(v, str) and v.strip() == ""))
     return parsed, unparseable
+
+
+def _free_text(value: Any) -> tuple[str | None, bool]:
+    """One value of a text column: its text (None when null) and whether it is usable.
+
+    Strings are text as they are (an empty post is still a post); a stray number or
+    boolean becomes its canonical text, because a short post such as ``42`` reaches us
+    as a number whenever a reader guessed the type; containers (lists, dicts, arrays)
+    are no text at all.
+    """
+    if isinstance(value, str):
+        return value, True
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace"), True
+    if value is None:
+        return None, True
+    if isinstance(value, int | float | bool | np.generic):
+        return canonical_text(value), True
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None, True
+    return None, False
+
+
+def _to_free_text(series: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Text values, the mask of values that cannot be text, and the mask of real strings."""
+    pairs = [_free_text(v) for v in series.tolist()]
+    values = pd.Series([p[0] for p in pairs], index=series.index, dtype=object)
+    unusable = pd.Series([not p[1] for p in pairs], index=series.index, dtype=bool)
+    strings = series.map(lambda v: isinstance(v, str | bytes)).astype(bool)
+    return values, unusable, strings
 
 
 def _examples(values: pd.Series) -> str:
@@ -198,6 +233,22 @@ def validate_batch(
                 continue
             for row in np.flatnonzero(bad.to_numpy()):
                 message = f"{spec.name}: cannot parse {column.iloc[row]!r} as a number"
+                add(int(row), spec.name, message)
+                unparseable_cells.add((int(row), spec.name))
+        elif spec.kind == "text":
+            values, unusable, strings = _to_free_text(column)
+            present = values.notna() | unusable
+            if present.any() and not strings.any():
+                problems.append(
+                    f"column {spec.name!r} is declared text but none of its values is a "
+                    f"string (e.g. {_examples(column[present])}); declare it "
+                    f"'numeric' or 'categorical' in the schema file, or fix the upstream "
+                    f"export"
+                )
+                continue
+            for row in np.flatnonzero(unusable.to_numpy()):
+                value = column.iloc[row]
+                message = f"{spec.name}: a {type(value).__name__} is not text"
                 add(int(row), spec.name, message)
                 unparseable_cells.add((int(row), spec.name))
         else:
@@ -355,18 +406,20 @@ def schema_from_dict(d: Mapping[str, Any]) -> BatchSchema:
             problems.append(f"{where}: name must be a non-empty string")
             continue
         kind = raw.get("kind")
-        if kind not in ("numeric", "categorical"):
-            problems.append(f"{where}: kind must be 'numeric' or 'categorical', got {kind!r}")
+        if kind not in ("numeric", "categorical", "text"):
+            problems.append(
+                f"{where}: kind must be 'numeric', 'categorical' or 'text', got {kind!r}"
+            )
             continue
         categories = tuple(str(c) for c in raw.get("categories") or ())
         if len(set(categories)) != len(categories):
             problems.append(f"{where}: categories must be unique")
-        if categories and kind == "numeric":
-            problems.append(f"{where}: a numeric feature cannot declare categories")
+        if categories and kind in ("numeric", "text"):
+            problems.append(f"{where}: a {kind} feature cannot declare categories")
         low = _number_or_none(raw.get("min_value"), f"{where}: min_value", problems)
         high = _number_or_none(raw.get("max_value"), f"{where}: max_value", problems)
-        if kind == "categorical" and (low is not None or high is not None):
-            problems.append(f"{where}: a categorical feature cannot declare a range")
+        if kind in ("categorical", "text") and (low is not None or high is not None):
+            problems.append(f"{where}: a {kind} feature cannot declare a range")
         if low is not None and high is not None and low > high:
             problems.append(f"{where}: min_value {low} is above max_value {high}")
         nullable = raw.get("nullable", False)

@@ -51,7 +51,8 @@ class FeatureSpec:
     """One declared input column of a production batch."""
 
     name: str
-    kind: Literal["numeric", "categorical"]
+    # "text": free text (a post, a comment) that models read through a text representation
+    kind: Literal["numeric", "categorical", "text"]
     categories: tuple[str, ...] = ()  # categorical only; empty means "any value"
     nullable: bool = False
     min_value: float | None = None
@@ -79,6 +80,10 @@ class BatchSchema:
     @property
     def categorical_features(self) -> list[str]:
         return [f.name for f in self.features if f.kind == "categorical"]
+
+    @property
+    def text_features(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "text"]
 
 
 class BatchSchemaError(ValueError):

@@ -193,7 +193,18 @@ def test_schema_round_trips_through_a_file(tmp_path: Path):
         ({"classes": []}, "classes must be a non-empty list"),
         ({"surprise": 1}, "unknown schema key(s): surprise"),
         ({"format_version": 99}, "unsupported format_version 99"),
-        ({"features": [{"name": "x", "kind": "text"}]}, "kind must be 'numeric' or 'categorical'"),
+        (
+            {"features": [{"name": "x", "kind": "txt"}]},
+            "kind must be 'numeric', 'categorical' or 'text', got 'txt'",
+        ),
+        (
+            {"features": [{"name": "t", "kind": "text", "categories": ["a"]}]},
+            "a text feature cannot declare categories",
+        ),
+        (
+            {"features": [{"name": "t", "kind": "text", "max_value": 3}]},
+            "a text feature cannot declare a range",
+        ),
         (
             {"features": [{"name": "x", "kind": "numeric", "min_value": 5, "max_value": 1}]},
             "min_value 5.0 is above max_value 1.0",
@@ -224,3 +235,102 @@ def test_load_schema_refuses_broken_json(tmp_path: Path):
 
     with pytest.raises(ValueError, match="invalid schema file"):
         load_schema(path)
+
+
+# --- text columns --------------------------------------------------------------------
+TEXT_SCHEMA = BatchSchema(
+    features=(
+        FeatureSpec("post", "text"),
+        FeatureSpec("note", "text", nullable=True),
+        FeatureSpec("amount", "numeric", min_value=0.0),
+    ),
+    classes=("ok", "spam"),
+)
+
+
+def text_rows(n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": [f"p{k:02d}" for k in range(n)],
+            "post": [f"post number {k} about cats" for k in range(n)],
+            "note": ["fine"] * n,
+            "amount": [float(k) for k in range(n)],
+        }
+    ).astype(object)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected_text"),
+    [
+        ("post", "héllo wörld, ünïcode ✓", "héllo wörld, ünïcode ✓"),
+        ("post", "", ""),  # an empty post is still a post
+        ("post", 42, "42"),  # a short post a reader typed as a number
+        ("post", 17.0, "17"),
+        ("post", True, "True"),
+        ("post", b"bytes \xc3\xa9", "bytes é"),
+        ("note", None, None),  # nullable
+        ("note", float("nan"), None),
+    ],
+)
+def test_text_values_are_kept_as_text(column, value, expected_text):
+    frame = text_rows()
+    frame.at[0, column] = value
+
+    result = validate_batch(frame, TEXT_SCHEMA)
+
+    assert result.quarantined.empty
+    assert (
+        result.valid.loc[0, column] == expected_text
+        if expected_text is not None
+        else (result.valid.loc[0, column] is None)
+    )
+    assert all(isinstance(v, str) for v in result.valid["post"])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected_reason"),
+    [
+        ("post", None, "post: missing value (column is not nullable)"),
+        ("post", ["a", "list"], "post: a list is not text"),
+        ("post", {"a": 1}, "post: a dict is not text"),
+        ("note", ["x"], "note: a list is not text"),
+    ],
+)
+def test_bad_text_values_are_quarantined_with_a_reason(column, value, expected_reason):
+    frame = text_rows()
+    frame.at[0, column] = value
+
+    result = validate_batch(frame, TEXT_SCHEMA)
+
+    assert list(result.quarantined["item_id"]) == ["p00"]
+    assert result.quarantined.loc[0, QUARANTINE_REASON] == expected_reason
+    assert len(result.valid) == 9
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2, 3, 4], "column 'post' is declared text but none of its values is a string"),
+        ([1.5, None, 2.5, 3.0], "declare it 'numeric' or 'categorical' in the schema file"),
+        ([None, None, None, None], "column 'post' is entirely null but is not nullable"),
+    ],
+)
+def test_a_text_column_without_text_rejects_the_batch(values, expected):
+    frame = text_rows(4)
+    frame["post"] = pd.Series(values, dtype=object)
+
+    with pytest.raises(BatchSchemaError) as caught:
+        validate_batch(frame, TEXT_SCHEMA)
+
+    assert expected in str(caught.value)
+
+
+def test_text_schema_round_trips_through_its_file(tmp_path: Path):
+    path = tmp_path / "schema.json"
+    save_schema(TEXT_SCHEMA, path)
+
+    loaded = load_schema(path)
+
+    assert loaded == TEXT_SCHEMA
+    assert loaded.text_features == ["post", "note"]
+    assert loaded.numeric_features == ["amount"]
