@@ -177,6 +177,35 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_timings(args: argparse.Namespace, settings: Settings) -> int:
+    """Where the recent runs spent their time: queue, start-up, steps, orchestration."""
+    if not (settings.dagster_home / "dagster.yaml").is_file():
+        print(f"no Dagster instance in {settings.dagster_home}: run the demo or the loop first")
+        return 1
+    import dagster as dg
+
+    from hitl_pipeline.core.run_timing import per_job, render
+    from hitl_pipeline.demo.runner import use_home
+    from hitl_pipeline.timings import recent_breakdowns, to_json
+
+    use_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        runs = recent_breakdowns(instance, limit=args.last)
+    jobs = per_job(runs)
+    if args.json:
+        print(to_json(jobs, runs))
+    elif not runs:
+        print("no finished runs yet")
+    else:
+        print(f"medians over the last {len(runs)} finished runs (seconds)")
+        print(render(jobs))
+        print(
+            "queued: waiting for a run slot; startup: process + definitions; steps: inside "
+            "a step; orchestration: between steps (step processes, events, IO)"
+        )
+    return 0
+
+
 def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
     from hitl_pipeline.defs.resources import build_resources
 
@@ -394,6 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="the same facts as JSON")
     status.set_defaults(func=cmd_status)
+
+    timings = sub.add_parser(
+        "timings",
+        help="where the recent runs spent their time: queue, start-up, steps, orchestration",
+    )
+    timings.add_argument("--last", type=int, default=50, help="finished runs to read")
+    timings.add_argument("--json", action="store_true", help="per job and per run, as JSON")
+    timings.set_defaults(func=cmd_timings)
 
     dataset = sub.add_parser("dataset", help="DVC dataset versions")
     dataset.add_argument("action", choices=["list", "restore"])
