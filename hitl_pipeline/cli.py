@@ -2,6 +2,7 @@
 
 hitl-pipeline labelstudio start|stop|status   the local Label Studio server
 hitl-pipeline demo [--cycles N] [--no-ui]     the drifting-stream demo
+hitl-pipeline demo-data moderation --out F    the moderation stream as one file
 hitl-pipeline status [--json]                 the loop at a glance
 hitl-pipeline rollback [--to VERSION] --show  the current and previous champion
 hitl-pipeline rollback [--to V] --reason WHY  move ``champion`` back
@@ -105,6 +106,34 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         summary_path=Path(args.summary) if args.summary else None,
         batch_interval_s=args.interval,
     )
+
+
+def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
+    from hitl_pipeline.demo.stream import moderation_frame
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        print(f"--out {out}: write a .parquet or a .csv file", file=sys.stderr)
+        return 2
+    frame = moderation_frame(
+        batches=args.batches,
+        rows_per_batch=args.rows_per_batch,
+        seed=args.seed,
+        drift_at_batch=args.drift_at,
+        new_class_at=args.new_class_at,
+        seed_rows=args.seed_rows,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.to_csv(out, index=False, encoding="utf-8")
+    else:
+        frame.to_parquet(out, index=False)
+    print(f"{len(frame)} posts written to {out}; replay them with:")
+    print(
+        f"  hitl-pipeline benchmark --data {out} --target label --time-column t "
+        f"--text-columns text --seed-rows {args.seed_rows} --batch-rows {args.rows_per_batch}"
+    )
+    return 0
 
 
 def _champion_text(label: str, facts: ChampionFacts, now: datetime) -> list[str]:
@@ -400,6 +429,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=90.0, help="UI mode: seconds between landed batches"
     )
     demo.set_defaults(func=cmd_demo)
+
+    demo_data = sub.add_parser(
+        "demo-data", help="write a demo stream (with its labels) as one CSV/Parquet file"
+    )
+    demo_data.add_argument("stream", choices=("moderation",))
+    demo_data.add_argument("--out", required=True, help="a .parquet or .csv file")
+    demo_data.add_argument("--batches", type=int, default=12, help="batches after the seed rows")
+    demo_data.add_argument("--rows-per-batch", type=int, default=400)
+    demo_data.add_argument("--seed-rows", type=int, default=2000)
+    demo_data.add_argument("--seed", type=int, default=7)
+    demo_data.add_argument(
+        "--drift-at", type=int, default=None, help="first batch with new spellings (default: half)"
+    )
+    demo_data.add_argument(
+        "--new-class-at", type=int, default=None, help="first batch with the new class 'scam'"
+    )
+    demo_data.set_defaults(func=cmd_demo_data)
 
     rollback = sub.add_parser("rollback", help="move the champion alias back")
     rollback.add_argument(

@@ -255,3 +255,322 @@ def _class_scores(
     churn = np.where(new_rules, app_churn, churn)
     downgrade = np.where(new_rules, app_downgrade, downgrade)
     return np.column_stack([retain, upgrade, downgrade, churn])
+
+
+# --- the moderation stream: short posts, text classes, new spellings half way ------------
+MODERATION_CLASSES = ("ok", "toxic", "spam", "threat")
+# A policy category: items the model calls a threat always go to a person, and to the
+# expert queue (the demo's routing and tier policies name it).
+POLICY_CLASSES = ("threat",)
+NEW_CLASS = "scam"  # the abuse pattern that did not exist when the loop started
+POST_TIME = "t"
+POST_TEXT = "text"
+POST_CHANNELS = ("forum", "chat", "comments", "dm")
+
+MODERATION_SCHEMA = BatchSchema(
+    features=(
+        FeatureSpec(POST_TEXT, "text"),
+        FeatureSpec("channel", "categorical", categories=POST_CHANNELS),
+        FeatureSpec("links", "numeric", min_value=0.0, max_value=50.0),
+    ),
+    classes=MODERATION_CLASSES,
+    time_column=POST_TIME,
+)
+
+# Placeholder words only: realistic in shape, harmless in content (no real slurs).
+_OLD, _NEW = "before", "after"
+_VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
+    "insult": {
+        _OLD: ("clown", "numbskull", "dimwit", "loser", "muppet", "goober", "bozo"),
+        # new spellings and slang: the seed model has never seen them
+        _NEW: ("cl0wn", "numbsk*ll", "d1mwit", "l0s3r", "npc", "mid", "bozo"),
+    },
+    "insult_verb": {
+        _OLD: ("shut up", "get lost", "nobody asked", "go away"),
+        _NEW: ("stfu", "ratio", "nobody asked fr", "touch grass"),
+    },
+    "promo": {
+        _OLD: ("free", "discount", "winner", "offer", "promo code", "cheap"),
+        _NEW: ("fr33", "d1scount", "w1nner", "0ffer", "link in bio", "drop"),
+    },
+    "promo_call": {
+        _OLD: ("click here", "visit our site", "buy now", "limited time"),
+        _NEW: ("cl1ck the link", "DM me", "tap the link", "dont miss out"),
+    },
+    "menace": {
+        _OLD: ("watch your back", "you will regret this", "I know where you live"),
+        _NEW: ("catch you lacking", "ur gonna regret it", "i know ur address"),
+    },
+    "scam_hook": {
+        _OLD: ("verify your account", "your parcel is held", "claim your refund"),
+        _NEW: ("verify your account", "your parcel is held", "claim your refund"),
+    },
+    "scam_ask": {
+        _OLD: ("send a gift card", "wire the fee", "share the code we texted"),
+        _NEW: ("send a gift card", "wire the fee", "share the code we texted"),
+    },
+    # Before the drift "npc", "mid" and "DM me" are ordinary words of ordinary posts;
+    # after it they are slang of insults and spam: the same word, another class.
+    "topic": {
+        _OLD: (
+            "the match",
+            "this recipe",
+            "the update",
+            "the new phone",
+            "my exam",
+            "the npc quest",
+            "the mid season patch",
+            "DM me for the notes",
+            "the weekend trip",
+            "the band",
+        ),
+        _NEW: (
+            "the match",
+            "this recipe",
+            "the update",
+            "the new phone",
+            "my exam",
+            "the weekend trip",
+            "the band",
+            "the new map",
+            "the finale",
+        ),
+    },
+    "opinion": {
+        _OLD: ("was great", "looks fine", "is a bit slow", "made my day", "is free this week"),
+        _NEW: ("slaps", "lowkey great", "is kinda slow", "made my day", "is free this week"),
+    },
+}
+_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "ok": (
+        "{topic} {opinion}",
+        "anyone else think {topic} {opinion}?",
+        "thanks for sharing, {topic} {opinion}",
+        "honestly {topic} {opinion} and I am here for it",
+    ),
+    "toxic": (
+        "you are such a {insult}, {insult_verb}",
+        "{insult_verb}, {insult}",
+        "only a {insult} would say {topic} {opinion}",
+        "what a {insult} take, {insult_verb}",
+    ),
+    "spam": (
+        "{promo} {promo} {promo_call}",
+        "{promo_call} for a {promo} on {topic}",
+        "{promo}!!! {promo_call} {promo_call}",
+        "best {promo} of the year {promo_call}",
+    ),
+    "threat": (
+        "{menace}, {insult}",
+        "say that again about {topic} and {menace}",
+        "{menace}. {menace}",
+        "keep posting and {menace}",
+    ),
+    NEW_CLASS: (
+        "{scam_hook}: {scam_ask} today",
+        "hello dear user, {scam_hook}, {scam_ask}",
+        "{scam_hook} or it will be closed, {scam_ask}",
+        "good news, {scam_hook}: {scam_ask} to receive it",
+    ),
+}
+_PRIORS = {"ok": 0.58, "toxic": 0.18, "spam": 0.15, "threat": 0.09}
+_NEW_CLASS_SHARE = 0.12
+_CHANNEL_BY_CLASS = {
+    "ok": (0.4, 0.3, 0.25, 0.05),
+    "toxic": (0.3, 0.35, 0.3, 0.05),
+    "spam": (0.15, 0.15, 0.5, 0.2),
+    "threat": (0.2, 0.3, 0.2, 0.3),
+    NEW_CLASS: (0.05, 0.1, 0.15, 0.7),
+}
+_LINK_RATE = {"ok": 0.2, "toxic": 0.05, "spam": 1.8, "threat": 0.05, NEW_CLASS: 1.2}
+
+
+@dataclass(frozen=True)
+class ModerationStream:
+    """A deterministic stream of short posts to moderate, with a drift half way.
+
+    Classes ``ok``, ``toxic``, ``spam`` and ``threat`` (a policy category). From
+    ``drift_at_batch`` on, writers switch to new spellings and slang (vocabulary drift),
+    and a few ordinary words become slang of insults and spam (concept drift: the same
+    word, another class). With ``new_class_at``, a class that did not exist, ``scam``,
+    appears from that batch on (about 12% of the posts); ``classes_at`` says which
+    classes a batch's schema must declare.
+
+    Attributes:
+        seed: Fixes every draw.
+        rows_per_batch: Posts in each production batch.
+        drift_at_batch: First batch index of the new spellings.
+        new_class_at: First batch index with the new class, or None for never.
+        seed_train_rows: Posts of the initial labelled training set.
+        seed_holdout_rows: Posts of the fixed held-out set.
+        confusion: Share of posts that borrow a phrase of another class (class overlap).
+        start: Start of batch 0's period (as ``DriftingStream``).
+        period: Time covered by one batch.
+    """
+
+    seed: int = 7
+    rows_per_batch: int = 400
+    drift_at_batch: int = 3
+    new_class_at: int | None = None
+    seed_train_rows: int = 2000
+    seed_holdout_rows: int = 600
+    confusion: float = 0.08
+    start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
+    period: timedelta = timedelta(days=7)
+
+    def __post_init__(self) -> None:
+        if self.new_class_at is not None and self.new_class_at < 1:
+            raise ValueError(
+                f"new_class_at must be a batch index >= 1 (the seed data predate it), "
+                f"got {self.new_class_at}"
+            )
+        if not 0.0 <= self.confusion <= 1.0:
+            raise ValueError(f"confusion must be in [0, 1], got {self.confusion}")
+
+    @property
+    def schema(self) -> BatchSchema:
+        """The schema the loop starts with (before any new class)."""
+        return MODERATION_SCHEMA
+
+    def is_drifted(self, index: int) -> bool:
+        """Whether batch ``index`` uses the new spellings."""
+        return index >= self.drift_at_batch
+
+    def classes_at(self, index: int) -> tuple[str, ...]:
+        """The classes batch ``index`` may hold (the schema's classes from then on)."""
+        if self.new_class_at is not None and index >= self.new_class_at:
+            return (*MODERATION_CLASSES, NEW_CLASS)
+        return MODERATION_CLASSES
+
+    def seed_sets(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The initial labelled posts (old spellings, no new class): ``(train, holdout)``."""
+        before = self.start - self.period
+        train = self._draw(
+            np.random.default_rng([self.seed, 2_000_001]),
+            self.seed_train_rows,
+            drifted=False,
+            classes=MODERATION_CLASSES,
+            prefix="train",
+            period_start=before,
+        )
+        holdout = self._draw(
+            np.random.default_rng([self.seed, 2_000_002]),
+            self.seed_holdout_rows,
+            drifted=False,
+            classes=MODERATION_CLASSES,
+            prefix="holdout",
+            period_start=before,
+        )
+        return train, holdout
+
+    def batch(self, index: int) -> pd.DataFrame:
+        """One production batch of posts with their true labels.
+
+        Args:
+            index: Batch number (>= 0).
+
+        Returns:
+            ``rows_per_batch`` rows: ``item_id`` (``p003-00017``), ``text``, ``channel``,
+            ``links``, ``t`` and ``label``.
+        """
+        if index < 0:
+            raise ValueError(f"batch index must be >= 0, got {index}")
+        return self._draw(
+            np.random.default_rng([self.seed, 2_000_100 + index]),
+            self.rows_per_batch,
+            drifted=self.is_drifted(index),
+            classes=self.classes_at(index),
+            prefix=f"p{index:03d}",
+            period_start=self.start + index * self.period,
+        )
+
+    def _draw(
+        self,
+        rng: np.random.Generator,
+        rows: int,
+        *,
+        drifted: bool,
+        classes: tuple[str, ...],
+        prefix: str,
+        period_start: datetime,
+    ) -> pd.DataFrame:
+        regime = _NEW if drifted else _OLD
+        priors = np.array([_PRIORS.get(c, 0.0) for c in classes])
+        if NEW_CLASS in classes:
+            priors = priors / priors.sum() * (1.0 - _NEW_CLASS_SHARE)
+            priors[classes.index(NEW_CLASS)] = _NEW_CLASS_SHARE
+        labels = rng.choice(np.asarray(classes, dtype=object), size=rows, p=priors / priors.sum())
+        others = [c for c in _TEMPLATES if c in classes]
+        texts, channels, links = [], [], []
+        for label in labels:
+            text = _fill(rng, rng.choice(_TEMPLATES[label]), regime)
+            if rng.random() < self.confusion:
+                # a phrase of another class: no model separates the classes perfectly
+                other = rng.choice([c for c in others if c != label])
+                text = f"{text} {_fill(rng, rng.choice(_TEMPLATES[other]), regime)}"
+            texts.append(text)
+            channels.append(str(rng.choice(POST_CHANNELS, p=_CHANNEL_BY_CLASS[label])))
+            links.append(float(min(rng.poisson(_LINK_RATE[label]), 50)))
+        seconds = np.sort(rng.uniform(0.0, self.period.total_seconds(), size=rows))
+        times = pd.Timestamp(period_start) + pd.to_timedelta(np.floor(seconds), unit="s")
+        return pd.DataFrame(
+            {
+                ITEM_ID: [f"{prefix}-{i:05d}" for i in range(rows)],
+                POST_TEXT: pd.Series(texts, dtype=object),
+                "channel": pd.Series(channels, dtype=object),
+                "links": np.asarray(links, dtype="float64"),
+                POST_TIME: times,
+                LABEL: pd.Series([str(v) for v in labels], dtype=object),
+            }
+        )
+
+
+def _fill(rng: np.random.Generator, template: str, regime: str) -> str:
+    """A template with each ``{slot}`` replaced by a word of that slot's vocabulary."""
+    out = template
+    while "{" in out:
+        head, rest = out.split("{", 1)
+        slot, tail = rest.split("}", 1)
+        out = head + str(rng.choice(_VOCAB[slot][regime])) + tail
+    return out
+
+
+def moderation_frame(
+    *,
+    batches: int = 12,
+    rows_per_batch: int = 400,
+    seed: int = 7,
+    drift_at_batch: int | None = None,
+    new_class_at: int | None = None,
+    seed_rows: int = 2000,
+) -> pd.DataFrame:
+    """The moderation stream as one time-ordered table, for the benchmark and notebooks.
+
+    The first ``seed_rows`` rows are the seed training posts (before batch 0), then
+    ``batches`` production batches of ``rows_per_batch`` posts; the new spellings start
+    half way unless ``drift_at_batch`` says otherwise. Replay it with
+    ``hitl-pipeline benchmark --data F --target label --time-column t --text-columns text
+    --seed-rows SEED_ROWS --batch-rows ROWS_PER_BATCH``.
+
+    Args:
+        batches: Production batches after the seed rows.
+        rows_per_batch: Posts per batch.
+        seed: Fixes every draw (the same as the demo's stream for the same arguments).
+        drift_at_batch: First batch with the new spellings; default ``batches // 2``.
+        new_class_at: First batch with the new class ``scam``, or None.
+        seed_rows: Seed training posts at the start of the table.
+
+    Returns:
+        Columns ``item_id``, ``text``, ``channel``, ``links``, ``t`` (UTC) and ``label``.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    stream = ModerationStream(
+        seed=seed,
+        rows_per_batch=rows_per_batch,
+        drift_at_batch=batches // 2 if drift_at_batch is None else drift_at_batch,
+        new_class_at=new_class_at,
+        seed_train_rows=seed_rows,
+    )
+    train, _holdout = stream.seed_sets()
+    return pd.concat([train, *(stream.batch(i) for i in range(batches))], ignore_index=True)
