@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hitl_pipeline.deployment import PostgresDeployment, postgres_from_env
+
 DEFAULT_HOME = ".hitl"
 DEFAULT_LABEL_STUDIO_PORT = 8080
 # The local Label Studio's admin; its password and API token are generated on the first
@@ -56,11 +58,20 @@ class Settings:
     executor: str = DEFAULT_EXECUTOR
     celery_broker: str = DEFAULT_CELERY_BROKER
     celery_backend: str = DEFAULT_CELERY_BACKEND
+    # HITL_POSTGRES_URL (+ HITL_DB_PREFIX): the Dagster instance, MLflow and the local Label
+    # Studio keep their state in PostgreSQL (see hitl_pipeline.deployment); None: embedded
+    postgres: PostgresDeployment | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Resolve settings from ``HITL_*`` environment variables, with embedded defaults."""
+        """Resolve settings from ``HITL_*`` environment variables, with embedded defaults.
+
+        Raises:
+            hitl_pipeline.deployment.DeploymentConfigError: ``HITL_POSTGRES_URL`` or
+                ``HITL_DB_PREFIX`` is malformed.
+        """
         env = os.environ if environ is None else environ
+        postgres = postgres_from_env(env)
         home = Path(env.get("HITL_HOME", DEFAULT_HOME)).expanduser().resolve()
         port = int(env.get("HITL_LABEL_STUDIO_PORT", DEFAULT_LABEL_STUDIO_PORT))
         external_ls = env.get("HITL_LABEL_STUDIO_URL")
@@ -71,9 +82,8 @@ class Settings:
             label_studio_password=env.get("HITL_LABEL_STUDIO_PASSWORD") or None,
             label_studio_is_local=not external_ls,
             label_studio_port=port,
-            mlflow_tracking_uri=env.get(
-                "HITL_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-            ),
+            mlflow_tracking_uri=env.get("HITL_MLFLOW_TRACKING_URI")
+            or (postgres.mlflow_uri if postgres else f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
             dvc_remote=env.get("HITL_DVC_REMOTE", str(home / "dvc-remote")),
             review_overlap_share=float(env.get("HITL_REVIEW_OVERLAP", "0.2")),
             reviewers=tuple(
@@ -84,6 +94,7 @@ class Settings:
             executor=(env.get("HITL_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower(),
             celery_broker=env.get("HITL_CELERY_BROKER") or DEFAULT_CELERY_BROKER,
             celery_backend=env.get("HITL_CELERY_BACKEND") or DEFAULT_CELERY_BACKEND,
+            postgres=postgres,
         )
 
     # --- folders under HITL_HOME -----------------------------------------------------

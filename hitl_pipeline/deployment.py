@@ -1,0 +1,330 @@
+"""Where a loop's stores live when they are not embedded: one PostgreSQL server for all three.
+
+``HITL_POSTGRES_URL=postgresql://user@host:5432`` (plus ``HITL_DB_PREFIX``, default
+``hitl``) puts the Dagster instance (runs, event log, schedules), MLflow's tracking store
+and model registry, and the local Label Studio's database on that server, in the databases
+``<prefix>_dagster``, ``<prefix>_mlflow`` and ``<prefix>_labelstudio``. The code that uses
+the stores is the same as on the embedded SQLite files; only the addresses change.
+
+Passwords never go into ``HITL_POSTGRES_URL`` (nor, through it, into ``dagster.yaml`` or
+resource configuration that the Dagster UI shows): every client here (psycopg2 under
+Dagster and MLflow, psycopg under Label Studio) reads libpq's own ``PGPASSWORD`` or
+``~/.pgpass``.
+
+Everything here is pure except :func:`create_databases` and :func:`write_instance_config`,
+which are only called on purpose; importing the module touches nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+POSTGRES_URL_VARIABLE = "HITL_POSTGRES_URL"
+DB_PREFIX_VARIABLE = "HITL_DB_PREFIX"
+DEFAULT_DB_PREFIX = "hitl"
+DEFAULT_PORT = 5432
+# SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the pipeline's environment
+# does not have; psycopg2 comes with dagster-postgres.
+SQLALCHEMY_DRIVER = "postgresql+psycopg2"
+_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+# PostgreSQL identifiers are cut at 63 bytes; the longest name made from the prefix is
+# "<prefix>_labelstudio_template_<version>", so the prefix stays short.
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+_DATABASE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+STORES = ("dagster", "mlflow", "labelstudio")
+
+
+class DeploymentConfigError(ValueError):
+    """A deployment setting is malformed; the message names the variable that fixes it."""
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A PostgreSQL server, without a password (libpq's PGPASSWORD / ~/.pgpass supply it)."""
+
+    host: str
+    port: int = DEFAULT_PORT
+    user: str = "postgres"
+
+    def sqlalchemy_url(self, database: str) -> str:
+        """The URL of ``database`` for SQLAlchemy users (Dagster, MLflow)."""
+        return f"{SQLALCHEMY_DRIVER}://{quote(self.user)}@{self.host}:{self.port}/{database}"
+
+    def libpq_dsn(self, database: str) -> str:
+        """The URL of ``database`` for psycopg2 itself."""
+        return f"postgresql://{quote(self.user)}@{self.host}:{self.port}/{database}"
+
+    @property
+    def display(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PostgresDeployment:
+    """The three stores of one loop on one PostgreSQL server."""
+
+    server: PostgresServer
+    prefix: str = DEFAULT_DB_PREFIX
+
+    def database(self, store: str) -> str:
+        """The database of ``store`` (one of :data:`STORES`)."""
+        if store not in STORES:
+            raise ValueError(f"unknown store {store!r}; one of {', '.join(STORES)}")
+        return f"{self.prefix}_{store}"
+
+    @property
+    def databases(self) -> tuple[str, ...]:
+        return tuple(self.database(store) for store in STORES)
+
+    @property
+    def dagster_url(self) -> str:
+        return self.server.sqlalchemy_url(self.database("dagster"))
+
+    @property
+    def mlflow_uri(self) -> str:
+        """MLflow's tracking and registry URI."""
+        return self.server.sqlalchemy_url(self.database("mlflow"))
+
+    @property
+    def label_studio_database(self) -> str:
+        return self.database("labelstudio")
+
+    def label_studio_template_database(self, version: str) -> str:
+        """The migrated, user-less database that each fresh Label Studio database copies.
+
+        One per Label Studio version, since each version migrates to its own schema.
+        """
+        suffix = re.sub(r"[^a-z0-9]+", "_", version.lower()).strip("_") or "unknown"
+        return f"{self.prefix}_labelstudio_template_{suffix}"[:63]
+
+    def dagster_instance_config(self) -> dict[str, Any]:
+        """The ``dagster.yaml`` of the loop's instance on this server (see module doc).
+
+        Telemetry off and one run at a time, like the embedded instance; the run
+        monitoring and the pools' default limit are added by ``demo.runner.use_home``,
+        which checks them on every instance file.
+        """
+        return {
+            "telemetry": {"enabled": False},
+            "storage": {"postgres": self.dagster_storage_config()},
+            "concurrency": {"runs": {"max_concurrent_runs": 1}},
+        }
+
+    def dagster_storage_config(self) -> dict[str, Any]:
+        """The ``storage: postgres:`` block: run, event-log and schedule storage."""
+        return {
+            "postgres_db": {
+                "username": self.server.user,
+                "hostname": self.server.host,
+                "port": self.server.port,
+                "db_name": self.database("dagster"),
+                "scheme": SQLALCHEMY_DRIVER,
+            }
+        }
+
+    def environment(self) -> dict[str, str]:
+        """The variables that select this deployment, for ``export`` in a shell."""
+        return {
+            POSTGRES_URL_VARIABLE: self.server.display,
+            DB_PREFIX_VARIABLE: self.prefix,
+        }
+
+
+def parse_postgres_url(url: str, *, variable: str = POSTGRES_URL_VARIABLE) -> PostgresServer:
+    """Parse ``postgresql://user@host[:port]`` (a trailing ``/`` or database is ignored).
+
+    Args:
+        url: the server's URL.
+        variable: the setting it came from, named in errors.
+
+    Raises:
+        DeploymentConfigError: not a PostgreSQL URL, no host, a bad port, or a password
+            in it (use PGPASSWORD or ~/.pgpass, so that it is never written to a file).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise DeploymentConfigError(f"{variable}={url!r} is not a valid URL ({exc})") from exc
+    if parts.scheme not in _SCHEMES:
+        raise DeploymentConfigError(
+            f"{variable}={url!r} is not a PostgreSQL URL: expected "
+            "postgresql://USER@HOST:PORT, e.g. postgresql://postgres@127.0.0.1:5432"
+        )
+    if not parts.hostname:
+        raise DeploymentConfigError(
+            f"{variable}={url!r} names no host: expected postgresql://USER@HOST:PORT"
+        )
+    if parts.password:
+        raise DeploymentConfigError(
+            f"{variable} holds a password: remove it from the URL and give it to libpq as "
+            "PGPASSWORD or in ~/.pgpass, so that dagster.yaml and the Dagster UI never show it"
+        )
+    if parts.query:
+        raise DeploymentConfigError(
+            f"{variable}={url!r} has query parameters, which are not supported here: "
+            "expected postgresql://USER@HOST:PORT"
+        )
+    return PostgresServer(
+        host=parts.hostname,
+        port=port or DEFAULT_PORT,
+        user=unquote(parts.username) if parts.username else "postgres",
+    )
+
+
+def check_prefix(prefix: str, *, variable: str = DB_PREFIX_VARIABLE) -> str:
+    """``prefix`` if it makes valid, unquoted PostgreSQL database names, else an error."""
+    if not _PREFIX_RE.match(prefix):
+        raise DeploymentConfigError(
+            f"{variable}={prefix!r} is not a usable database prefix: lower-case letters, "
+            "digits and underscores, starting with a letter, at most 30 characters"
+        )
+    return prefix
+
+
+def postgres_from_env(environ: Mapping[str, str] | None = None) -> PostgresDeployment | None:
+    """The deployment that ``HITL_POSTGRES_URL`` / ``HITL_DB_PREFIX`` select; None: embedded."""
+    env = os.environ if environ is None else environ
+    url = env.get(POSTGRES_URL_VARIABLE, "").strip()
+    if not url:
+        return None
+    prefix = env.get(DB_PREFIX_VARIABLE, "").strip() or DEFAULT_DB_PREFIX
+    return PostgresDeployment(server=parse_postgres_url(url), prefix=check_prefix(prefix))
+
+
+# --- side effects, on purpose only -----------------------------------------------------------
+def connect(server: PostgresServer, database: str = "postgres", *, timeout_s: int = 5) -> Any:
+    """An autocommit psycopg2 connection to ``database`` on ``server``.
+
+    Raises:
+        DeploymentConfigError: the server cannot be reached or refuses the login.
+    """
+    import psycopg2
+
+    try:
+        connection = psycopg2.connect(server.libpq_dsn(database), connect_timeout=timeout_s)
+    except psycopg2.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DeploymentConfigError(
+            f"PostgreSQL at {server.display} (database {database}) cannot be used: {first}; "
+            f"start it, or fix {POSTGRES_URL_VARIABLE} (and PGPASSWORD or ~/.pgpass)"
+        ) from exc
+    connection.autocommit = True
+    return connection
+
+
+def database_exists(server: PostgresServer, database: str) -> bool:
+    with connect(server) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        return cursor.fetchone() is not None
+
+
+def create_database(server: PostgresServer, database: str, *, template: str | None = None) -> bool:
+    """Create ``database`` (copying ``template`` if given) unless it exists; True if created.
+
+    Another process creating it at the same moment counts as already there.
+    """
+    import psycopg2
+    from psycopg2 import sql
+
+    for name in (database, template):
+        if name is not None and not _DATABASE_RE.match(name):
+            raise DeploymentConfigError(f"{name!r} is not a usable database name")
+    connection = connect(server)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is not None:
+                return False
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
+            if template is not None:
+                statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            try:
+                cursor.execute(statement)
+            except psycopg2.errors.DuplicateDatabase:
+                return False
+            return True
+    finally:
+        connection.close()
+
+
+def create_databases(deployment: PostgresDeployment) -> list[str]:
+    """Create the deployment's databases that are missing; returns those created.
+
+    Label Studio's database is left out: the local server creates it from its migrated
+    template on its first start (see ``resources.label_studio_server``).
+    """
+    created = []
+    for store in ("dagster", "mlflow"):
+        name = deployment.database(store)
+        if create_database(deployment.server, name):
+            created.append(name)
+    return created
+
+
+def drop_databases(server: PostgresServer, databases: Iterable[str]) -> None:
+    """Drop ``databases`` if they exist, ending their open connections first."""
+    from psycopg2 import sql
+
+    connection = connect(server)
+    try:
+        with connection.cursor() as cursor:
+            for name in databases:
+                if not _DATABASE_RE.match(name):
+                    raise DeploymentConfigError(f"{name!r} is not a usable database name")
+                cursor.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+    finally:
+        connection.close()
+
+
+def write_instance_config(dagster_home: Path, deployment: PostgresDeployment) -> Path:
+    """Write ``<dagster_home>/dagster.yaml`` for the deployment, unless it is there already.
+
+    An existing file with a Postgres storage is kept (so this is safe to call on every
+    start, and a storage section of one's own overrides this one); a file that keeps the
+    instance in SQLite is an error rather than silently overwritten, since it holds the
+    runs of another instance.
+
+    Raises:
+        DeploymentConfigError: the existing file keeps the instance elsewhere.
+    """
+    import yaml
+
+    path = Path(dagster_home) / "dagster.yaml"
+    if path.is_file():
+        try:
+            current = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise DeploymentConfigError(f"{path} is not valid YAML ({exc})") from exc
+        storage = current.get("storage") if isinstance(current, dict) else None
+        # A Postgres storage of the user's own (another database, a secret from an
+        # environment variable) is an override and stays.
+        if isinstance(storage, dict) and "postgres" in storage:
+            return path
+        raise DeploymentConfigError(
+            f"{path} keeps the Dagster instance in {storage or 'the default SQLite files'}, "
+            f"not in database {deployment.database('dagster')} on {deployment.server.display} "
+            f"as {POSTGRES_URL_VARIABLE} asks: use another HITL_HOME, remove the file (its "
+            f"runs stay in the old files), or unset {POSTGRES_URL_VARIABLE}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        "# Written by hitl-pipeline for HITL_POSTGRES_URL: the instance's runs, event log and\n"
+        "# schedules live in PostgreSQL. Edit freely; it is never overwritten.\n"
+    )
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(
+        header + yaml.safe_dump(deployment.dagster_instance_config(), sort_keys=False),
+        encoding="utf-8",
+    )
+    os.replace(partial, path)
+    return path
