@@ -7,6 +7,9 @@ the loop-health metrics all read them and must not re-score.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,9 +17,11 @@ import pandas as pd
 
 from hitl_pipeline.core.types import (
     CONFIDENCE,
+    DISAGREEMENT,
     ENTROPY,
     MARGIN,
     MODEL_VERSION,
+    OOD_SCORE,
     PREDICTED_LABEL,
     BatchSchema,
     proba_column,
@@ -123,3 +128,80 @@ def score_batch(
     out[ENTROPY] = entropy
     out[MODEL_VERSION] = model_version
     return out
+
+
+# A step run on each scored chunk with its input rows (``core.loop.escalation_scores``
+# bound to the committee and detector): adds the columns routing escalates on.
+ChunkExtra = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
+
+
+def score_chunks(
+    model: Any,
+    chunks: Iterable[pd.DataFrame],
+    schema: BatchSchema,
+    *,
+    model_version: str,
+    extra: ChunkExtra | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Score a batch chunk by chunk (``score_batch`` on each), in order.
+
+    Every figure of a row depends on that row alone, so the chunks put together equal
+    ``score_batch`` on the whole batch, while only one chunk's scores are in memory.
+
+    Args:
+        model: A fitted classifier with ``predict_proba`` and ``classes_``.
+        chunks: Validated rows in consecutive chunks (``core.chunks.parquet_chunks``).
+        schema: The declared schema.
+        model_version: Recorded on every row.
+        extra: Called as ``extra(scores, rows)`` on each chunk; returns the scores with
+            more columns (committee disagreement, out-of-distribution score).
+
+    Yields:
+        ``score_batch`` output per chunk.
+    """
+    for chunk in chunks:
+        rows = chunk.reset_index(drop=True)
+        scores = score_batch(model, rows, schema, model_version=model_version)
+        if extra is not None:
+            scores = extra(scores, rows)
+        yield scores
+
+
+@dataclass
+class ScoreSummary:
+    """The figures the inference stage reports, accumulated over scored chunks."""
+
+    rows: int = 0
+    confidence_sum: float = 0.0
+    disagreement_sum: float = 0.0
+    disagreement_rows: int = 0
+    ood_99: int = 0
+    ood_rows: int = 0
+    predicted: Counter[str] = field(default_factory=Counter)
+
+    def add(self, scores: pd.DataFrame) -> pd.DataFrame:
+        """Count one chunk of scores in; returns it unchanged (to chain in a stream)."""
+        self.rows += len(scores)
+        if not len(scores):
+            return scores
+        self.confidence_sum += float(scores[CONFIDENCE].sum())
+        self.predicted.update(scores[PREDICTED_LABEL].astype(str).value_counts().to_dict())
+        if DISAGREEMENT in scores:
+            self.disagreement_sum += float(scores[DISAGREEMENT].sum())
+            self.disagreement_rows += len(scores)
+        if OOD_SCORE in scores:
+            self.ood_99 += int((scores[OOD_SCORE] >= 0.99).sum())
+            self.ood_rows += len(scores)
+        return scores
+
+    @property
+    def mean_confidence(self) -> float:
+        return self.confidence_sum / self.rows if self.rows else 0.0
+
+    @property
+    def mean_disagreement(self) -> float | None:
+        return self.disagreement_sum / self.disagreement_rows if self.disagreement_rows else None
+
+    @property
+    def share_ood_99(self) -> float | None:
+        return self.ood_99 / self.ood_rows if self.ood_rows else None

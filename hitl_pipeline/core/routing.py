@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hitl_pipeline.core.chunks import bottom_k
 from hitl_pipeline.core.datasets import stable_uniform
 from hitl_pipeline.core.selection import feature_embedding, segment_labels, select_diverse
 from hitl_pipeline.core.types import (
@@ -143,6 +144,11 @@ class RoutingPolicy:
         cost_wrong_accept: Cost of auto-accepting a wrong prediction (for the
             cost-aware threshold, ``core.threshold``).
         cost_review: Cost of one human review (same unit).
+        max_candidates: Most triggered items the capacity is ranked from (and most
+            others the capacity fill is ranked from): a batch larger than this keeps
+            only its most urgent ones for the ranking (``BatchRouter``), so routing ten
+            million rows holds tens of thousands; a batch up to this size is routed
+            exactly as a whole.
     """
 
     confidence_threshold: float = 0.75
@@ -165,6 +171,7 @@ class RoutingPolicy:
     explore_share: float = 0.0
     cost_wrong_accept: float = 10.0
     cost_review: float = 1.0
+    max_candidates: int = 20_000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence_threshold <= 1.0:
@@ -187,6 +194,8 @@ class RoutingPolicy:
             raise ValueError("weights must be >= 0")
         if self.cost_wrong_accept <= 0 or self.cost_review < 0:
             raise ValueError("need cost_wrong_accept > 0 and cost_review >= 0")
+        if self.max_candidates < 1:
+            raise ValueError("max_candidates must be >= 1")
 
     def capacity(self, *, drift: bool) -> int:
         """Review capacity of one batch, raised while drift is detected."""
@@ -337,6 +346,9 @@ def route_predictions(
 ) -> pd.DataFrame:
     """Add a routing decision and its reasons to every scored item.
 
+    The one-frame form of ``BatchRouter`` (which routes a batch that arrives in chunks
+    with the same decisions).
+
     Args:
         scores: Output of ``core.inference.score_batch`` (needs ``item_id``,
             ``confidence`` and ``margin``; ``predicted_label``, ``disagreement`` and
@@ -361,91 +373,315 @@ def route_predictions(
         reviewed first), ``review_rank`` (pick order among the ranked items, 1 first;
         null otherwise), ``confidence_threshold`` (the threshold used) and ``tier``.
     """
-    out = scores.reset_index(drop=True).copy()
-    n = len(out)
-    ids = out[ITEM_ID].astype(str)
-    id_array = ids.to_numpy()
-    priority = review_priority(out, policy) if n else np.zeros(0)
+    router = BatchRouter(policy, drift=drift, triggers=triggers, total_rows=len(scores))
+    router.add(scores)
+    plan = router.plan(schema=schema, drifted_columns=drifted_columns)
+    return plan.apply(scores, first_row=0)
 
-    fired = {t.code: t.wants_review(out, policy).to_numpy(dtype=bool) for t in triggers}
-    wanted = np.zeros(n, dtype=bool)
-    mandatory = np.zeros(n, dtype=bool)
-    for trigger in triggers:
-        wanted |= fired[trigger.code]
-        if trigger.mandatory:
-            mandatory |= fired[trigger.code]
 
-    capacity = policy.capacity(drift=drift)
-    n_audit: int | None = None
-    if policy.audit_in_capacity:
-        n_audit = min(
-            math.floor(policy.audit_rate * max(n - capacity, 0) + 0.5),
-            math.floor(policy.max_audit_share * capacity),
-        )
-        capacity -= n_audit
-    review = mandatory.copy()
-    rank = np.full(n, np.nan)
-    pool = np.flatnonzero(wanted & ~mandatory)
-    reserved = math.floor(policy.explore_share * capacity)
-    slots = max(capacity - reserved - int(mandatory.sum()), 0)
-    if len(pool) and slots:
-        picks = _rank(out, id_array, pool, priority, slots, policy, schema, drifted_columns, drift)
-        review[pool[picks]] = True
-        rank[pool[picks]] = np.arange(1, len(picks) + 1)
+# candidate bookkeeping columns (dropped before a frame leaves the router)
+_ROW, _PRIO = "_hitl_row", "_hitl_priority"
+_WANTED, _MANDATORY = "_hitl_wanted", "_hitl_mandatory"
+_IN_POOL, _IN_REST = "_hitl_pool", "_hitl_rest"
+_IN_EXPLORE, _IN_AUDIT = "_hitl_explore", "_hitl_audit"
+_DRIFT_DRAW, _AUDIT_DRAW = "_hitl_drift_draw", "_hitl_audit_draw"
+_BOOKKEEPING = [
+    _ROW, _PRIO, _WANTED, _MANDATORY, _IN_POOL, _IN_REST, _IN_EXPLORE, _IN_AUDIT, _DRIFT_DRAW,
+    _AUDIT_DRAW,
+]  # fmt: skip
 
-    # capacity the triggered items leave: under drift a random sample (confidently
-    # wrong items of a changed segment hide among the confident); otherwise, with
-    # fill_capacity, the next most informative items by the same ranking, keeping the
-    # explore share random
-    spare = capacity - int(review.sum())
-    filled = np.zeros(n, dtype=bool)
-    if policy.fill_capacity and not drift and spare > reserved:
-        rest = np.flatnonzero(~review)
-        picks = _rank(out, id_array, rest, priority, spare - reserved, policy, schema, (), False)
-        filled[rest[picks]] = True
-        rank[rest[picks]] = np.nanmax(rank, initial=0) + np.arange(1, len(picks) + 1)
-        review |= filled
-    explore = np.zeros(n, dtype=bool)
-    spare = capacity - int(review.sum())
-    if (drift or policy.fill_capacity or reserved) and spare > 0:
-        draw = stable_uniform(ids, f"drift:{policy.seed}")
-        candidates = np.flatnonzero(~review)
-        order_c = np.lexsort((id_array[candidates], draw[candidates]))
-        explore[candidates[order_c][:spare]] = True
-        review |= explore
-    explore_code = REASON_DRIFT_SAMPLE if drift else REASON_EXPLORE
 
-    auto = ~review
-    audit = np.zeros(n, dtype=bool)
-    if n_audit is None:
-        n_audit = math.floor(policy.audit_rate * float(auto.sum()) + 0.5)
-    n_audit = min(n_audit, int(auto.sum()))
-    if n_audit:
-        draw = stable_uniform(ids, f"audit:{policy.seed}")
-        candidates = np.flatnonzero(auto)
-        chosen = candidates[np.lexsort((id_array[candidates], draw[candidates]))][:n_audit]
-        audit[chosen] = True
-
-    reasons: list[str] = []
-    for i in range(n):
-        codes = [code for code, mask in fired.items() if mask[i]]
-        if filled[i]:
-            codes.append(REASON_FILL)
-        elif explore[i]:
-            codes.append(explore_code)
-        elif audit[i]:
-            codes.append(REASON_AUDIT)
-        elif not review[i]:
-            codes.append(REASON_OVER_CAPACITY if wanted[i] else REASON_CONFIDENT)
-        reasons.append(";".join(codes))
-
-    out[ROUTE] = np.where(review | audit, ROUTE_REVIEW, ROUTE_AUTO)
-    out[REASONS] = reasons
-    out[PRIORITY] = priority
-    out[REVIEW_RANK] = rank
-    out[THRESHOLD] = policy.confidence_threshold
-    out[TIER] = DEFAULT_TIER
+def _best(priority: np.ndarray, ids: np.ndarray, k: int, mask: np.ndarray) -> np.ndarray:
+    """Mask of the ``k`` highest priorities among ``mask`` (ties: smaller id first)."""
+    out = np.zeros(len(priority), dtype=bool)
+    out[bottom_k(-priority, ids, k, mask)] = True
     return out
+
+
+def _smallest(draw: np.ndarray, ids: np.ndarray, k: int, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(draw), dtype=bool)
+    out[bottom_k(draw, ids, k, mask)] = True
+    return out
+
+
+class BatchRouter:
+    """Routes a batch that arrives in chunks, keeping only the candidates it needs.
+
+    Pass 1, ``add`` each scored chunk: the triggers and priority are computed per row
+    and only these rows are kept: every mandatory item; the ``max_candidates`` most
+    urgent triggered items (the pool the capacity is ranked from) and the
+    ``max_candidates`` most urgent of all the others (the pool ``capacity_fill`` ranks
+    from); the ``capacity`` rows with the smallest drift/explore draw and the
+    ``capacity`` + audit rows with the smallest audit draw (the random samples draw the
+    smallest keyed hashes of the ids, so these hold every row a sample can take). Then
+    ``plan`` makes the decisions on the kept rows exactly as on a whole batch, and pass
+    2, ``RoutingPlan.apply`` on each chunk again, writes every row's route and reasons.
+
+    A batch with at most ``max_candidates`` rows keeps every row and is routed exactly
+    as ``route_predictions`` routes it whole. A larger one ranks its picks among its
+    ``max_candidates`` most urgent candidates (the diversity scale, embedding and
+    segments are computed on those), and the random samples are exact.
+    """
+
+    def __init__(
+        self,
+        policy: RoutingPolicy,
+        *,
+        drift: bool = False,
+        triggers: Sequence[Trigger] = DEFAULT_TRIGGERS,
+        total_rows: int | None = None,
+    ) -> None:
+        self.policy = policy
+        self.drift = drift
+        self.triggers = tuple(triggers)
+        self.total_rows = total_rows
+        self.rows = 0
+        self.mandatory_rows = 0
+        self._kept: pd.DataFrame | None = None
+
+    def _audit_keep(self) -> int | None:
+        capacity = self.policy.capacity(drift=self.drift)
+        if self.policy.audit_in_capacity:
+            return capacity
+        if self.total_rows is None:
+            return None  # the audit grows with the batch: without its size keep them all
+        return capacity + math.floor(self.policy.audit_rate * self.total_rows + 0.5)
+
+    def add(self, scores: pd.DataFrame) -> None:
+        """Take in the next chunk of scores (``score_batch`` + escalation columns)."""
+        out = scores.reset_index(drop=True)
+        n = len(out)
+        if n == 0:
+            if self._kept is None:
+                self._kept = out.assign(**{c: pd.Series(dtype=object) for c in _BOOKKEEPING})
+            return
+        policy = self.policy
+        ids = out[ITEM_ID].astype(str)
+        fired = {t.code: t.wants_review(out, policy).to_numpy(dtype=bool) for t in self.triggers}
+        wanted = np.zeros(n, dtype=bool)
+        mandatory = np.zeros(n, dtype=bool)
+        for trigger in self.triggers:
+            wanted |= fired[trigger.code]
+            if trigger.mandatory:
+                mandatory |= fired[trigger.code]
+        chunk = out.assign(
+            **{
+                _ROW: np.arange(self.rows, self.rows + n),
+                _PRIO: review_priority(out, policy),
+                _WANTED: wanted,
+                _MANDATORY: mandatory,
+                _DRIFT_DRAW: stable_uniform(ids, f"drift:{policy.seed}"),
+                _AUDIT_DRAW: stable_uniform(ids, f"audit:{policy.seed}"),
+            }
+        )
+        self.rows += n
+        self.mandatory_rows += int(mandatory.sum())
+        kept = chunk if self._kept is None else pd.concat([self._kept, chunk], ignore_index=True)
+        self._kept = self._trim(kept)
+
+    def _trim(self, kept: pd.DataFrame) -> pd.DataFrame:
+        limit = self.policy.max_candidates
+        capacity = self.policy.capacity(drift=self.drift)
+        audit_keep = self._audit_keep()
+        ids = kept[ITEM_ID].astype(str).to_numpy()
+        mandatory = kept[_MANDATORY].to_numpy(dtype=bool)
+        free = ~mandatory
+        priority = kept[_PRIO].to_numpy(dtype="float64")
+        in_pool = _best(priority, ids, limit, free & kept[_WANTED].to_numpy(dtype=bool))
+        in_rest = _best(priority, ids, limit, free)
+        in_explore = _smallest(kept[_DRIFT_DRAW].to_numpy(), ids, capacity, free)
+        in_audit = (
+            free
+            if audit_keep is None
+            else _smallest(kept[_AUDIT_DRAW].to_numpy(), ids, audit_keep, free)
+        )
+        keep = mandatory | in_pool | in_rest | in_explore | in_audit
+        kept = kept.assign(
+            **{_IN_POOL: in_pool, _IN_REST: in_rest, _IN_EXPLORE: in_explore, _IN_AUDIT: in_audit}
+        )
+        return kept if keep.all() else kept.loc[keep].reset_index(drop=True)
+
+    @property
+    def candidates(self) -> int:
+        """Rows kept so far."""
+        return 0 if self._kept is None else len(self._kept)
+
+    def plan(
+        self, *, schema: BatchSchema | None = None, drifted_columns: Sequence[str] = ()
+    ) -> RoutingPlan:
+        """The decisions for the whole batch, made on the kept rows.
+
+        Args:
+            schema: The batch schema (diversity embedding, drifted-segment strata).
+            drifted_columns: Feature columns the drift check flagged.
+        """
+        policy, drift = self.policy, self.drift
+        if self._kept is None:
+            raise ValueError("no scores were added to the router")
+        out = self._kept.sort_values(_ROW, kind="stable").reset_index(drop=True)
+        n_total = self.rows
+        id_array = out[ITEM_ID].astype(str).to_numpy()
+        priority = out[_PRIO].to_numpy(dtype="float64")
+        mandatory = out[_MANDATORY].to_numpy(dtype=bool)
+
+        capacity = policy.capacity(drift=drift)
+        n_audit: int | None = None
+        if policy.audit_in_capacity:
+            n_audit = min(
+                math.floor(policy.audit_rate * max(n_total - capacity, 0) + 0.5),
+                math.floor(policy.max_audit_share * capacity),
+            )
+            capacity -= n_audit
+        review = mandatory.copy()
+        rank = np.full(len(out), np.nan)
+        pool = np.flatnonzero(out[_IN_POOL].to_numpy(dtype=bool))
+        reserved = math.floor(policy.explore_share * capacity)
+        slots = max(capacity - reserved - self.mandatory_rows, 0)
+        if len(pool) and slots:
+            picks = _rank(
+                out, id_array, pool, priority, slots, policy, schema, drifted_columns, drift
+            )
+            review[pool[picks]] = True
+            rank[pool[picks]] = np.arange(1, len(picks) + 1)
+
+        # capacity the triggered items leave: under drift a random sample (confidently
+        # wrong items of a changed segment hide among the confident); otherwise, with
+        # fill_capacity, the next most informative items by the same ranking, keeping the
+        # explore share random
+        spare = capacity - int(review.sum())
+        filled = np.zeros(len(out), dtype=bool)
+        if policy.fill_capacity and not drift and spare > reserved:
+            rest = np.flatnonzero(~review & out[_IN_REST].to_numpy(dtype=bool))
+            picks = _rank(
+                out, id_array, rest, priority, spare - reserved, policy, schema, (), False
+            )
+            filled[rest[picks]] = True
+            rank[rest[picks]] = np.nanmax(rank, initial=0) + np.arange(1, len(picks) + 1)
+            review |= filled
+        explore = np.zeros(len(out), dtype=bool)
+        spare = capacity - int(review.sum())
+        if (drift or policy.fill_capacity or reserved) and spare > 0:
+            draw = out[_DRIFT_DRAW].to_numpy(dtype="float64")
+            candidates = np.flatnonzero(~review & out[_IN_EXPLORE].to_numpy(dtype=bool))
+            order_c = np.lexsort((id_array[candidates], draw[candidates]))
+            explore[candidates[order_c][:spare]] = True
+            review |= explore
+
+        auto_rows = n_total - int(review.sum())
+        audit = np.zeros(len(out), dtype=bool)
+        if n_audit is None:
+            n_audit = math.floor(policy.audit_rate * float(auto_rows) + 0.5)
+        n_audit = min(n_audit, auto_rows)
+        if n_audit:
+            draw = out[_AUDIT_DRAW].to_numpy(dtype="float64")
+            candidates = np.flatnonzero(~review & out[_IN_AUDIT].to_numpy(dtype=bool))
+            chosen = candidates[np.lexsort((id_array[candidates], draw[candidates]))][:n_audit]
+            audit[chosen] = True
+
+        rows = out[_ROW].to_numpy(dtype="int64")
+        ranked = ~np.isnan(rank)
+        return RoutingPlan(
+            policy=policy,
+            drift=drift,
+            triggers=self.triggers,
+            rows=n_total,
+            candidates=len(out),
+            review_rows=rows[review],
+            filled_rows=rows[filled],
+            explore_rows=rows[explore],
+            audit_rows=rows[audit],
+            ranked_rows=rows[ranked],
+            ranks=rank[ranked],
+        )
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    """The routing decisions of one batch, by row position (0 = the batch's first row).
+
+    Attributes:
+        rows: Rows in the batch.
+        candidates: Rows the router kept to decide on.
+        review_rows: Rows a person reviews (mandatory, ranked, filled, sampled), audit
+            apart.
+        filled_rows, explore_rows, audit_rows: Rows taken by ``capacity_fill``, by the
+            drift/explore sample and by the audit.
+        ranked_rows, ranks: Rows given a ``review_rank``, and the ranks.
+    """
+
+    policy: RoutingPolicy
+    drift: bool
+    triggers: tuple[Trigger, ...]
+    rows: int
+    candidates: int
+    review_rows: np.ndarray
+    filled_rows: np.ndarray
+    explore_rows: np.ndarray
+    audit_rows: np.ndarray
+    ranked_rows: np.ndarray
+    ranks: np.ndarray
+
+    @property
+    def to_review(self) -> int:
+        """Items routed to people (the audit included)."""
+        return len(self.review_rows) + len(self.audit_rows)
+
+    def apply(self, scores: pd.DataFrame, *, first_row: int) -> pd.DataFrame:
+        """Route, reasons, priority, rank, threshold and tier of a chunk of the batch.
+
+        Args:
+            scores: The chunk's scores, as given to ``BatchRouter.add``.
+            first_row: Position of its first row in the batch.
+
+        Returns:
+            See ``route_predictions``.
+        """
+        policy = self.policy
+        out = scores.reset_index(drop=True).copy()
+        n = len(out)
+        positions = np.arange(first_row, first_row + n)
+        fired = {t.code: t.wants_review(out, policy).to_numpy(dtype=bool) for t in self.triggers}
+        wanted = np.zeros(n, dtype=bool)
+        for mask in fired.values():
+            wanted |= mask
+        review = np.isin(positions, self.review_rows)
+        filled = np.isin(positions, self.filled_rows)
+        explore = np.isin(positions, self.explore_rows)
+        audit = np.isin(positions, self.audit_rows)
+        rank = np.full(n, np.nan)
+        inside = (self.ranked_rows >= first_row) & (self.ranked_rows < first_row + n)
+        rank[self.ranked_rows[inside] - first_row] = self.ranks[inside]
+
+        explore_code = REASON_DRIFT_SAMPLE if self.drift else REASON_EXPLORE
+        # the last reason of each row, by precedence; its index in `tails`
+        tails = ["", REASON_FILL, explore_code, REASON_AUDIT, REASON_OVER_CAPACITY]
+        tails.append(REASON_CONFIDENT)
+        tail = np.select(
+            [filled, explore, audit, ~review & wanted, ~review],
+            [1, 2, 3, 4, 5],
+            default=0,
+        )
+        # few distinct (fired codes, tail) combinations: build each string once
+        codes = list(fired)
+        key = tail.astype("int64")
+        for bit, code in enumerate(codes):
+            key = key + (fired[code].astype("int64") << (bit + 3))
+        unique, inverse = np.unique(key, return_inverse=True)
+        texts = []
+        for value in unique:
+            parts = [c for bit, c in enumerate(codes) if (int(value) >> (bit + 3)) & 1]
+            if value & 7:
+                parts.append(tails[int(value) & 7])
+            texts.append(";".join(parts))
+        reasons = np.asarray(texts, dtype=object)[inverse] if n else np.zeros(0, dtype=object)
+
+        out[ROUTE] = np.where(review | audit, ROUTE_REVIEW, ROUTE_AUTO)
+        out[REASONS] = list(reasons)
+        out[PRIORITY] = review_priority(out, policy) if n else np.zeros(0)
+        out[REVIEW_RANK] = rank
+        out[THRESHOLD] = policy.confidence_threshold
+        out[TIER] = DEFAULT_TIER
+        return out
 
 
 def has_reason(reasons: pd.Series, code: str) -> pd.Series:
