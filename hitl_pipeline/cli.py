@@ -104,7 +104,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         options,
         ui=not args.no_ui,
         summary_path=Path(args.summary) if args.summary else None,
-        batch_interval_s=args.interval,
+        batch_interval_s=args.interval
+        if args.interval is not None
+        else (0.0 if args.pace == "ready" else 90.0),
+        pace=args.pace,
     )
 
 
@@ -426,7 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
         "the audit alarm must catch it)",
     )
     demo.add_argument(
-        "--interval", type=float, default=90.0, help="UI mode: seconds between landed batches"
+        "--pace",
+        choices=["ready", "clock"],
+        default="ready",
+        help="UI mode: 'ready' (default) lands the next batch once the loop has finished "
+        "with the last one (scored, reviewed, no run waiting); 'clock' lands one every "
+        "--interval seconds whatever the loop is doing",
+    )
+    demo.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="UI mode: seconds between landed batches (with --pace ready: at least this "
+        "many; default 0 with ready, 90 with clock)",
     )
     demo.set_defaults(func=cmd_demo)
 

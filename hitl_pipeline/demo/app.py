@@ -1,7 +1,8 @@
 """``hitl-pipeline demo``: services up, bootstrap, then the weekly cycles.
 
 With the UI (what ``make demo`` runs): Label Studio, the MLflow UI and ``dagster dev``
-(web server + daemon) start on 127.0.0.1, a batch lands every ``--interval`` seconds, the
+(web server + daemon) start on 127.0.0.1, a batch lands when the loop has finished with the
+last one (``--pace ready``; ``--pace clock`` lands one every ``--interval`` seconds), the
 simulated reviewers answer in Label Studio, and Dagster's own sensors close the loop.
 Headless (``--no-ui``): the cycles run through real Dagster runs in this process and a
 JSON summary is written.
@@ -28,6 +29,7 @@ from hitl_pipeline.demo.narrator import (
     quiet_third_party,
     wait_until_answering,
 )
+from hitl_pipeline.demo.pacing import Pacer
 from hitl_pipeline.demo.reviewers import ReviewerPool, SimulatedReviewer
 from hitl_pipeline.demo.runner import (
     DemoOptions,
@@ -155,6 +157,7 @@ def run_demo(
     ui: bool,
     summary_path: Path | None,
     batch_interval_s: float,
+    pace: str = "ready",
 ) -> int:
     use_home(settings)
     quiet_third_party()
@@ -172,7 +175,7 @@ def run_demo(
             )
             _write_summary(summary, summary_path or settings.home / "demo-summary.json")
             return 0
-        return _run_with_ui(settings, options, pool, batch_interval_s)
+        return _run_with_ui(settings, options, pool, batch_interval_s, pace)
     finally:
         if started_ls and not ui:
             stop_label_studio(settings)
@@ -223,7 +226,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _run_with_ui(
-    settings: Settings, options: DemoOptions, pool: ReviewerPool, interval: float
+    settings: Settings, options: DemoOptions, pool: ReviewerPool, interval: float, pace: str
 ) -> int:
     for port, what in ((DAGSTER_PORT, "Dagster UI"), (MLFLOW_PORT, "MLflow UI")):
         if not _port_free(port):
@@ -238,17 +241,87 @@ def _run_with_ui(
     resources = defs.resources or {}
     narrator = Narrator(instance, queue_status=resources["label_studio"].queue_status)
     loop = HeadlessLoop(settings, defs, instance, after_run=lambda _: tell(narrator))
-    if resources["registry"].champion() is None:
-        print("bootstrap: training the first champion from the seed data (a Dagster run)")
-        loop.run_job("retrain_job", trigger="bootstrap")
-    bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,
         "HITL_HOME": str(settings.home),
         "DAGSTER_HOME": str(settings.dagster_home),
+        # One process per run, not one per step: on a small machine each step process
+        # would pay the imports again (`hitl-pipeline timings` shows the difference).
+        "HITL_EXECUTOR": os.environ.get("HITL_EXECUTOR") or "in_process",
     }
     logs = settings.home / "logs"
-    processes = {
+    # The UIs start while the first champion trains: both take about a minute.
+    processes = _start_uis(settings, env, logs)
+    narration = NarratorThread(narrator)
+    try:
+        if resources["registry"].champion() is None:
+            print("bootstrap: training the first champion from the seed data (a Dagster run)")
+            loop.run_job("retrain_job", trigger="bootstrap")
+        # the experiment in the "Model training" view (MLflow 3 opens its GenAI view otherwise)
+        mlflow_page = resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
+        if not _announce_uis(settings, processes, mlflow_page=mlflow_page, logs=logs):
+            return 1
+        pacer = Pacer(
+            instance,
+            pending_tasks=lambda: resources["label_studio"].queue_status().pending_tasks,
+            min_interval_s=interval,
+        )
+        print(
+            (
+                "A batch lands when the loop has finished with the last one"
+                + (f" (at least {interval:.0f} s apart)" if interval else "")
+                if pace == "ready"
+                else f"A batch lands every {interval:.0f} s"
+            )
+            + "; simulated reviewers answer open tasks; each step of the loop is one line "
+            "below. Ctrl-C stops.\n"
+        )
+        narration.start()
+        cycle = 1
+        while True:
+            if cycle <= options.cycles and pacer.waiting_for(ready=pace == "ready") is None:
+                partition = partition_for(cycle, stream)
+                land_batch(settings, stream, cycle)
+                pacer.landed(partition)
+                print(
+                    f"{time.strftime('%H:%M:%S')} cycle {cycle}: batch {partition} "
+                    f"dropped in {settings.landing}; the landing sensor picks it up"
+                )
+                cycle += 1
+            if (settings.demo / "truth.parquet").is_file():
+                answered = pool.answer_open_tasks(truth=read_truth(settings))
+                pacer.answered(answered)
+                if answered:
+                    print(
+                        f"{time.strftime('%H:%M:%S')} simulated reviewers submitted "
+                        f"{answered} answers in Label Studio"
+                    )
+            if any(p.poll() is not None for p in processes.values()):
+                print(
+                    "a service stopped unexpectedly; see the logs in " + str(logs), file=sys.stderr
+                )
+                return 1
+            time.sleep(5)
+    except KeyboardInterrupt:
+        print(
+            "\nstopping the Dagster and MLflow UIs (Label Studio keeps running: "
+            "`hitl-pipeline labelstudio stop`)"
+        )
+        return 0
+    finally:
+        # A second Ctrl-C must not leave the UIs running half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if narration.is_alive():
+            narration.stop()
+        _stop_all(processes)
+
+
+def _start_uis(
+    settings: Settings, env: Mapping[str, str], logs: Path
+) -> dict[str, subprocess.Popen]:
+    """The MLflow UI and ``dagster dev`` (web server and daemon), in the background."""
+    bin_dir = Path(sys.executable).parent
+    return {
         "mlflow-ui": _spawn(
             "mlflow-ui",
             [
@@ -282,52 +355,6 @@ def _run_with_ui(
             logs,
         ),
     }
-    # the experiment in the "Model training" view (MLflow 3 opens its GenAI view otherwise)
-    mlflow_page = resources["registry"].experiment_link() or f"http://127.0.0.1:{MLFLOW_PORT}"
-    narration = NarratorThread(narrator)
-    try:
-        if not _announce_uis(settings, processes, mlflow_page=mlflow_page, logs=logs):
-            return 1
-        print(
-            f"A batch lands every {interval:.0f} s; simulated reviewers answer open tasks; "
-            "each step of the loop is one line below. Ctrl-C stops.\n"
-        )
-        narration.start()
-        cycle, next_batch = 1, time.monotonic() + 15  # the daemon starts after the web server
-        while True:
-            if cycle <= options.cycles and time.monotonic() >= next_batch:
-                land_batch(settings, stream, cycle)
-                print(
-                    f"{time.strftime('%H:%M:%S')} cycle {cycle}: batch "
-                    f"{partition_for(cycle, stream)} dropped in {settings.landing}; "
-                    "the landing sensor picks it up"
-                )
-                cycle, next_batch = cycle + 1, time.monotonic() + interval
-            if (settings.demo / "truth.parquet").is_file():
-                answered = pool.answer_open_tasks(truth=read_truth(settings))
-                if answered:
-                    print(
-                        f"{time.strftime('%H:%M:%S')} simulated reviewers submitted "
-                        f"{answered} answers in Label Studio"
-                    )
-            if any(p.poll() is not None for p in processes.values()):
-                print(
-                    "a service stopped unexpectedly; see the logs in " + str(logs), file=sys.stderr
-                )
-                return 1
-            time.sleep(10)
-    except KeyboardInterrupt:
-        print(
-            "\nstopping the Dagster and MLflow UIs (Label Studio keeps running: "
-            "`hitl-pipeline labelstudio stop`)"
-        )
-        return 0
-    finally:
-        # A second Ctrl-C must not leave the UIs running half-stopped.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if narration.is_alive():
-            narration.stop()
-        _stop_all(processes)
 
 
 def _announce_uis(
