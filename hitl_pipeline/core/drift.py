@@ -33,11 +33,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from hitl_pipeline.core.chunks import BottomK, bottom_k
+from hitl_pipeline.core.datasets import stable_uniform
 from hitl_pipeline.core.schema import canonical_text
 from hitl_pipeline.core.types import CONFIDENCE, PREDICTED_LABEL, BatchSchema, DriftSummary
 from hitl_pipeline.internals import evidently_stattests
@@ -96,6 +100,12 @@ class DriftPolicy:
             distances alone 10 of 60 batches of 50 rows alarmed (59 of 60 of 20 rows),
             none of 100 rows or more (a column flagged in 7% of 100-row batches, under
             1% from 200 rows on).
+        sample_rows: 50,000. A batch (or reference) larger than this is compared through
+            a seeded sample of this many rows (the rows with the smallest keyed hash of
+            their id, so the same rows whatever the chunking; ``drift_sample``): the
+            distances are effect sizes, which a sample this large estimates to about
+            0.01, and the report stays the same size for ten million rows. The summary's
+            ``current_rows`` and ``reference_rows`` are the rows compared.
     """
 
     num_method: str | None = "wasserstein"
@@ -104,6 +114,7 @@ class DriftPolicy:
     cat_threshold: float | None = 0.1
     drift_share: float = 0.5
     distance_min_rows: int = 100
+    sample_rows: int = 50_000
 
     def __post_init__(self) -> None:
         if not 0.0 < self.drift_share <= 1.0:
@@ -114,11 +125,35 @@ class DriftPolicy:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.distance_min_rows < 0:
             raise ValueError(f"distance_min_rows must be >= 0, got {self.distance_min_rows}")
+        if self.sample_rows < 1:
+            raise ValueError(f"sample_rows must be >= 1, got {self.sample_rows}")
 
     @classmethod
     def evidently_defaults(cls) -> DriftPolicy:
         """Evidently's own automatic choices (the behaviour before this policy existed)."""
         return cls(num_method=None, num_threshold=None, cat_method=None, cat_threshold=None)
+
+
+SAMPLE_KEY = "drift-sample"
+
+
+def drift_sample(
+    chunks: Iterable[pd.DataFrame], sample_rows: int, *, id_column: str
+) -> tuple[pd.DataFrame, int]:
+    """A seeded sample of at most ``sample_rows`` rows of a batch that comes in chunks.
+
+    The rows with the smallest keyed hash of their id (``core.datasets.stable_uniform``),
+    in their original order: every row when there are at most ``sample_rows``, and the
+    same rows however the batch is chunked.
+
+    Returns:
+        ``(sample, rows seen)``.
+    """
+    keeper = BottomK(sample_rows)
+    for chunk in chunks:
+        ids = chunk[id_column].astype(str)
+        keeper.add(chunk, stable_uniform(ids, SAMPLE_KEY), ids.to_numpy())
+    return keeper.frame(), keeper.rows_seen
 
 
 def _chi2_homogeneity(
@@ -281,6 +316,8 @@ def compute_drift(
         raise ValueError(
             f"drift needs rows on both sides (reference {len(reference)}, current {len(current)})"
         )
+    reference, reference_scores = _sampled(reference, reference_scores, schema, policy)
+    current, current_scores = _sampled(current, current_scores, schema, policy)
     # importing Evidently takes 10+ s; only the callers that compute drift pay for it
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
@@ -374,6 +411,20 @@ def compute_drift(
         current_rows=len(current),
     )
     return summary, html
+
+
+def _sampled(
+    rows: pd.DataFrame, scores: pd.DataFrame | None, schema: BatchSchema, policy: DriftPolicy
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``rows`` (and their ``scores``, when aligned with them) cut to ``sample_rows``."""
+    if len(rows) <= policy.sample_rows or schema.id_column not in rows:
+        return rows, scores
+    rows = rows.reset_index(drop=True)
+    ids = rows[schema.id_column].astype(str)
+    keep = np.sort(bottom_k(stable_uniform(ids, SAMPLE_KEY), ids.to_numpy(), policy.sample_rows))
+    if scores is not None and len(scores) == len(rows):
+        scores = scores.reset_index(drop=True).iloc[keep]
+    return rows.iloc[keep].reset_index(drop=True), scores
 
 
 def _empty_report_html() -> str:
