@@ -43,7 +43,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from xml.sax.saxutils import quoteattr
 
 import dagster as dg
 import httpx
@@ -56,20 +55,54 @@ from hitl_pipeline.core.intake import (
     UNKNOWN_LABEL,
     IntakePolicy,
 )
-from hitl_pipeline.core.routing import reasons_text
+from hitl_pipeline.core.labeling_config import (
+    EDGE_CASE_FLAG,
+    FEATURES_OBJECT,
+    FLAGS_CONTROL,
+    LABEL_CONTROL,
+    SUMMARY_OBJECT,  # noqa: F401  (read from here by earlier callers)
+    highlight_column,
+    highlight_html,
+    label_config,
+    reason_column,
+    reason_flags,
+    schema_text_features,
+    short_text,
+)
+from hitl_pipeline.core.routing import (
+    REASON_AUDIT,
+    REASON_DISAGREEMENT,
+    REASON_DRIFT_SAMPLE,
+    REASON_EXPLORE,
+    REASON_FILL,
+    REASON_LOW_CONFIDENCE,
+    REASON_OOD,
+    REASON_POLICY,
+    REASON_REVIEWERS_DISAGREED,
+    reasons_text,
+)
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL, TIERS
 from hitl_pipeline.core.trail import QueuedTask
 from hitl_pipeline.core.types import Annotation, LabelingTask, PushResult, QueueStatus
 from hitl_pipeline.faults import fault_point
 from hitl_pipeline.resources.errors import StoreUnavailable
 
-# Names inside the labelling interface. Stable: exports, predictions and simulated
-# reviewers refer to them, and renaming one orphans earlier annotations.
-FEATURES_OBJECT = "features"
-LABEL_CONTROL = "label"
-FLAGS_CONTROL = "flags"
-EDGE_CASE_FLAG = "edge case"
-SUMMARY_OBJECT = "summary"  # the text above the table: the model's guess and why review
+# The interface's names (FEATURES_OBJECT, LABEL_CONTROL, FLAGS_CONTROL, EDGE_CASE_FLAG,
+# SUMMARY_OBJECT) live with its generator, core.labeling_config; imported above so that
+# readers of this module keep finding them here.
+# Every task gets one true/false Data Manager column per reason an item can be pushed
+# for (``reason_<code>``), so each column exists on every task and filters cleanly.
+REVIEW_REASONS = (
+    REASON_LOW_CONFIDENCE,
+    REASON_DISAGREEMENT,
+    REASON_POLICY,
+    REASON_OOD,
+    REASON_AUDIT,
+    REASON_DRIFT_SAMPLE,
+    REASON_EXPLORE,
+    REASON_FILL,
+    REASON_REVIEWERS_DISAGREED,
+)
 
 # Keys of a task's ``data``. Features are flattened into ``f_<name>`` columns.
 FEATURE_PREFIX = "f_"
@@ -141,8 +174,9 @@ class LabelStudioAuthError(LabelStudioUnavailable):
 
 
 # --- pure helpers (no server needed) ----------------------------------------------------
-def build_label_config(classes: Sequence[str]) -> str:
-    """The labelling interface: the model's guess and why, the features as a table, one class.
+def build_label_config(classes: Sequence[str], *, text_features: Sequence[str] = ()) -> str:
+    """The labelling interface: the model's guess and why, text features with the model's
+    evidence marked, the features as a table, one class (``core.labeling_config``).
 
     Compatible with every earlier interface: the same controls (``label``, ``flags``)
     over the same object (the ``features`` table), so Label Studio accepts it on a
@@ -151,30 +185,13 @@ def build_label_config(classes: Sequence[str]) -> str:
 
     Args:
         classes: the class names, in display order.
+        text_features: the schema's text features.
 
     Returns:
         Label Studio XML with a single-choice ``label`` control and an optional
         ``flags`` control (``edge case``), both over the ``features`` table.
     """
-    if not classes:
-        raise ValueError("at least one class is needed")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"duplicate class names: {list(classes)}")
-    choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in classes)
-    return f"""<View>
-  <Text name="{SUMMARY_OBJECT}" value="$context"/>
-  <Header value="Features" size="6"/>
-  <Table name="{FEATURES_OBJECT}" value="$features"/>
-  <Header value="Correct class" size="6"/>
-  <Choices name="{LABEL_CONTROL}" toName="{FEATURES_OBJECT}" choice="single-radio"
-           required="true" showInline="true">
-{choices}
-  </Choices>
-  <Header value="Flags (optional)" size="6"/>
-  <Choices name="{FLAGS_CONTROL}" toName="{FEATURES_OBJECT}" choice="multiple" showInline="true">
-    <Choice value={quoteattr(EDGE_CASE_FLAG)}/>
-  </Choices>
-</View>"""
+    return label_config(classes, text_features=text_features)
 
 
 def choice_result(control: str, values: Sequence[str]) -> dict[str, Any]:
@@ -229,7 +246,7 @@ def feature_column(name: str) -> str:
 
 def _display_value(value: Any, kind: str) -> Any:
     """A feature value as a reviewer reads it: numbers of a numeric feature rounded,
-    everything else as text; missing values stay null."""
+    everything else as text (free text whole); missing values stay null."""
     value = _jsonable(value)
     if value is None:
         return None
@@ -245,29 +262,41 @@ def _kind_of(value: Any) -> str:
 
 
 def task_payload(
-    task: LabelingTask, feature_kinds: Mapping[str, str] | None = None
+    task: LabelingTask,
+    feature_kinds: Mapping[str, str] | None = None,
+    evidence: Mapping[str, Sequence[tuple[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """A task as Label Studio imports it: our fields in ``data``, the model as a prediction.
 
     Args:
         task: the routed item.
-        feature_kinds: feature name -> ``"numeric"`` or ``"categorical"`` (the batch
-            schema's ``FeatureSpec.kind``). A feature not in it is typed by its value.
+        feature_kinds: feature name -> ``"numeric"``, ``"categorical"`` or ``"text"`` (the
+            batch schema's ``FeatureSpec.kind``). A feature not in it is typed by its value.
+        evidence: text feature -> ``(token, weight)`` that drove the model's label
+            (``core.labeling_config.linear_text_evidence``); marked in ``h_<name>``.
 
     Returns:
         ``{"data": ..., "predictions": [...]}``. ``data`` holds, in the order a reviewer
         reads them: ``item_id``, ``predicted_label``, ``confidence`` (rounded),
         ``reasons_text``, one ``f_<name>`` per feature (rounded if numeric, text if
-        categorical), ``model_version``, ``partition``; then what the pipeline needs:
-        ``features`` (the rounded table the interface shows), ``feature_values`` (the
-        exact values), ``reasons`` (the codes), ``tier``, ``priority``, ``context`` (the
-        summary above the table) and, on adjudication tasks, ``reviewer_answers``. The
-        prediction carries the exact score and the model version.
+        categorical or free text), one ``reason_<code>`` (true/false) per routing reason
+        (``REVIEW_REASONS`` and any other the item has), ``model_version``,
+        ``partition``; then what the pipeline needs: ``features`` (the rounded table the
+        interface shows, free text cut short), ``feature_values`` (the exact values),
+        ``reasons`` (the codes), ``tier``, ``priority``, ``context`` (the summary above
+        the table), ``h_<name>`` per text feature (its marked HTML) and, on adjudication
+        tasks, ``reviewer_answers``. The prediction carries the exact score and the
+        model version.
     """
     kinds = dict(feature_kinds or {})
     shown = {
         str(name): _display_value(value, kinds.get(str(name)) or _kind_of(value))
         for name, value in task.features.items()
+    }
+    texts = [n for n in schema_text_features(kinds) if n in shown]
+    table = {
+        name: short_text(value) if name in texts and value is not None else value
+        for name, value in shown.items()
     }
     why = reasons_text(task.reasons) or "-"
     confidence = _jsonable(task.score)
@@ -288,11 +317,12 @@ def task_payload(
     if task.note:
         data[ANSWERS_KEY] = task.note
     data.update({feature_column(name): value for name, value in shown.items()})
+    data.update(reason_flags(task.reasons, REVIEW_REASONS))
     data.update(
         {
             "model_version": task.model_version,
             "partition": task.partition,
-            "features": shown,
+            "features": table,
             FEATURE_VALUES_KEY: {str(k): _jsonable(v) for k, v in task.features.items()},
             "reasons": list(task.reasons),
             "tier": task.tier,
@@ -300,6 +330,10 @@ def task_payload(
             "context": "\n".join(lines),
         }
     )
+    for name in texts:
+        data[highlight_column(name)] = highlight_html(
+            shown[name] or "", (evidence or {}).get(name, ()), label=task.predicted_label
+        )
     return {
         "data": data,
         "predictions": [
@@ -424,7 +458,7 @@ def review_view_data(
     a tab can hide columns and type them, not reorder them.
 
     Args:
-        feature_kinds: feature name -> ``"numeric"`` or ``"categorical"``.
+        feature_kinds: feature name -> ``"numeric"``, ``"categorical"`` or ``"text"``.
         task_columns: the project's columns (``GET /api/dm/columns``): every one Label
             Studio hides by default stays hidden.
 
@@ -436,7 +470,8 @@ def review_view_data(
     def column(key: str) -> str:
         return f"tasks:data.{key}"
 
-    internal = [column(k) for k in INTERNAL_KEYS]
+    texts = schema_text_features(feature_kinds)
+    internal = [column(k) for k in (*INTERNAL_KEYS, *map(highlight_column, texts))]
     default_hidden = [
         f"tasks:{c['id']}"
         for c in task_columns
@@ -451,14 +486,19 @@ def review_view_data(
         column("partition"),
         column(ANSWERS_KEY),
         *(column(feature_column(n)) for n in feature_kinds),
+        *(column(reason_column(r)) for r in REVIEW_REASONS),
         *(f"tasks:{c['id']}" for c in task_columns if c.get("parent") != "data"),
     }
     labeling_hidden = sorted(everything - reading - {"tasks:id", "tasks:total_annotations"})
     numeric = [column(feature_column(n)) for n, k in feature_kinds.items() if k == "numeric"]
+    reasons = [column(reason_column(r)) for r in REVIEW_REASONS]
     return {
         "title": REVIEW_VIEW_TITLE,
         "hiddenColumns": {"explore": explore_hidden, "labeling": labeling_hidden},
-        "columnsDisplayType": {c: "Number" for c in (column(CONFIDENCE_KEY), *numeric)},
+        "columnsDisplayType": {
+            **{c: "Number" for c in (column(CONFIDENCE_KEY), *numeric)},
+            **{c: "Boolean" for c in reasons},
+        },
     }
 
 
@@ -611,7 +651,8 @@ class LabelStudioResource(dg.ConfigurableResource):
             title: project title; defaults to the tier's (``tier_title``).
             instructions: HTML shown to reviewers; empty keeps the tier's own.
             tier: which queue the project serves (instructions and overlap follow it).
-            feature_kinds: feature name -> ``"numeric"`` or ``"categorical"``: when
+            feature_kinds: feature name -> ``"numeric"``, ``"categorical"`` or
+                ``"text"``: text features get their own block in the interface; when
                 given, the project's "Review" Data Manager tab is created or brought up
                 to date (``review_view_data``).
 
@@ -621,7 +662,9 @@ class LabelStudioResource(dg.ConfigurableResource):
         title = title or self.tier_title(tier)
         if len(title) > _MAX_TITLE:
             raise ValueError(f"Label Studio project titles have at most {_MAX_TITLE} characters")
-        label_config = build_label_config(classes)
+        label_config = build_label_config(
+            classes, text_features=schema_text_features(feature_kinds)
+        )
         instructions = instructions or _TIER_INSTRUCTIONS.get(tier, DEFAULT_INSTRUCTIONS)
         settings = self._overlap_settings(tier)
         client = self._sdk()
@@ -705,6 +748,7 @@ class LabelStudioResource(dg.ConfigurableResource):
         classes: Sequence[str],
         tasks: Sequence[LabelingTask],
         feature_kinds: Mapping[str, str] | None = None,
+        evidence: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]] | None = None,
     ) -> PushResult:
         """Import the tasks Label Studio does not hold yet, with the model's pre-annotation.
 
@@ -716,9 +760,11 @@ class LabelStudioResource(dg.ConfigurableResource):
         Args:
             classes: the class names (the project is created or updated with them).
             tasks: the routed items; a repeated item id is pushed once.
-            feature_kinds: feature name -> ``"numeric"`` or ``"categorical"`` (the
-                batch schema's): numbers are rounded and typed by it. None: each
+            feature_kinds: feature name -> ``"numeric"``, ``"categorical"`` or ``"text"``
+                (the batch schema's): numbers are rounded and typed by it. None: each
                 feature is typed by its values.
+            evidence: item id -> text feature -> ``(token, weight)`` that drove the
+                model's label, marked in the task's text.
 
         Returns:
             How many tasks were created and how many were already present, over all
@@ -734,13 +780,21 @@ class LabelStudioResource(dg.ConfigurableResource):
             by_tier.setdefault(task.tier, []).append(task)
         results = {
             tier: self._push_tier(
-                classes=classes, tier=tier, tasks=tier_tasks, feature_kinds=feature_kinds
+                classes=classes,
+                tier=tier,
+                tasks=tier_tasks,
+                feature_kinds=feature_kinds,
+                evidence=evidence or {},
             )
             for tier, tier_tasks in sorted(by_tier.items())
         }
         if not results:  # nothing to push: still make sure the general queue exists
             results[TIER_GENERAL] = self._push_tier(
-                classes=classes, tier=TIER_GENERAL, tasks=[], feature_kinds=feature_kinds
+                classes=classes,
+                tier=TIER_GENERAL,
+                tasks=[],
+                feature_kinds=feature_kinds,
+                evidence={},
             )
         main = results.get(TIER_GENERAL) or next(iter(results.values()))
         return PushResult(
@@ -757,6 +811,7 @@ class LabelStudioResource(dg.ConfigurableResource):
         tier: str,
         tasks: Sequence[LabelingTask],
         feature_kinds: Mapping[str, str],
+        evidence: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
     ) -> PushResult:
         project_id = self.ensure_project(classes=classes, tier=tier, feature_kinds=feature_kinds)
         unique: dict[str, LabelingTask] = {}
@@ -773,7 +828,9 @@ class LabelStudioResource(dg.ConfigurableResource):
             for chunk in _chunks(missing, self.import_chunk_size):
                 response = client.projects.import_tasks(
                     project_id,
-                    request=[task_payload(t, feature_kinds) for t in chunk],
+                    request=[
+                        task_payload(t, feature_kinds, evidence.get(t.item_id)) for t in chunk
+                    ],
                     request_options=self._long(),
                 )
                 created += int(response.task_count or 0)
