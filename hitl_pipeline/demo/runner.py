@@ -286,7 +286,11 @@ def use_home(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     instance_config = settings.dagster_home / "dagster.yaml"
-    if not instance_config.is_file():
+    if settings.postgres is not None:  # HITL_POSTGRES_URL: the instance lives in PostgreSQL
+        from hitl_pipeline.deployment import write_instance_config
+
+        write_instance_config(settings.dagster_home, settings.postgres)
+    elif not instance_config.is_file():
         # One run at a time: on a small machine parallel runs only slow each other down,
         # and the loop's stages read as a sequence in the UI.
         instance_config.write_text(
