@@ -29,6 +29,9 @@ DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 DEFAULT_EXECUTOR = "multiprocess"
 DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_CELERY_BACKEND = "rpc://"
+DEFAULT_CELERY_QUEUE = "dagster"  # dagster-celery's own default queue
+# The general review project in Label Studio (the other tiers are named after it)
+DEFAULT_LABEL_STUDIO_PROJECT = "hitl-pipeline: review"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class Settings:
     executor: str = DEFAULT_EXECUTOR
     celery_broker: str = DEFAULT_CELERY_BROKER
     celery_backend: str = DEFAULT_CELERY_BACKEND
+    # HITL_CELERY_QUEUE: the queue this loop's steps go to (loops sharing a broker differ)
+    celery_queue: str = DEFAULT_CELERY_QUEUE
+    # HITL_LABEL_STUDIO_PROJECT: this loop's review project (loops sharing a server differ)
+    label_studio_project: str = DEFAULT_LABEL_STUDIO_PROJECT
     # HITL_POSTGRES_URL (+ HITL_DB_PREFIX): the Dagster instance, MLflow and the local Label
     # Studio keep their state in PostgreSQL (see hitl_pipeline.deployment); None: embedded
     postgres: PostgresDeployment | None = None
@@ -94,6 +101,9 @@ class Settings:
             executor=(env.get("HITL_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower(),
             celery_broker=env.get("HITL_CELERY_BROKER") or DEFAULT_CELERY_BROKER,
             celery_backend=env.get("HITL_CELERY_BACKEND") or DEFAULT_CELERY_BACKEND,
+            celery_queue=env.get("HITL_CELERY_QUEUE") or DEFAULT_CELERY_QUEUE,
+            label_studio_project=env.get("HITL_LABEL_STUDIO_PROJECT")
+            or DEFAULT_LABEL_STUDIO_PROJECT,
             postgres=postgres,
         )
 

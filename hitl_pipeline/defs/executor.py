@@ -4,9 +4,9 @@
   machine that runs the run (``execution: config: in_process: {}`` still switches a run
   to one process, as before).
 - ``in_process``: every step in the run's own process (small machines, debugging).
-- ``celery``: steps are sent to Celery workers through ``HITL_CELERY_BROKER`` (results
-  come back through ``HITL_CELERY_BACKEND``). Start the workers with the same broker; see
-  the README's "Running at scale".
+- ``celery``: steps are sent to Celery workers through ``HITL_CELERY_BROKER``, on the
+  queue ``HITL_CELERY_QUEUE`` (results come back through ``HITL_CELERY_BACKEND``). Start
+  the workers on the same broker and queue; see the README's "Running at scale".
 - ``k8s``: each step in its own Kubernetes Job (``dagster-k8s``), for a run launched by
   the K8sRunLauncher of ``deploy/dagster.yaml``.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -29,18 +30,22 @@ from hitl_pipeline.settings import Settings
 IN_PROCESS, MULTIPROCESS, CELERY, K8S = "in_process", "multiprocess", "celery", "k8s"
 
 
-def celery_config(settings: Settings) -> dict[str, str | dict[str, str]]:
+def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery executor's config: the broker and result backend the workers share.
 
     Args:
         settings: The loop's settings (``HITL_CELERY_BROKER``, ``HITL_CELERY_BACKEND``).
 
     Returns:
-        ``{"broker": ..., "backend": ...}``, each a URL or ``{"env": VARIABLE}``.
+        ``broker`` and ``backend``, each a URL or ``{"env": VARIABLE}``, and the
+        ``config_source`` with the queue (``HITL_CELERY_QUEUE``).
     """
     return {
         "broker": _source("HITL_CELERY_BROKER", settings.celery_broker),
         "backend": _source("HITL_CELERY_BACKEND", settings.celery_backend),
+        # workers listen on this queue (-Q): loops sharing a broker never take each
+        # other's steps
+        "config_source": {"task_default_queue": settings.celery_queue},
     }
 
 

@@ -35,6 +35,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         # name when it is set, else the local server's owner-only credentials file.
         "label_studio": LabelStudioResource(
             url=settings.label_studio_url,
+            project_title=settings.label_studio_project,
             api_key=dg.EnvVar("HITL_LABEL_STUDIO_API_KEY")
             if settings.label_studio_api_key
             else None,

@@ -50,7 +50,11 @@ def test_celery_defaults_are_the_local_broker(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("HITL_CELERY_BROKER", raising=False)
     monkeypatch.delenv("HITL_CELERY_BACKEND", raising=False)
     config = _celery_config({"HITL_EXECUTOR": "celery"})
-    assert config == {"broker": DEFAULT_CELERY_BROKER, "backend": DEFAULT_CELERY_BACKEND}
+    assert config == {
+        "broker": DEFAULT_CELERY_BROKER,
+        "backend": DEFAULT_CELERY_BACKEND,
+        "config_source": {"task_default_queue": "dagster"},
+    }
     assert DEFAULT_CELERY_BROKER == "pyamqp://guest:guest@127.0.0.1:5672//"
     assert DEFAULT_CELERY_BACKEND == "rpc://"
 
@@ -72,6 +76,7 @@ def test_celery_broker_from_the_environment_stays_a_variable(
     assert config == {
         "broker": {"env": "HITL_CELERY_BROKER"},
         "backend": {"env": "HITL_CELERY_BACKEND"},
+        "config_source": {"task_default_queue": "dagster"},
     }
     assert "s3cret" not in repr(config)
 
@@ -86,3 +91,19 @@ def test_every_job_runs_with_the_chosen_executor(monkeypatch: pytest.MonkeyPatch
     jobs = [j for j in defs.get_repository_def().get_all_jobs() if not j.name.startswith("__")]
     assert {"score_batch_job", "retrain_job"} <= {j.name for j in jobs}
     assert {j.executor_def.name for j in jobs} == {"in_process"}
+
+
+def test_celery_queue_is_the_loops_own() -> None:
+    config = _celery_config({"HITL_EXECUTOR": "celery", "HITL_CELERY_QUEUE": "hitl-loop-b"})
+    assert config["config_source"] == {"task_default_queue": "hitl-loop-b"}
+
+
+def test_label_studio_project_is_the_loops_own(tmp_path) -> None:
+    from hitl_pipeline.defs.resources import build_resources
+
+    default = build_resources(Settings.from_env({"HITL_HOME": str(tmp_path)}))
+    assert default["label_studio"].project_title == "hitl-pipeline: review"
+    own = build_resources(
+        Settings.from_env({"HITL_HOME": str(tmp_path), "HITL_LABEL_STUDIO_PROJECT": "loop b"})
+    )
+    assert own["label_studio"].project_title == "loop b"
