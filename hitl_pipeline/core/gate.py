@@ -479,12 +479,30 @@ def overall_check(eval_set: str, frame: pd.DataFrame, policy: GatePolicy) -> Gat
 
 
 def slice_checks(
-    eval_set: str, frame: pd.DataFrame, policy: GatePolicy, segments: Sequence[str]
+    eval_set: str,
+    frame: pd.DataFrame,
+    policy: GatePolicy,
+    segments: Sequence[str],
+    classes: Sequence[str] = (),
 ) -> list[GateCheckResult]:
-    """Per true class (recall) and per segment value (accuracy) on one held-out set."""
+    """Per true class (recall) and per segment value (accuracy) on one held-out set.
+
+    Args:
+        eval_set: The held-out set's name.
+        frame: Its paired predictions.
+        policy: The gate's tunables.
+        segments: Segment columns to slice by.
+        classes: The schema's classes: each gets its slice even without a row here (a
+            class added mid-stream, which the evidence does not hold yet, is reported as
+            "not enough evidence (0 rows, need m)", never silently left out); classes
+            found in ``frame`` are sliced too.
+
+    Returns:
+        One result per slice: classes first (sorted), then segment values.
+    """
+    labels = frame[LABEL].astype(str)
     slices: list[tuple[str, pd.Series]] = [
-        (f"class={c}", frame[LABEL].astype(str) == c)
-        for c in sorted(frame[LABEL].astype(str).unique())
+        (f"class={c}", labels == c) for c in sorted({*map(str, classes), *labels.unique()})
     ]
     for column in segments:
         if column in frame:
@@ -500,14 +518,12 @@ def slice_checks(
         rows = frame[mask.to_numpy()]
         metric = "recall" if label.startswith("class=") else "accuracy"
         if len(rows) < policy.min_slice_rows:
-            results.append(
-                GateCheckResult(
-                    name,
-                    NO_EVIDENCE,
-                    f"{name}: {NOT_ENOUGH_EVIDENCE} ({len(rows)} rows < {policy.min_slice_rows})",
-                    {"n": float(len(rows))},
-                )
+            reason = (
+                f"{name}: {NOT_ENOUGH_EVIDENCE} ({len(rows)} rows, need {policy.min_slice_rows})"
             )
+            if label.startswith("class=") and _never_predicted(frame, label.removeprefix("class=")):
+                reason += "; the champion never predicted this class here"
+            results.append(GateCheckResult(name, NO_EVIDENCE, reason, {"n": float(len(rows))}))
             continue
         p = _bootstrap(rows, policy, confidence=level)
         tol = policy.slice_tolerance_for(eval_set)
@@ -520,6 +536,13 @@ def slice_checks(
         figures = {**_figures(p), "tol": tol}
         results.append(GateCheckResult(name, FAIL if regressed else PASS, reason, figures))
     return results
+
+
+def _never_predicted(frame: pd.DataFrame, label: str) -> bool:
+    """Whether the champion predicted ``label`` on none of the rows (a new class)."""
+    if CHAMPION_PRED not in frame:
+        return False
+    return not bool((frame[CHAMPION_PRED].astype(str) == label).any())
 
 
 def edge_case_check(frame: pd.DataFrame | None, policy: GatePolicy) -> GateCheckResult:
@@ -602,6 +625,7 @@ def decide(
     evidence: Mapping[str, pd.DataFrame | None],
     policy: GatePolicy,
     segments: Sequence[str] = (),
+    classes: Sequence[str] = (),
 ) -> GateDecision:
     """Promote or keep the champion, with every check's verdict and figures.
 
@@ -611,6 +635,9 @@ def decide(
             Without champion columns the challenger is the first model.
         policy: The gate's tunables.
         segments: Segment columns to slice by (``policy.segments(schema)``).
+        classes: The schema's classes: each has a recall slice on each held-out set, a
+            class without (enough) rows there says "not enough evidence" and does not
+            block (``slice_checks``).
 
     Returns:
         The decision. Without a champion the challenger is promoted ("no champion
@@ -638,7 +665,7 @@ def decide(
     for eval_set in heldout:
         checks.append(overall_check(eval_set, frames.get(eval_set, empty), policy))
     for eval_set in heldout:
-        checks += slice_checks(eval_set, frames.get(eval_set, empty), policy, segments)
+        checks += slice_checks(eval_set, frames.get(eval_set, empty), policy, segments, classes)
     checks.append(edge_case_check(frames.get(EDGE_CASES), policy))
     for eval_set in heldout:
         checks.append(calibration_check(eval_set, frames.get(eval_set, empty), policy))

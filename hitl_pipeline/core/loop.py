@@ -319,7 +319,12 @@ def judge_challenger(
     evidence = gate_evidence(
         evaluation, schema, challenger=challenger, champion=champion, policy=policy
     )
-    decision = decide(evidence=evidence, policy=policy, segments=policy.segments(schema))
+    decision = decide(
+        evidence=evidence,
+        policy=policy,
+        segments=policy.segments(schema),
+        classes=schema.classes,  # a class added mid-stream is reported, not left out
+    )
     judged = evidence.get(HUMAN_HOLDOUT)
     edge = evidence.get(EDGE_CASES)
     selection = frames.get(SELECTION)

@@ -165,7 +165,7 @@ def test_small_slices_are_skipped_not_guessed():
     frame = cat(paired(both=200, label="a"), paired(champion_only=10, label="c"))
     checks = {c.name: c for c in slice_checks("holdout", frame, POLICY, segments=())}
     assert checks["slice[holdout:class=c]"].status == NO_EVIDENCE
-    assert "not enough evidence (10 rows < 30)" in checks["slice[holdout:class=c]"].reason
+    assert "not enough evidence (10 rows, need 30)" in checks["slice[holdout:class=c]"].reason
 
 
 @pytest.mark.parametrize(
@@ -426,3 +426,45 @@ def test_recent_gains_outweigh_a_fixed_holdout_regression_only_when_asked_and_ah
 
     stale = decide(evidence={"holdout": fixed, "human_holdout": behind}, policy=outweigh)
     assert stale.promote is False and "overall[holdout]" in failed_checks(stale)
+
+
+# --- a class added mid-stream ----------------------------------------------------------
+def _new_class_rows(n: int) -> pd.DataFrame:
+    """Rows of the new class "scam": the challenger learnt it, the champion never says it."""
+    return paired(challenger_only=n, label="scam")
+
+
+@pytest.mark.parametrize(
+    ("new_rows", "status", "reason_part"),
+    [
+        # not in the evidence at all: still reported, never silently left out
+        (0, NO_EVIDENCE, "not enough evidence (0 rows, need 30); the champion never predicted"),
+        (12, NO_EVIDENCE, "not enough evidence (12 rows, need 30); the champion never predicted"),
+        # once it has rows it is judged: the champion's recall there is 0
+        (40, PASS, "recall 1.0000 vs champion 0.0000 on 40 rows"),
+    ],
+)
+def test_a_new_class_is_not_enough_evidence_until_it_has_rows_then_judged(
+    new_rows, status, reason_part
+):
+    recent = cat(paired(both=200, label="a"), _new_class_rows(new_rows))
+    decision = decide(
+        evidence={"holdout": SAME, "human_holdout": recent},
+        # the stand-in confidences are constant: calibration is not what is tested here
+        policy=GatePolicy(min_calibration_rows=10_000),
+        classes=("a", "scam"),
+    )
+    checks = {c.name: c for c in decision.checks}
+    scam = checks["slice[human_holdout:class=scam]"]
+    assert (scam.status, scam.figures["n"]) == (status, new_rows)
+    assert reason_part in scam.reason
+    # the fixed held-out set predates the class: no evidence there, and it never blocks
+    assert checks["slice[holdout:class=scam]"].status == NO_EVIDENCE
+    assert decision.promote is True, decision.reasons
+    if status == NO_EVIDENCE:
+        assert "slice[human_holdout:class=scam]" in decision.reasons[-1]
+
+
+def test_without_the_schemas_classes_an_absent_class_has_no_slice():
+    checks = slice_checks("holdout", SAME, POLICY, segments=())
+    assert [c.name for c in checks] == ["slice[holdout:class=a]"]
