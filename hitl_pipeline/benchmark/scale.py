@@ -1,0 +1,413 @@
+"""``hitl-pipeline benchmark-scale``: millions of rows through the pipeline's own code.
+
+For each size a batch of the demo stream's schema is written to a landing file in row
+groups (never whole), then a fresh Python process per size replays what the assets of
+``s01_ingest`` ... ``s04_selection`` do, with their functions (``core.streaming``) and
+their default settings: validate the landed file chunk by chunk into a validated file;
+score it with the champion (plus the out-of-distribution score the inference asset adds)
+into a predictions file; compare a seeded sample of it with the champion's reference for
+drift (Evidently, with the HTML report); route it in two passes, writing every decision
+and keeping the review queue. Then, in the same process and on the same rows read the
+same way, the champion's bare ``predict_proba`` is timed.
+
+The champion is trained the way the demo bootstraps its first one, with the core
+training function on the demo stream's seed rows (``core.training.train_model``,
+default ``TrainingParams``); MLflow is left out, as loading a model from it is not part
+of the per-row cost. ``scale.json`` holds per size: ``rows``, ``seconds`` (inference +
+monitoring + selection), ``rows_per_second``, ``peak_rss_mb`` (the process's peak
+resident set, generation excluded), ``bare_predict_rows_per_second``, each stage's
+seconds, and the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, ParquetSink, parquet_chunks
+from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_sample
+from hitl_pipeline.core.routing import RoutingPolicy
+from hitl_pipeline.core.streaming import route_file, score_file, validate_file
+from hitl_pipeline.core.types import LABEL
+
+DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
+GENERATE_ROWS = 100_000  # rows drawn at a time when writing a landing file
+MODEL_VERSION_NAME = "1"
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"100000,1e6,10_000_000"`` -> ``[100000, 1000000, 10000000]``.
+
+    Raises:
+        ValueError: On an empty list or a size below 1, naming the option.
+    """
+    sizes: list[int] = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part:
+            continue
+        try:
+            value = int(float(part)) if "e" in part.lower() else int(part)
+        except ValueError as exc:
+            raise ValueError(f"--rows: {part!r} is not a whole number of rows") from exc
+        if value < 1:
+            raise ValueError(f"--rows: sizes must be >= 1, got {value}")
+        sizes.append(value)
+    if not sizes:
+        raise ValueError("--rows: give at least one size, e.g. --rows 100000,1000000")
+    return sizes
+
+
+def _stream(rows_per_batch: int) -> Any:
+    from hitl_pipeline.demo.stream import DriftingStream
+
+    # drift_at_batch=0: every generated row follows the drifted regime (a demo batch
+    # from the second on), so the drift check and the routing triggers have work to do
+    return DriftingStream(rows_per_batch=rows_per_batch, drift_at_batch=0)
+
+
+def generate_batch(path: Path, rows: int, *, generate_rows: int = GENERATE_ROWS) -> Path:
+    """Write a landing file of ``rows`` demo-stream rows, one row group per draw.
+
+    Rows are drawn ``generate_rows`` at a time (batch ``i`` of the demo stream, ids
+    ``b{i}-{j}`` unique across the file) without the label, as production lands them.
+    """
+    stream = _stream(min(rows, generate_rows))
+    with ParquetSink(path) as sink:
+        index = 0
+        while sink.rows < rows:
+            batch = stream.batch(index).drop(columns=[LABEL])
+            sink.write(batch.iloc[: rows - sink.rows])
+            index += 1
+    return path
+
+
+def _champion() -> tuple[Any, Any, Any]:
+    """(model, seed training rows, seed holdout rows), as the demo bootstraps them."""
+    from hitl_pipeline.core.training import TrainingParams, train_model
+    from hitl_pipeline.demo.stream import DEMO_SCHEMA
+
+    train, holdout = _stream(400).seed_sets()
+    train = train.rename(columns={LABEL: DEMO_SCHEMA.target})
+    holdout = holdout.rename(columns={LABEL: DEMO_SCHEMA.target})
+    model = train_model(train, DEMO_SCHEMA, TrainingParams()).model
+    return model, train, holdout
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure(
+    landing: Path,
+    workdir: Path,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    routing: RoutingPolicy | None = None,
+    drift: DriftPolicy | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Replay ingest, inference, monitoring and selection on one landed file; time them.
+
+    Run in a process of its own per size, so ``peak_rss_mb`` is this batch's.
+
+    Returns:
+        The figures of one size (see the module docs).
+    """
+    from threadpoolctl import threadpool_limits
+
+    from hitl_pipeline.core.inference import score_batch
+    from hitl_pipeline.core.loop import drift_reference, escalation_scores
+    from hitl_pipeline.core.ood import fit_ood_detector
+    from hitl_pipeline.demo.stream import DEMO_SCHEMA
+
+    schema = DEMO_SCHEMA
+    routing = routing or RoutingPolicy()
+    drift = drift or DriftPolicy()
+    workdir.mkdir(parents=True, exist_ok=True)
+    stages: dict[str, float] = {}
+    with threadpool_limits(limits=threads):
+        model, train, holdout = _champion()
+        detector = fit_ood_detector(train, schema)
+        # the monitoring asset scores the champion's holdout as the confidence reference
+        reference_scores = score_batch(model, holdout, schema, model_version=MODEL_VERSION_NAME)
+        reference = drift_reference(train)
+
+        start = time.perf_counter()
+        ingest = validate_file(
+            landing,
+            schema,
+            valid_path=workdir / "validated.parquet",
+            quarantine_path=workdir / "quarantine.parquet",
+            chunk_rows=chunk_rows,
+        )
+        stages["ingest"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        scored = score_file(
+            model,
+            workdir / "validated.parquet",
+            workdir / "predictions.parquet",
+            schema,
+            model_version=MODEL_VERSION_NAME,
+            extra=functools.partial(
+                _escalate, schema=schema, model=model, detector=detector, step=escalation_scores
+            ),
+            chunk_rows=chunk_rows,
+        )
+        stages["inference"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        sample, _ = drift_sample(
+            parquet_chunks(workdir / "predictions.parquet", chunk_rows),
+            drift.sample_rows,
+            id_column=schema.id_column,
+        )
+        summary, html = compute_drift(
+            reference,
+            sample,
+            schema,
+            reference_scores=reference_scores,
+            current_scores=sample,
+            policy=drift,
+        )
+        (workdir / "drift.html").write_text(html, encoding="utf-8")
+        stages["monitoring"] = time.perf_counter() - start
+        del sample
+
+        start = time.perf_counter()
+        routed = route_file(
+            workdir / "predictions.parquet",
+            workdir / "decisions.parquet",
+            routing,
+            schema,
+            drifted_columns=summary.drifted_columns,
+            chunk_rows=chunk_rows,
+        )
+        stages["selection"] = time.perf_counter() - start
+        pipeline_peak = _peak_rss_mb()
+
+        # the same champion's predict_proba on the same rows, read the same way; only
+        # the predict_proba calls are timed
+        bare = 0.0
+        for chunk in parquet_chunks(workdir / "validated.parquet", chunk_rows):
+            features = chunk[schema.feature_names]
+            start = time.perf_counter()
+            model.predict_proba(features)
+            bare += time.perf_counter() - start
+
+    rows = ingest.valid_rows
+    seconds = stages["inference"] + stages["monitoring"] + stages["selection"]
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds, 1) if seconds else None,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "pipeline_peak_rss_mb": round(pipeline_peak, 1),
+        "bare_predict_seconds": round(bare, 2),
+        "bare_predict_rows_per_second": round(rows / bare, 1) if bare else None,
+        "ratio_to_bare": round(bare / seconds, 3) if seconds else None,
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "quarantined_rows": ingest.quarantined_rows,
+        "mean_confidence": round(scored.mean_confidence, 4),
+        "drift_share": summary.drift_share,
+        "drift_sample_rows": summary.current_rows,
+        "to_review": routed.plan.to_review,
+        "review_queue_rows": len(routed.review),
+        "routing_candidates": routed.plan.candidates,
+        "reasons": routed.reasons,
+    }
+
+
+def _escalate(scores: Any, rows: Any, *, schema: Any, model: Any, detector: Any, step: Any) -> Any:
+    return step(scores, rows, schema, champion=model, previous=None, ood=detector)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run(
+    sizes: list[int],
+    out: Path,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    threads: int = 1,
+    keep_files: bool = False,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Generate each size's batch, measure it in a fresh process, write ``scale.json``.
+
+    Returns:
+        The ``scale.json`` content.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    for rows in sizes:
+        workdir = out / f"rows-{rows}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        landing = workdir / "landing.parquet"
+        started = time.perf_counter()
+        generate_batch(landing, rows)
+        generated = time.perf_counter() - started
+        load_before = _load_average()
+        result_file = workdir / "result.json"
+        result_file.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "hitl_pipeline.benchmark.scale",
+            "--landing",
+            str(landing),
+            "--workdir",
+            str(workdir),
+            "--chunk-rows",
+            str(chunk_rows),
+            "--threads",
+            str(threads),
+            "--result",
+            str(result_file),
+        ]
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
+        if done.returncode != 0 or not result_file.is_file():
+            raise RuntimeError(
+                f"benchmark-scale: the run for {rows} rows failed (exit {done.returncode}):\n"
+                + done.stderr[-4000:]
+            )
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        result["generate_seconds"] = round(generated, 2)
+        result["load_average_before"] = load_before
+        result["load_average_after"] = _load_average()
+        results.append(result)
+        if not keep_files:
+            for name in ("landing", "validated", "predictions", "decisions", "quarantine"):
+                (workdir / f"{name}.parquet").unlink(missing_ok=True)
+        if echo:
+            print(_row(result), flush=True)
+    report = {
+        "sizes": results,
+        "settings": {
+            "chunk_rows": chunk_rows,
+            "threads": threads,
+            "drift_sample_rows": DriftPolicy().sample_rows,
+            "review_capacity": RoutingPolicy().review_capacity,
+            "max_candidates": RoutingPolicy().max_candidates,
+            "routing": asdict(RoutingPolicy()),
+            "champion": "core.training.train_model, default TrainingParams, on the demo "
+            "stream's 2,000 seed rows; out-of-distribution score on (as the inference "
+            "asset with a dataset version); no committee (a first champion has no "
+            "previous one)",
+            "batch": "demo stream schema, drifted regime, no labels",
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+    (out / "scale.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+HEADER = (
+    f"{'rows':>11} {'seconds':>8} {'rows/s':>10} {'bare rows/s':>12} {'ratio':>6} "
+    f"{'peak MB':>8}  stages (ingest/inference/monitoring/selection s)"
+)
+
+
+def _row(result: dict[str, Any]) -> str:
+    stages = result["stage_seconds"]
+    return (
+        f"{result['rows']:>11,} {result['seconds']:>8.1f} {result['rows_per_second']:>10,.0f} "
+        f"{result['bare_predict_rows_per_second']:>12,.0f} {result['ratio_to_bare']:>6.2f} "
+        f"{result['peak_rss_mb']:>8.0f}  {stages['ingest']:.1f}/{stages['inference']:.1f}/"
+        f"{stages['monitoring']:.1f}/{stages['selection']:.1f}"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``benchmark-scale`` options."""
+    parser.add_argument(
+        "--rows",
+        default=",".join(str(s) for s in DEFAULT_SIZES),
+        help="comma-separated batch sizes (default 100000,1000000,10000000)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder for scale.json")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=DEFAULT_CHUNK_ROWS,
+        help=f"rows per chunk read and written (default {DEFAULT_CHUNK_ROWS})",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS/OpenMP threads (default 1), for both runs"
+    )
+    parser.add_argument(
+        "--keep-files", action="store_true", help="keep the Parquet files of each size"
+    )
+
+
+def cmd_benchmark_scale(args: argparse.Namespace) -> int:
+    """Run ``benchmark-scale``; 2 on bad options, with what to change."""
+    try:
+        sizes = parse_sizes(args.rows)
+        if args.chunk_rows < 1:
+            raise ValueError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    except ValueError as exc:
+        print(f"benchmark-scale: {exc}", file=sys.stderr)
+        return 2
+    print(HEADER, flush=True)
+    try:
+        run(
+            sizes,
+            args.out,
+            chunk_rows=args.chunk_rows,
+            threads=args.threads,
+            keep_files=args.keep_files,
+        )
+    except RuntimeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"wrote {args.out / 'scale.json'}")
+    return 0
+
+
+def _child(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hitl_pipeline.benchmark.scale")
+    parser.add_argument("--landing", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = measure(args.landing, args.workdir, chunk_rows=args.chunk_rows, threads=args.threads)
+    args.result.write_text(json.dumps(result, indent=2, default=_plain), encoding="utf-8")
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

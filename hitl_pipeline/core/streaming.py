@@ -1,0 +1,202 @@
+"""A production batch from landing file to review queue, one chunk at a time.
+
+The stages that touch every row (``defs/s01`` ... ``defs/s04``) call these functions on
+Parquet files, and ``hitl-pipeline benchmark-scale`` replays them, so the figures it
+prints are those of the pipeline's own code. Nothing here holds a whole batch: rows are
+read by record batch (``chunk_rows`` rows), written by row group, and the two steps that
+need the whole batch see a bounded part of it (drift: a seeded sample,
+``DriftPolicy.sample_rows``; routing: the candidates ``BatchRouter`` keeps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, ParquetSink, parquet_chunks, parquet_rows
+from hitl_pipeline.core.inference import ChunkExtra, ScoreSummary, score_chunks
+from hitl_pipeline.core.routing import BatchRouter, RoutingPlan, RoutingPolicy
+from hitl_pipeline.core.schema import QUARANTINE_REASON, validate_batch
+from hitl_pipeline.core.types import ROUTE, ROUTE_REVIEW, BatchSchema
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What validating a batch chunk by chunk left behind.
+
+    Attributes:
+        valid_rows: Rows written to the validated file.
+        quarantined_rows: Rows set aside.
+        quarantine_reasons: Rows per reason (the ten most frequent).
+        quarantine_file: Where the quarantined rows are; None when there are none.
+    """
+
+    valid_rows: int
+    quarantined_rows: int
+    quarantine_reasons: dict[str, int]
+    quarantine_file: Path | None
+
+
+def validate_file(
+    source: str | Path,
+    schema: BatchSchema,
+    *,
+    valid_path: str | Path,
+    quarantine_path: str | Path,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> IngestResult:
+    """Validate a landed Parquet batch chunk by chunk (``core.schema.validate_batch``).
+
+    Each chunk is held to the batch rules on its own (a chunk mostly broken fails the
+    batch); a batch of one chunk is validated exactly as a whole. Ids are checked for
+    duplicates within a chunk.
+
+    Args:
+        source: The landed file.
+        schema: The declared schema.
+        valid_path: Where the valid rows go (Parquet, written atomically).
+        quarantine_path: Where quarantined rows go (removed when there are none).
+        chunk_rows: Rows per chunk.
+
+    Raises:
+        BatchSchemaError: When a chunk cannot be used (nothing is written then).
+    """
+    reasons: dict[str, int] = {}
+    quarantined = 0
+    quarantine = Path(quarantine_path)
+    bad_sink = ParquetSink(quarantine)
+    try:
+        with ParquetSink(valid_path) as sink:
+            for chunk in parquet_chunks(source, chunk_rows):
+                checked = validate_batch(chunk, schema)
+                sink.write(checked.valid)
+                bad = checked.quarantined
+                if len(bad):
+                    quarantined += len(bad)
+                    for reason, count in bad[QUARANTINE_REASON].value_counts().items():
+                        reasons[str(reason)] = reasons.get(str(reason), 0) + int(count)
+                    bad_sink.write(
+                        bad.astype({c: str for c in bad.columns if bad[c].dtype == object})
+                    )
+    except BaseException:
+        bad_sink.abort()
+        raise
+    if quarantined:
+        bad_sink.close()
+    else:
+        bad_sink.abort()
+        quarantine.unlink(missing_ok=True)  # a corrected re-run clears the old quarantine
+    top = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
+    return IngestResult(
+        valid_rows=parquet_rows(valid_path),
+        quarantined_rows=quarantined,
+        quarantine_reasons=top,
+        quarantine_file=quarantine if quarantined else None,
+    )
+
+
+def score_file(
+    model: Any,
+    source: str | Path,
+    target: str | Path,
+    schema: BatchSchema,
+    *,
+    model_version: str,
+    extra: ChunkExtra | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ScoreSummary:
+    """Score a validated Parquet batch into a Parquet file of predictions, chunk by chunk.
+
+    Args:
+        model: The champion.
+        source: Validated rows.
+        target: Where the scores go (``score_batch`` columns plus what ``extra`` adds).
+        schema: The declared schema.
+        model_version: Recorded on every row.
+        extra: ``core.loop.escalation_scores`` bound to the committee and detector.
+        chunk_rows: Rows per chunk.
+
+    Returns:
+        The stage's figures.
+    """
+    summary = ScoreSummary()
+    with ParquetSink(target) as sink:
+        for scores in score_chunks(
+            model,
+            parquet_chunks(source, chunk_rows),
+            schema,
+            model_version=model_version,
+            extra=extra,
+        ):
+            sink.write(summary.add(scores))
+    return summary
+
+
+def routing_policy(policy: RoutingPolicy, threshold: float | None) -> RoutingPolicy:
+    """The policy with the re-fitted confidence threshold, when there is one (clipped)."""
+    if threshold is None:
+        return policy
+    return replace(policy, confidence_threshold=min(max(float(threshold), 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class RoutedFile:
+    """A routed batch: every row's decision on disk, the review queue in memory.
+
+    Attributes:
+        plan: The decisions (``RoutingPlan``), with the number of candidates kept.
+        review: The rows routed to people, with every ``route_predictions`` column.
+        reasons: Rows per reason code over the whole batch.
+    """
+
+    plan: RoutingPlan
+    review: pd.DataFrame
+    reasons: dict[str, int]
+
+
+def route_file(
+    source: str | Path,
+    target: str | Path,
+    policy: RoutingPolicy,
+    schema: BatchSchema,
+    *,
+    threshold: float | None = None,
+    drift: bool = False,
+    drifted_columns: Sequence[str] = (),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> RoutedFile:
+    """Route a Parquet file of scores in two passes (``BatchRouter``), writing decisions.
+
+    Args:
+        source: Scores with the escalation columns.
+        target: Where every row's decision goes (``route_predictions`` columns).
+        policy: The routing settings.
+        schema: The batch schema.
+        threshold: The re-fitted confidence threshold (None: the policy's).
+        drift: Route as the drift response.
+        drifted_columns: Columns the drift check flagged.
+        chunk_rows: Rows per chunk.
+    """
+    policy = routing_policy(policy, threshold)
+    router = BatchRouter(policy, drift=drift, total_rows=parquet_rows(source))
+    for chunk in parquet_chunks(source, chunk_rows):
+        router.add(chunk)
+    plan = router.plan(schema=schema, drifted_columns=drifted_columns)
+    review: list[pd.DataFrame] = []
+    reasons: dict[str, int] = {}
+    first = 0
+    with ParquetSink(target) as sink:
+        for chunk in parquet_chunks(source, chunk_rows):
+            routed = plan.apply(chunk, first_row=first)
+            first += len(chunk)
+            sink.write(routed)
+            review.append(routed[routed[ROUTE] == ROUTE_REVIEW])
+            counts = routed["reasons"].str.split(";").explode().value_counts()
+            for code, count in counts.items():
+                reasons[str(code)] = reasons.get(str(code), 0) + int(count)
+    queue = pd.concat(review, ignore_index=True) if review else pd.DataFrame()
+    return RoutedFile(plan=plan, review=queue, reasons=reasons)
