@@ -1,15 +1,28 @@
 """Fit and evaluate the classifier, reproducibly.
 
-The model is a plain scikit-learn ``Pipeline`` (no class of our own) so MLflow's default
-skops serialisation can store it, and fitting is deterministic: the rows are put in
-item-id order first and every random state is pinned, so the same data and parameters
+The model is a scikit-learn ``Pipeline`` and fitting is deterministic: the rows are put
+in item-id order first and every random state is pinned, so the same data and parameters
 give the same predictions whatever order the rows arrived in.
+
+The built-in model reads numeric, categorical and text columns (``build_preprocessor``:
+a TF-IDF per text column); for a schema with text the default classifier is a logistic
+regression, which is what sparse TF-IDF features call for, and gradient boosting
+otherwise. ``TrainingParams.model_factory`` replaces the built-in model with the user's
+own: ``package.module:function`` returning an unfitted scikit-learn-compatible
+classifier or pipeline, checked when it is loaded and again after each fit
+(``make_factory_model``, ``check_fitted_model``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import importlib
+import inspect
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from importlib import metadata
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -21,8 +34,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 from threadpoolctl import threadpool_limits
 
+from hitl_pipeline.core.text import text_vectorizer
 from hitl_pipeline.core.types import (
     LABEL_SOURCE,
     LABELLED_AT,
@@ -31,7 +46,15 @@ from hitl_pipeline.core.types import (
     coerce_setting,
 )
 
-Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
+Estimator = Literal["auto", "hist_gradient_boosting", "logistic_regression"]
+ESTIMATORS = ("auto", "hist_gradient_boosting", "logistic_regression")
+# "package.module:function"
+_FACTORY_FORMAT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Where a person sets the training parameters, named in every error about one
+_WHERE_SET = (
+    "set it in the candidate_model run config (model_factory), params.yaml's train "
+    "section for dvc repro, or the benchmark's --set training.model_factory=..."
+)
 
 # Stands in for a missing category so that "missing" is a level of its own rather than
 # an error; no declared category can collide with it in practice.
@@ -43,11 +66,13 @@ class TrainingParams:
     """What the challenger is fitted with; logged with every model.
 
     Attributes:
-        estimator: Gradient boosting is the default. On the demo stream logistic
-            regression is about as good before the drift, but the drift changes the
-            rules inside one segment (an interaction a linear model cannot express):
-            looped with the same labels, it plateaued near 0.75 accuracy where gradient
-            boosting reached 0.80-0.85.
+        estimator: "auto" (the default) is gradient boosting for a tabular schema and
+            logistic regression for a schema with text columns. On the demo stream
+            logistic regression is about as good before the drift, but the drift
+            changes the rules inside one segment (an interaction a linear model cannot
+            express): looped with the same labels, it plateaued near 0.75 accuracy where
+            gradient boosting reached 0.80-0.85. On text, TF-IDF features are sparse and
+            many, which gradient boosting cannot take and a linear model handles well.
         seed: Random state of the estimator.
         learning_rate: Gradient boosting only.
         max_iter: Boosting rounds, or solver iterations for logistic regression.
@@ -83,9 +108,19 @@ class TrainingParams:
         select_rows: ...at most this many of the most recent...
         select_min_rows: ...and at least this many (reaching further back when the
             window holds fewer). The same window as the gate's recent rows.
+        text_max_features: TF-IDF vocabulary size per text column (the most frequent
+            terms).
+        text_ngram_max: Longest word n-gram of the TF-IDF (2: words and word pairs).
+        text_min_df: A term must occur in at least this many documents.
+        model_factory: ``package.module:function`` returning an unfitted
+            scikit-learn-compatible classifier or pipeline (``fit``, ``predict_proba``,
+            ``classes_`` after fitting), called with no argument or with the
+            ``BatchSchema``; it is fitted on the frame of the schema's feature columns
+            (raw values: compose ``build_preprocessor`` into it to reuse ours). None:
+            the built-in model of ``estimator``.
     """
 
-    estimator: Estimator = "hist_gradient_boosting"
+    estimator: Estimator = "auto"
     seed: int = 0
     learning_rate: float = 0.05
     max_iter: int = 200
@@ -99,6 +134,28 @@ class TrainingParams:
     select_days: float | None = 7.0
     select_rows: int = 300
     select_min_rows: int = 30
+    text_max_features: int = 20_000
+    text_ngram_max: int = 2
+    text_min_df: int = 1
+    model_factory: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"unknown estimator {self.estimator!r} (training parameter estimator: one of "
+                f"{', '.join(ESTIMATORS)})"
+            )
+        if self.model_factory is not None and not _FACTORY_FORMAT.match(self.model_factory):
+            raise ValueError(
+                f"model_factory {self.model_factory!r} is not of the form "
+                f"'package.module:function'; {_WHERE_SET}"
+            )
+
+    def resolved_estimator(self, schema: BatchSchema) -> str:
+        """The built-in estimator fitted for the schema ("auto" resolved)."""
+        if self.estimator != "auto":
+            return self.estimator
+        return "logistic_regression" if schema.text_features else "hist_gradient_boosting"
 
     def variants(self) -> list[tuple[str, TrainingParams, float | None]]:
         """The training variants compared on selection rows, the default first.
@@ -146,25 +203,32 @@ class TrainingParams:
             value = coerce_setting(default, value)
             typed = value is not None and default is not None and not isinstance(default, str)
             values[name] = type(default)(value) if typed else value
-        params = cls(**values)
-        if params.estimator not in ("hist_gradient_boosting", "logistic_regression"):
-            raise ValueError(f"unknown estimator {params.estimator!r}")
-        return params
+        return cls(**values)
 
 
-def build_pipeline(schema: BatchSchema, params: TrainingParams) -> Pipeline:
-    """An unfitted preprocessing + classifier pipeline for the schema's features.
+def build_preprocessor(
+    schema: BatchSchema,
+    params: TrainingParams | None = None,
+    *,
+    text_step: Any | None = None,
+) -> ColumnTransformer:
+    """An unfitted ``ColumnTransformer`` of the schema's features, for any classifier.
 
     Args:
-        schema: Declares which features are numeric and which categorical (and, where
+        schema: Declares which features are numeric, categorical and text (and, where
             declared, the categories, so the encoding does not depend on which
             categories a training set happens to contain).
-        params: The estimator and its hyper-parameters.
+        params: The TF-IDF settings (``text_*``); None: the defaults.
+        text_step: One transformer for all text columns together (given the frame of
+            those columns) instead of a TF-IDF per column; e.g. a dense
+            ``core.text.TextRepresentation`` for distances.
 
     Returns:
-        A ``Pipeline`` of a ``ColumnTransformer`` (median-imputed, scaled numerics;
-        one-hot categoricals ignoring unknown categories) and the classifier.
+        Median-imputed, scaled numerics; one-hot categoricals ignoring unknown
+        categories; a TF-IDF per text column (missing text read as ""). The output is
+        sparse when there is a TF-IDF, dense otherwise.
     """
+    params = params or TrainingParams()
     categorical = [f for f in schema.features if f.kind == "categorical"]
     categories: list[list[str]] | str = "auto"
     if categorical and all(f.categories for f in categorical):
@@ -188,10 +252,52 @@ def build_pipeline(schema: BatchSchema, params: TrainingParams) -> Pipeline:
             ]
         )
         transformers.append(("categorical", encode, schema.categorical_features))
-    preprocess = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
+    tfidf = bool(schema.text_features) and text_step is None
+    if schema.text_features and text_step is not None:
+        transformers.append(("text", text_step, schema.text_features))
+    elif tfidf:
+        for name in schema.text_features:
+            vectorizer = text_vectorizer(
+                max_features=params.text_max_features,
+                ngram_max=params.text_ngram_max,
+                min_df=params.text_min_df,
+            )
+            # a column name, not a list: the vectorizer takes one document per row
+            transformers.append((f"text_{name}", vectorizer, name))
+    # a TF-IDF has thousands of mostly-zero columns: kept sparse, which linear models
+    # read directly; without one, dense as before
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=1.0 if tfidf else 0.0)
+
+
+def build_pipeline(schema: BatchSchema, params: TrainingParams) -> Any:
+    """An unfitted model for the schema's features: the user's or the built-in one.
+
+    Args:
+        schema: The declared schema.
+        params: The estimator and its hyper-parameters, or ``model_factory``.
+
+    Returns:
+        With ``params.model_factory``: what the factory returns (checked by
+        ``make_factory_model``). Otherwise a ``Pipeline`` of ``build_preprocessor`` and
+        the classifier of ``params.resolved_estimator(schema)``.
+
+    Raises:
+        ModelFactoryError: When the factory cannot be loaded or returns no usable model.
+        ValueError: When gradient boosting is asked for on a schema with text.
+    """
+    if params.model_factory is not None:
+        return make_factory_model(params.model_factory, schema)
+    estimator = params.resolved_estimator(schema)
+    if estimator == "hist_gradient_boosting" and schema.text_features:
+        raise ValueError(
+            "estimator hist_gradient_boosting cannot read the sparse TF-IDF of text "
+            f"column(s) {', '.join(schema.text_features)}: set the training parameter "
+            "estimator to auto or logistic_regression, or name a model_factory"
+        )
+    preprocess = build_preprocessor(schema, params)
 
     classifier: Any
-    if params.estimator == "hist_gradient_boosting":
+    if estimator == "hist_gradient_boosting":
         classifier = HistGradientBoostingClassifier(
             learning_rate=params.learning_rate,
             max_iter=params.max_iter,
@@ -202,11 +308,156 @@ def build_pipeline(schema: BatchSchema, params: TrainingParams) -> Pipeline:
             early_stopping=False,
             random_state=params.seed,
         )
-    elif params.estimator == "logistic_regression":
-        classifier = LogisticRegression(C=params.c, max_iter=max(params.max_iter, 1000))
     else:
-        raise ValueError(f"unknown estimator {params.estimator!r}")
+        classifier = LogisticRegression(C=params.c, max_iter=max(params.max_iter, 1000))
     return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
+
+
+# --- the user's own model --------------------------------------------------------------
+class ModelFactoryError(ValueError):
+    """``TrainingParams.model_factory`` names no usable model; the message says why."""
+
+    def __init__(self, spec: str, problem: str) -> None:
+        self.spec = spec
+        self.problem = problem
+        super().__init__(f"model_factory {spec!r}: {problem}; {_WHERE_SET}")
+
+
+def load_model_factory(spec: str) -> Callable[..., Any]:
+    """The callable a ``package.module:function`` names.
+
+    Args:
+        spec: The ``model_factory`` setting.
+
+    Returns:
+        The function (or any callable).
+
+    Raises:
+        ModelFactoryError: When the form is wrong, the module does not import, the name
+            is missing or not callable.
+    """
+    if not _FACTORY_FORMAT.match(spec):
+        raise ModelFactoryError(spec, "not of the form 'package.module:function'")
+    module_name, attribute = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any import-time failure of the user's module
+        raise ModelFactoryError(
+            spec,
+            f"cannot import module {module_name!r} ({type(error).__name__}: {error}); it "
+            "must be importable (installed, or on PYTHONPATH) wherever the pipeline trains",
+        ) from error
+    if not hasattr(module, attribute):
+        raise ModelFactoryError(spec, f"module {module_name!r} has no attribute {attribute!r}")
+    factory = getattr(module, attribute)
+    if not callable(factory):
+        raise ModelFactoryError(
+            spec, f"{attribute!r} is not callable (of type {type(factory).__name__})"
+        )
+    return factory
+
+
+def make_factory_model(spec: str, schema: BatchSchema) -> Any:
+    """Call the factory and check what it returns.
+
+    The factory is called with the schema when it takes a parameter, else with none.
+
+    Args:
+        spec: The ``model_factory`` setting.
+        schema: The declared schema.
+
+    Returns:
+        An unfitted estimator with ``fit`` and ``predict_proba``.
+
+    Raises:
+        ModelFactoryError: When the factory fails or its model lacks ``fit`` or
+            ``predict_proba``, or is already fitted.
+    """
+    factory = load_model_factory(spec)
+    try:
+        takes_schema = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # builtins without a signature
+        takes_schema = False
+    try:
+        model = factory(schema) if takes_schema else factory()
+    except Exception as error:
+        raise ModelFactoryError(
+            spec, f"calling it raised {type(error).__name__}: {error}"
+        ) from error
+    missing = [m for m in ("fit", "predict_proba") if not callable(getattr(model, m, None))]
+    if missing:
+        raise ModelFactoryError(
+            spec,
+            f"it returned a {type(model).__name__} without {' and '.join(missing)}; return "
+            "a scikit-learn-compatible classifier (or a Pipeline ending in one) with "
+            "probabilities",
+        )
+    try:
+        check_is_fitted(model)
+    except Exception:  # NotFittedError, or no way to tell: treated as unfitted
+        return model
+    raise ModelFactoryError(
+        spec,
+        f"it returned an already fitted {type(model).__name__}; return a new, unfitted "
+        "model (it is refitted on every dataset version)",
+    )
+
+
+def check_fitted_model(model: Any, features: pd.DataFrame, y: np.ndarray, spec: str) -> None:
+    """After fitting a factory's model: its classes and probabilities are usable.
+
+    Args:
+        model: The fitted model.
+        features: A few of the rows it was fitted on.
+        y: The labels it was fitted on.
+        spec: The ``model_factory`` setting (for the message).
+
+    Raises:
+        ModelFactoryError: When ``classes_`` is missing or differs from the labels, or
+            ``predict_proba`` does not give one probability per class and row.
+    """
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        raise ModelFactoryError(spec, "after fit the model has no classes_")
+    expected = sorted(set(y.tolist()))
+    found = [str(c) for c in classes]
+    if sorted(found) != expected or len(found) != len(expected):
+        raise ModelFactoryError(
+            spec,
+            f"after fit its classes_ are {found!r} but the labels were {expected!r}: "
+            "the model must be fitted on the label strings as given (no label encoding "
+            "of its own)",
+        )
+    proba = np.asarray(model.predict_proba(features), dtype="float64")
+    if proba.shape != (len(features), len(found)) or not np.allclose(proba.sum(axis=1), 1.0):
+        raise ModelFactoryError(
+            spec,
+            f"predict_proba gave shape {proba.shape} for {len(features)} rows and "
+            f"{len(found)} classes, or rows not summing to 1",
+        )
+
+
+def model_factory_version(spec: str) -> str:
+    """The code version of a factory: its distribution's version where it is installed
+    as one, and the SHA-256 of its module's source file.
+
+    Args:
+        spec: The ``model_factory`` setting.
+
+    Returns:
+        E.g. ``"my-models==1.2.0 sha256:3f2a9c01d4e5"``; "unknown" parts are left out.
+    """
+    module_name = spec.split(":")[0]
+    module = importlib.import_module(module_name)
+    parts: list[str] = []
+    top = module_name.split(".")[0]
+    for dist in metadata.packages_distributions().get(top, [])[:1]:
+        parts.append(f"{dist}=={metadata.version(dist)}")
+    source = inspect.getsourcefile(module)
+    if source is not None and Path(source).is_file():
+        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        parts.append(f"sha256:{digest[:12]}")
+    return " ".join(parts) or "unknown"
 
 
 def sample_weights(frame: pd.DataFrame, params: TrainingParams) -> np.ndarray:
@@ -323,7 +574,9 @@ def _fit(frame: pd.DataFrame, schema: BatchSchema, params: TrainingParams) -> Tr
     # benchmark measured 10x). The data are small; one thread is no slower idle, and the
     # fitted model is the same (histograms are built per feature, not per thread).
     with threadpool_limits(limits=1, user_api="openmp"):
-        model.fit(x, y, classifier__sample_weight=sample_weights(labelled, params))
+        model.fit(x, y, **_weight_argument(model, sample_weights(labelled, params)))
+    if params.model_factory is not None:
+        check_fitted_model(model, x.head(20), y, params.model_factory)
     human = int((labelled[LABEL_SOURCE] == "human").sum()) if LABEL_SOURCE in labelled else 0
     metrics = {
         "train_rows": float(len(labelled)),
@@ -331,6 +584,16 @@ def _fit(frame: pd.DataFrame, schema: BatchSchema, params: TrainingParams) -> Tr
         "train_accuracy": float(accuracy_score(y, model.predict(x))),
     }
     return TrainingResult(model=model, params=params.to_dict(), metrics=metrics)
+
+
+def _weight_argument(model: Any, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """How to pass sample weights to ``model.fit``: to a pipeline's last step, or to the
+    model itself; nothing when it takes none (a user's model may not)."""
+    if isinstance(model, Pipeline):
+        name, last = model.steps[-1]
+        takes = has_fit_parameter(last, "sample_weight")
+        return {f"{name}__sample_weight": weights} if takes else {}
+    return {"sample_weight": weights} if has_fit_parameter(model, "sample_weight") else {}
 
 
 def evaluate_model(model: Any, frame: pd.DataFrame, schema: BatchSchema) -> dict[str, float]:

@@ -5,15 +5,19 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from hitl_pipeline.core.training import (
+    ModelFactoryError,
     TrainingParams,
     build_pipeline,
     evaluate_model,
+    model_factory_version,
     sample_weights,
     train_model,
 )
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
+from hitl_pipeline_tests.fixtures.text_data import posts
 
 SCHEMA = BatchSchema(
     features=(
@@ -253,3 +257,101 @@ def test_pipeline_uses_only_sklearn_classes():
 def test_training_needs_two_classes():
     with pytest.raises(ValueError, match="two classes"):
         train_model(TRAIN.assign(label="a"), SCHEMA, TrainingParams())
+
+
+# --- text columns and the user's own model -------------------------------------------
+TEXT_SCHEMA = BatchSchema(
+    features=(
+        FeatureSpec("text", "text"),
+        FeatureSpec("account_age", "numeric"),
+        FeatureSpec("source", "categorical"),
+    ),
+    classes=("ok", "toxic", "spam"),
+)
+USER = "hitl_pipeline_tests.fixtures.user_model:"
+
+
+def test_mixed_text_and_tabular_default_is_tfidf_and_a_linear_model():
+    train, test = posts(600, seed=1), posts(300, seed=2)
+    test.loc[test.index[:5], "text"] = None  # missing text reads as an empty post
+
+    result = train_model(train, TEXT_SCHEMA, TrainingParams())
+
+    model = result.model
+    assert isinstance(model.named_steps["classifier"], LogisticRegression)
+    preprocess = model.named_steps["preprocess"]
+    assert [name for name, _, _ in preprocess.transformers] == [
+        "numeric",
+        "categorical",
+        "text_text",
+    ]
+    assert evaluate_model(model, test, TEXT_SCHEMA)["accuracy"] > 0.9
+    # a vocabulary the model never saw leaves it guessing the majority class
+    drifted = posts(300, seed=3, drifted=True)
+    assert evaluate_model(model, drifted, TEXT_SCHEMA)["accuracy"] < 0.75
+
+
+def test_auto_estimator_stays_gradient_boosting_for_tabular_schemas():
+    assert TrainingParams().resolved_estimator(SCHEMA) == "hist_gradient_boosting"
+    assert TrainingParams().resolved_estimator(TEXT_SCHEMA) == "logistic_regression"
+    model = build_pipeline(SCHEMA, TrainingParams())
+    assert type(model.named_steps["classifier"]).__name__ == "HistGradientBoostingClassifier"
+
+
+def test_gradient_boosting_on_text_is_refused_with_the_setting_to_change():
+    with pytest.raises(ValueError, match="set the training parameter estimator to auto"):
+        build_pipeline(TEXT_SCHEMA, TrainingParams(estimator="hist_gradient_boosting"))
+
+
+def test_user_factory_model_is_fitted_with_its_own_classes():
+    train, test = posts(600, seed=1), posts(300, seed=2)
+    params = TrainingParams(model_factory=USER + "make_model")
+
+    result = train_model(train, TEXT_SCHEMA, params)
+
+    assert type(result.model.named_steps["features"].transformers_[1][1]).__name__ == "TextStats"
+    assert sorted(result.model.classes_) == ["ok", "spam", "toxic"]
+    assert evaluate_model(result.model, test, TEXT_SCHEMA)["accuracy"] > 0.9
+    assert result.params["model_factory"] == USER + "make_model"
+    assert model_factory_version(USER + "make_model").startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    ("factory", "expected"),
+    [
+        ("no_such_package.models:make", "cannot import module 'no_such_package.models'"),
+        (USER + "missing", "has no attribute 'missing'"),
+        (USER + "NOT_A_FUNCTION", "'NOT_A_FUNCTION' is not callable (of type int)"),
+        (USER + "make_raising", "calling it raised RuntimeError: no GPU found"),
+        (USER + "make_without_proba", "returned a Pipeline without predict_proba"),
+        (USER + "make_fitted", "returned an already fitted LogisticRegression"),
+        (
+            USER + "make_integer_labels",
+            "classes_ are ['0', '1', '2'] but the labels were ['ok', 'spam', 'toxic']",
+        ),
+    ],
+)
+def test_a_bad_factory_is_refused_naming_the_problem_and_the_setting(factory, expected):
+    params = TrainingParams(model_factory=factory)
+
+    with pytest.raises(ModelFactoryError) as caught:
+        train_model(posts(200, seed=4), TEXT_SCHEMA, params)
+
+    message = str(caught.value)
+    assert message.startswith(f"model_factory {factory!r}: ")
+    assert expected in message
+    assert "params.yaml" in message and "run config" in message
+
+
+@pytest.mark.parametrize("spec", ["make_model", "a.b", "pkg.mod:", "pkg.mod:f:g", "1pkg:f"])
+def test_a_factory_setting_of_the_wrong_form_is_refused_at_once(spec):
+    with pytest.raises(ValueError, match=r"is not of the form 'package\.module:function'"):
+        TrainingParams.from_dict({"model_factory": spec})
+
+
+def test_factory_setting_round_trips_as_mlflow_returns_it():
+    params = TrainingParams(model_factory=USER + "make_model", text_ngram_max=1)
+    as_text = {k: str(v) for k, v in params.to_dict().items()}
+
+    assert TrainingParams.from_dict(as_text) == params
+    assert TrainingParams.from_dict({"model_factory": "None"}).model_factory is None

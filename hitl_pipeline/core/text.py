@@ -1,0 +1,210 @@
+"""Text columns as numbers: documents, TF-IDF, a dense representation, vocabulary shift.
+
+A text column (``FeatureSpec.kind == "text"``) is free text: a post, a comment. The
+classifier reads it as a TF-IDF bag of words and n-grams (``text_vectorizer``); routing
+needs distances and isolation, which mean little in a sparse space of tens of thousands
+of dimensions, so it reads a dense ``TextRepresentation`` instead: TF-IDF reduced with a
+truncated SVD (latent semantic analysis), fitted on the reference rows, plus each
+document's share of words the reference never used. That share is the most direct sign
+of a new topic or a new slang: a post made only of unseen words has an all-zero TF-IDF
+vector, which an SVD alone would place at the origin, among the empty posts.
+
+Everything here is plain scikit-learn plus module-level functions, so fitted objects
+pickle by reference to this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+# A value is "free text" for schema inference when typical values are long or made of
+# several words, and nearly every value is different: a categorical column repeats a
+# few short levels.
+_TEXT_MIN_MEDIAN_CHARS = 25
+_TEXT_MIN_MEDIAN_WORDS = 4
+_TEXT_MIN_UNIQUE_SHARE = 0.3
+
+
+def to_documents(x: Any) -> np.ndarray:
+    """One document per row: a 1-D array of ``str``, missing values as "".
+
+    Accepts what a ``ColumnTransformer`` hands a text step: a one-column frame, a
+    series or an array (1-D, or 2-D with one column).
+
+    Args:
+        x: The column.
+
+    Returns:
+        A 1-D object array of strings.
+    """
+    if isinstance(x, pd.DataFrame):
+        x = x.iloc[:, 0]
+    values = np.asarray(x, dtype=object)
+    if values.ndim == 2:
+        values = values[:, 0]
+    return np.asarray(
+        ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
+        dtype=object,
+    )
+
+
+def text_vectorizer(
+    *, max_features: int | None = 20_000, ngram_max: int = 2, min_df: int = 1
+) -> Pipeline:
+    """An unfitted documents -> TF-IDF pipeline for one text column.
+
+    Args:
+        max_features: Keep the most frequent terms only (None: all).
+        ngram_max: Longest word n-gram (1: single words; 2 adds word pairs, which catch
+            phrases such as "click here").
+        min_df: Ignore terms in fewer documents than this.
+
+    Returns:
+        ``Pipeline(documents, tfidf)`` producing a sparse matrix.
+    """
+    return Pipeline(
+        [
+            ("documents", FunctionTransformer(to_documents, validate=False)),
+            (
+                "tfidf",
+                TfidfVectorizer(
+                    max_features=max_features,
+                    ngram_range=(1, max(1, ngram_max)),
+                    min_df=min_df,
+                    sublinear_tf=True,
+                    strip_accents="unicode",
+                ),
+            ),
+        ]
+    )
+
+
+def oov_share(documents: Sequence[str], vocabulary: set[str] | frozenset[str]) -> np.ndarray:
+    """Per document, the share of its words that are not in ``vocabulary``.
+
+    Args:
+        documents: The texts.
+        vocabulary: Words of the reference.
+
+    Returns:
+        One float in [0, 1] per document; 0 for a document without words.
+    """
+    analyze = TfidfVectorizer(strip_accents="unicode").build_analyzer()
+    out = np.zeros(len(documents), dtype="float64")
+    for i, document in enumerate(documents):
+        words = analyze(document)
+        if words:
+            out[i] = sum(w not in vocabulary for w in words) / len(words)
+    return out
+
+
+def vocabulary_of(documents: Sequence[str]) -> frozenset[str]:
+    """Every word used in the documents (as the TF-IDF step splits them)."""
+    analyze = TfidfVectorizer(strip_accents="unicode").build_analyzer()
+    return frozenset(w for document in documents for w in analyze(document))
+
+
+class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
+    """Dense representation of text columns: TF-IDF -> truncated SVD, plus the share of
+    unseen words, per column.
+
+    Fitted on reference rows (the training data); each component is scaled to unit
+    variance on them, so a text column weighs like a standardised numeric one in a
+    distance, whatever its number of components.
+
+    Args:
+        columns: The text columns.
+        n_components: SVD components per column (fewer when the vocabulary is smaller).
+        oov_weight: Multiplier of the unseen-word share (in standard deviations of a
+            component per unit share): a post of entirely new words lands this far from
+            every reference post along its own axis.
+        max_features: Vocabulary size of the TF-IDF.
+        seed: Random state of the SVD.
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[str] = (),
+        *,
+        n_components: int = 20,
+        oov_weight: float = 4.0,
+        max_features: int = 20_000,
+        seed: int = 0,
+    ) -> None:
+        self.columns = columns
+        self.n_components = n_components
+        self.oov_weight = oov_weight
+        self.max_features = max_features
+        self.seed = seed
+
+    def fit(self, x: pd.DataFrame, y: Any = None) -> TextRepresentation:
+        """Fit each column's TF-IDF and SVD on the reference rows."""
+        self.parts_: list[tuple[str, Any, Any, np.ndarray, frozenset[str]]] = []
+        for column in self.columns:
+            documents = to_documents(x[column])
+            tfidf = TfidfVectorizer(
+                max_features=self.max_features, sublinear_tf=True, strip_accents="unicode"
+            )
+            try:
+                matrix = tfidf.fit_transform(documents)
+            except ValueError:  # no words at all: the column contributes its OOV share only
+                self.parts_.append((column, None, None, np.ones(0), frozenset()))
+                continue
+            k = min(self.n_components, matrix.shape[1] - 1, matrix.shape[0] - 1)
+            svd = None
+            scale = np.ones(0)
+            if k >= 1:
+                svd = TruncatedSVD(n_components=k, random_state=self.seed)
+                reduced = svd.fit_transform(matrix)
+                scale = reduced.std(axis=0)
+                scale[scale == 0] = 1.0
+            self.parts_.append((column, tfidf, svd, scale, frozenset(tfidf.vocabulary_)))
+        return self
+
+    def transform(self, x: pd.DataFrame) -> np.ndarray:
+        """The dense representation of the rows: (rows, dims)."""
+        blocks: list[np.ndarray] = []
+        for column, tfidf, svd, scale, vocabulary in self.parts_:
+            documents = to_documents(x[column])
+            if svd is not None:
+                blocks.append(svd.transform(tfidf.transform(documents)) / scale)
+            if tfidf is not None:
+                # the TF-IDF's own vocabulary, so a word cut by max_features counts as unseen
+                share = oov_share(list(documents), vocabulary)
+                blocks.append((share * self.oov_weight)[:, None])
+        if not blocks:
+            return np.zeros((len(x), 0), dtype="float64")
+        return np.hstack(blocks).astype("float64")
+
+
+def looks_like_text(values: pd.Series) -> bool:
+    """Whether a column holds free text rather than categories (for schema inference).
+
+    Free text: string values whose median is at least 25 characters or 4 words, and of
+    which at least 30% are distinct.
+
+    Args:
+        values: The column.
+
+    Returns:
+        True for free text.
+    """
+    present = values.dropna()
+    present = present[present.map(lambda v: isinstance(v, str))]
+    if present.empty or len(present) < len(values.dropna()) * 0.9:
+        return False
+    lengths = present.str.len()
+    words = present.str.split().map(len)
+    long_enough = (
+        lengths.median() >= _TEXT_MIN_MEDIAN_CHARS or words.median() >= _TEXT_MIN_MEDIAN_WORDS
+    )
+    return bool(long_enough and present.nunique() / len(present) >= _TEXT_MIN_UNIQUE_SHARE)
