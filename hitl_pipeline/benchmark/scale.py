@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, ParquetSink, parquet_chunks
-from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_sample
+from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_columns, drift_sample
 from hitl_pipeline.core.routing import RoutingPolicy
 from hitl_pipeline.core.streaming import route_file, score_file, validate_file
 from hitl_pipeline.core.types import LABEL
@@ -172,7 +172,9 @@ def measure(
 
         start = time.perf_counter()
         sample, _ = drift_sample(
-            parquet_chunks(workdir / "predictions.parquet", chunk_rows),
+            parquet_chunks(
+                workdir / "predictions.parquet", chunk_rows, columns=drift_columns(schema)
+            ),
             drift.sample_rows,
             id_column=schema.id_column,
         )

@@ -137,6 +137,11 @@ class DriftPolicy:
 SAMPLE_KEY = "drift-sample"
 
 
+def drift_columns(schema: BatchSchema) -> list[str]:
+    """The columns of a predictions file that drift reads: id, features, label, confidence."""
+    return [schema.id_column, *schema.feature_names, PREDICTED_LABEL, CONFIDENCE]
+
+
 def drift_sample(
     chunks: Iterable[pd.DataFrame], sample_rows: int, *, id_column: str
 ) -> tuple[pd.DataFrame, int]:

@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, ParquetSink, parquet_chunks, parquet_rows
 from hitl_pipeline.core.inference import ChunkExtra, ScoreSummary, score_chunks
 from hitl_pipeline.core.routing import BatchRouter, RoutingPlan, RoutingPolicy
 from hitl_pipeline.core.schema import QUARANTINE_REASON, validate_batch
-from hitl_pipeline.core.types import ROUTE, ROUTE_REVIEW, BatchSchema
+from hitl_pipeline.core.types import (
+    MODEL_VERSION,
+    PROBA_PREFIX,
+    ROUTE,
+    ROUTE_REVIEW,
+    BatchSchema,
+)
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,10 @@ def route_file(
     """
     policy = routing_policy(policy, threshold)
     router = BatchRouter(policy, drift=drift, total_rows=parquet_rows(source))
-    for chunk in parquet_chunks(source, chunk_rows):
+    # the first pass never needs the probability columns or the model version
+    names = pq.ParquetFile(source).schema_arrow.names
+    needed = [c for c in names if not c.startswith(PROBA_PREFIX) and c != MODEL_VERSION]
+    for chunk in parquet_chunks(source, chunk_rows, columns=needed):
         router.add(chunk)
     plan = router.plan(schema=schema, drifted_columns=drifted_columns)
     review: list[pd.DataFrame] = []
