@@ -299,7 +299,8 @@ def _strata(
     if drift and schema is not None:
         numeric = set(schema.numeric_features)
         for column in drifted_columns:
-            if column in scores:
+            # a text column has no segments: every post would be a stratum of its own
+            if column in scores and column not in schema.text_features:
                 strata.append(segment_labels(scores, column, numeric=column in numeric))
     return strata
 
@@ -323,6 +324,7 @@ def _rank(
             out.iloc[pool],
             numeric=[c for c in schema.numeric_features if c in out],
             categorical=[c for c in schema.categorical_features if c in out],
+            text=[c for c in schema.text_features if c in out],
             column_weights=weights,
         )
     strata = _strata(out.iloc[pool], schema, drifted_columns, drift) if policy.stratify else []

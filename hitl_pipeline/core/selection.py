@@ -12,8 +12,9 @@ one corner of the space. The picks here are made in two passes:
    uncertainty): a near-duplicate of a pick is worth almost nothing.
 
 Distances are taken in a simple embedding of the features (robustly standardised
-numerics, one-hot categoricals), where drifted columns weigh ``drift_weight`` times as
-much when the drift check failed, so the picks spread along what changed.
+numerics, one-hot categoricals, text as TF-IDF reduced by SVD), where drifted columns
+weigh ``drift_weight`` times as much when the drift check failed, so the picks spread
+along what changed.
 """
 
 from __future__ import annotations
@@ -23,27 +24,36 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from hitl_pipeline.core.text import TextRepresentation
+
 
 def feature_embedding(
     frame: pd.DataFrame,
     *,
     numeric: Sequence[str],
     categorical: Sequence[str],
+    text: Sequence[str] = (),
     column_weights: dict[str, float] | None = None,
     max_categories: int = 30,
+    text_components: int = 10,
 ) -> np.ndarray:
     """A dense embedding of the features for distance computations.
 
     Numerics are centred on the median and divided by the inter-quartile range (by
     the standard deviation when that is 0; missing values sit at the centre);
     categoricals are one-hot (the ``max_categories`` most frequent levels) scaled by
-    ``1/sqrt(2)`` so two different levels are 1 apart.
+    ``1/sqrt(2)`` so two different levels are 1 apart; a text column is its TF-IDF
+    reduced to ``text_components`` unit-variance SVD components, fitted on these rows
+    (only distances among them matter), so posts on one topic sit close together.
 
     Args:
         frame: The rows.
         numeric: Numeric feature columns.
         categorical: Categorical feature columns.
+        text: Text feature columns.
         column_weights: Multiplier per column (default 1).
+        max_categories: One-hot levels kept per categorical column.
+        text_components: SVD components per text column.
 
     Returns:
         A float array of shape (rows, dims); (rows, 0) when there are no features.
@@ -64,6 +74,10 @@ def feature_embedding(
         levels = pd.Series(values).value_counts().index[:max_categories]
         onehot = (values[:, None] == np.asarray(levels)[None, :]).astype("float64")
         parts.append(onehot * (weights.get(name, 1.0) / np.sqrt(2.0)))
+    for name in text:
+        dense = TextRepresentation([name], n_components=text_components).fit_transform(frame)
+        if dense.shape[1]:
+            parts.append(dense * weights.get(name, 1.0))
     if not parts:
         return np.zeros((len(frame), 0), dtype="float64")
     return np.hstack(parts)

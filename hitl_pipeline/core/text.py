@@ -4,10 +4,11 @@ A text column (``FeatureSpec.kind == "text"``) is free text: a post, a comment. 
 classifier reads it as a TF-IDF bag of words and n-grams (``text_vectorizer``); routing
 needs distances and isolation, which mean little in a sparse space of tens of thousands
 of dimensions, so it reads a dense ``TextRepresentation`` instead: TF-IDF reduced with a
-truncated SVD (latent semantic analysis), fitted on the reference rows, plus each
-document's share of words the reference never used. That share is the most direct sign
-of a new topic or a new slang: a post made only of unseen words has an all-zero TF-IDF
-vector, which an SVD alone would place at the origin, among the empty posts.
+truncated SVD (latent semantic analysis), fitted on the reference rows, and apart from
+it each document's share of words the reference never used. That share is the most
+direct sign of a new topic or a new slang: a post made only of unseen words has an
+all-zero TF-IDF vector, which an SVD alone would place at the origin, among the empty
+posts.
 
 Everything here is plain scikit-learn plus module-level functions, so fitted objects
 pickle by reference to this module.
@@ -15,7 +16,7 @@ pickle by reference to this module.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,7 @@ def text_vectorizer(
     )
 
 
-def oov_share(documents: Sequence[str], vocabulary: set[str] | frozenset[str]) -> np.ndarray:
+def oov_share(documents: Sequence[str], vocabulary: Collection[str]) -> np.ndarray:
     """Per document, the share of its words that are not in ``vocabulary``.
 
     Args:
@@ -114,19 +115,18 @@ def vocabulary_of(documents: Sequence[str]) -> frozenset[str]:
 
 
 class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
-    """Dense representation of text columns: TF-IDF -> truncated SVD, plus the share of
-    unseen words, per column.
+    """Dense representation of text columns (TF-IDF -> truncated SVD per column) and
+    each document's share of words the reference never used.
 
     Fitted on reference rows (the training data); each component is scaled to unit
-    variance on them, so a text column weighs like a standardised numeric one in a
-    distance, whatever its number of components.
+    variance on them, so a text column weighs like a few standardised numeric ones in a
+    distance. ``oov`` gives the unseen-word shares, and ``reference_oov_`` the same for
+    the reference rows themselves, counted leave-one-out (a word only that row uses
+    counts as unseen), so a new row's share can be ranked among theirs.
 
     Args:
         columns: The text columns.
         n_components: SVD components per column (fewer when the vocabulary is smaller).
-        oov_weight: Multiplier of the unseen-word share (in standard deviations of a
-            component per unit share): a post of entirely new words lands this far from
-            every reference post along its own axis.
         max_features: Vocabulary size of the TF-IDF.
         seed: Random state of the SVD.
     """
@@ -136,54 +136,74 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         columns: Sequence[str] = (),
         *,
         n_components: int = 20,
-        oov_weight: float = 4.0,
         max_features: int = 20_000,
         seed: int = 0,
     ) -> None:
         self.columns = columns
         self.n_components = n_components
-        self.oov_weight = oov_weight
         self.max_features = max_features
         self.seed = seed
 
     def fit(self, x: pd.DataFrame, y: Any = None) -> TextRepresentation:
-        """Fit each column's TF-IDF and SVD on the reference rows."""
-        self.parts_: list[tuple[str, Any, Any, np.ndarray, frozenset[str]]] = []
+        """Fit each column's TF-IDF, SVD and vocabulary on the reference rows."""
+        analyze = TfidfVectorizer(strip_accents="unicode").build_analyzer()
+        self.parts_: list[tuple[str, Any, Any, np.ndarray]] = []
+        self.vocabularies_: list[dict[str, int]] = []
+        loo: list[np.ndarray] = []
         for column in self.columns:
             documents = to_documents(x[column])
+            words = [analyze(d) for d in documents]
+            frequency: dict[str, int] = {}
+            for found in words:
+                for word in set(found):
+                    frequency[word] = frequency.get(word, 0) + 1
+            self.vocabularies_.append(frequency)
+            loo.append(
+                np.asarray(
+                    [sum(frequency[w] == 1 for w in f) / len(f) if f else 0.0 for f in words]
+                )
+            )
             tfidf = TfidfVectorizer(
                 max_features=self.max_features, sublinear_tf=True, strip_accents="unicode"
             )
             try:
                 matrix = tfidf.fit_transform(documents)
-            except ValueError:  # no words at all: the column contributes its OOV share only
-                self.parts_.append((column, None, None, np.ones(0), frozenset()))
+            except ValueError:  # no words at all: nothing to reduce
+                self.parts_.append((column, None, None, np.ones(0)))
                 continue
             k = min(self.n_components, matrix.shape[1] - 1, matrix.shape[0] - 1)
-            svd = None
-            scale = np.ones(0)
-            if k >= 1:
-                svd = TruncatedSVD(n_components=k, random_state=self.seed)
-                reduced = svd.fit_transform(matrix)
-                scale = reduced.std(axis=0)
-                scale[scale == 0] = 1.0
-            self.parts_.append((column, tfidf, svd, scale, frozenset(tfidf.vocabulary_)))
+            if k < 1:
+                self.parts_.append((column, None, None, np.ones(0)))
+                continue
+            svd = TruncatedSVD(n_components=k, random_state=self.seed)
+            scale = svd.fit_transform(matrix).std(axis=0)
+            scale[scale == 0] = 1.0
+            self.parts_.append((column, tfidf, svd, scale))
+        self.reference_oov_ = (
+            np.column_stack(loo) if loo else np.zeros((len(x), 0), dtype="float64")
+        )
         return self
 
     def transform(self, x: pd.DataFrame) -> np.ndarray:
-        """The dense representation of the rows: (rows, dims)."""
-        blocks: list[np.ndarray] = []
-        for column, tfidf, svd, scale, vocabulary in self.parts_:
-            documents = to_documents(x[column])
-            if svd is not None:
-                blocks.append(svd.transform(tfidf.transform(documents)) / scale)
-            if tfidf is not None:
-                # the TF-IDF's own vocabulary, so a word cut by max_features counts as unseen
-                share = oov_share(list(documents), vocabulary)
-                blocks.append((share * self.oov_weight)[:, None])
+        """The dense representation of the rows: (rows, components of every column)."""
+        blocks = [
+            svd.transform(tfidf.transform(to_documents(x[column]))) / scale
+            for column, tfidf, svd, scale in self.parts_
+            if svd is not None
+        ]
         if not blocks:
             return np.zeros((len(x), 0), dtype="float64")
         return np.hstack(blocks).astype("float64")
+
+    def oov(self, x: pd.DataFrame) -> np.ndarray:
+        """Per row and text column, the share of its words the reference never used."""
+        shares = [
+            oov_share(list(to_documents(x[column])), frequency.keys())
+            for column, frequency in zip(self.columns, self.vocabularies_, strict=True)
+        ]
+        if not shares:
+            return np.zeros((len(x), 0), dtype="float64")
+        return np.column_stack(shares)
 
 
 def looks_like_text(values: pd.Series) -> bool:

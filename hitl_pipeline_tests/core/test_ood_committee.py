@@ -3,11 +3,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from hitl_pipeline.core.committee import committee_disagreement, disagreement, fit_committee
 from hitl_pipeline.core.ood import fit_ood_detector, ood_scores
 from hitl_pipeline.core.training import TrainingParams
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
+from hitl_pipeline_tests.fixtures.text_data import posts
 
 SCHEMA = BatchSchema(
     features=(
@@ -81,3 +83,23 @@ def test_a_bootstrap_committee_disagrees_more_near_the_boundary():
 
     assert len(committee) == 3
     assert values[1] > values[0]
+
+
+TEXT_SCHEMA = BatchSchema(
+    features=(FeatureSpec("text", "text"), FeatureSpec("account_age", "numeric")),
+    classes=("ok", "toxic", "spam"),
+)
+
+
+def test_posts_in_unseen_vocabulary_rank_as_out_of_distribution():
+    detector = fit_ood_detector(posts(600, seed=1), TEXT_SCHEMA)
+    familiar = ood_scores(detector, posts(200, seed=2), TEXT_SCHEMA)
+    unseen = ood_scores(detector, posts(200, seed=3, drifted=True), TEXT_SCHEMA)
+    gibberish = pd.DataFrame(
+        {"text": ["zorblax quibbly frumious vorpal snicker"], "account_age": [300.0]}
+    )
+
+    # same tabular distribution, only the words changed: the ranking comes from the text
+    assert roc_auc_score([0] * 200 + [1] * 200, np.r_[familiar, unseen]) > 0.75
+    assert np.median(unseen) > np.median(familiar) + 0.25
+    assert ood_scores(detector, gibberish, TEXT_SCHEMA)[0] > 0.95

@@ -70,3 +70,28 @@ def test_segments_are_categories_or_quartiles():
         "q3",
         "q3",
     ]
+
+
+def test_text_embedding_puts_posts_on_one_topic_together():
+    topics = {
+        "cats": "cat kitten purr meow whiskers litter",
+        "tax": "tax refund deadline invoice receipt audit",
+        "goal": "goal striker penalty keeper match referee",
+    }
+    rng = np.random.default_rng(0)
+    rows = [
+        (topic, " ".join(rng.choice(words.split(), size=6)))
+        for topic, words in topics.items()
+        for _ in range(20)
+    ]
+    frame = pd.DataFrame(rows, columns=["topic", "text"])
+
+    emb = feature_embedding(frame, numeric=[], categorical=[], text=["text"], text_components=3)
+
+    assert emb.shape == (60, 3)
+    distances = np.linalg.norm(emb[:, None, :] - emb[None, :, :], axis=2)
+    np.fill_diagonal(distances, np.inf)
+    nearest = frame["topic"].to_numpy()[distances.argmin(axis=1)]
+    assert (nearest == frame["topic"].to_numpy()).all()
+    same_topic = distances[0, 1:20].max()
+    assert distances[0, 20:].min() > 3 * same_topic
