@@ -8,7 +8,7 @@ LS_VENV := .labelstudio-venv
 # The embedded stack runs offline: no telemetry from MLflow.
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test demo repro lint ui-check
+.PHONY: setup test demo repro lint ui-check demo-postgres
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -34,6 +34,17 @@ test: setup
 
 demo: setup
 	.venv/bin/hitl-pipeline demo
+
+# The demo with every store on a PostgreSQL server: `hitl-pipeline up` creates the
+# databases <DB_PREFIX>_dagster, _mlflow and _labelstudio (safe to repeat), then the demo
+# runs against them, its state outside PostgreSQL under HITL_HOME (default .hitl-postgres).
+POSTGRES_URL ?=
+DB_PREFIX ?= hitl
+POSTGRES_HOME ?= .hitl-postgres
+demo-postgres: setup
+	@test -n "$(POSTGRES_URL)" || { echo "usage: make demo-postgres POSTGRES_URL=postgresql://USER@HOST:PORT [DB_PREFIX=hitl]" >&2; exit 2; }
+	HITL_HOME=$(POSTGRES_HOME) .venv/bin/hitl-pipeline up --postgres "$(POSTGRES_URL)" --prefix "$(DB_PREFIX)"
+	HITL_HOME=$(POSTGRES_HOME) HITL_POSTGRES_URL="$(POSTGRES_URL)" HITL_DB_PREFIX="$(DB_PREFIX)" .venv/bin/hitl-pipeline demo
 
 # Reproduce a candidate from a restored dataset version (see data/README.md).
 repro: setup

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from hitl_pipeline.settings import Settings
 
 POSTGRES_URL_VARIABLE = "HITL_POSTGRES_URL"
 DB_PREFIX_VARIABLE = "HITL_DB_PREFIX"
@@ -33,8 +37,7 @@ DEFAULT_PORT = 5432
 # does not have; psycopg2 comes with dagster-postgres.
 SQLALCHEMY_DRIVER = "postgresql+psycopg2"
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
-# PostgreSQL identifiers are cut at 63 bytes; the longest name made from the prefix is
-# "<prefix>_labelstudio_template_<version>", so the prefix stays short.
+# PostgreSQL identifiers are cut at 63 bytes; the prefix stays well short of that.
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 _DATABASE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -96,14 +99,6 @@ class PostgresDeployment:
     def label_studio_database(self) -> str:
         return self.database("labelstudio")
 
-    def label_studio_template_database(self, version: str) -> str:
-        """The migrated, user-less database that each fresh Label Studio database copies.
-
-        One per Label Studio version, since each version migrates to its own schema.
-        """
-        suffix = re.sub(r"[^a-z0-9]+", "_", version.lower()).strip("_") or "unknown"
-        return f"{self.prefix}_labelstudio_template_{suffix}"[:63]
-
     def dagster_instance_config(self) -> dict[str, Any]:
         """The ``dagster.yaml`` of the loop's instance on this server (see module doc).
 
@@ -135,6 +130,35 @@ class PostgresDeployment:
             POSTGRES_URL_VARIABLE: self.server.display,
             DB_PREFIX_VARIABLE: self.prefix,
         }
+
+
+def label_studio_env(server: PostgresServer, database: str) -> dict[str, str]:
+    """The variables that put a Label Studio server (1.23) on ``database``.
+
+    ``DJANGO_DB=default`` selects its PostgreSQL settings, read from ``POSTGRE_*``. The
+    password is left empty: Django then passes none, and libpq reads PGPASSWORD or
+    ~/.pgpass (Label Studio's own default would be the literal "postgres").
+    """
+    return {
+        "DJANGO_DB": "default",
+        "POSTGRE_NAME": database,
+        "POSTGRE_USER": server.user,
+        "POSTGRE_PASSWORD": "",
+        "POSTGRE_HOST": server.host,
+        "POSTGRE_PORT": str(server.port),
+    }
+
+
+def with_installed_driver(uri: str) -> str:
+    """``uri`` with a bare ``postgresql://`` or ``postgres://`` scheme made psycopg2's.
+
+    SQLAlchemy 2.1 would pick psycopg 3 for the bare scheme; other URIs are returned as
+    they are.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"{SQLALCHEMY_DRIVER}://{rest}"
+    return uri
 
 
 def parse_postgres_url(url: str, *, variable: str = POSTGRES_URL_VARIABLE) -> PostgresServer:
@@ -220,8 +244,53 @@ def connect(server: PostgresServer, database: str = "postgres", *, timeout_s: in
     return connection
 
 
+@contextmanager
+def advisory_lock(server: PostgresServer, name: str) -> Iterator[None]:
+    """Hold the server-wide advisory lock ``name`` (in the ``postgres`` database).
+
+    Processes on any machine that take the same name wait for each other; the server
+    releases the lock if its holder dies.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"hitl-pipeline:{name}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    connection = connect(server)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (key,))
+        yield
+    finally:
+        connection.close()  # ends the session, and with it the lock
+
+
+def database_comment(server: PostgresServer, database: str) -> str | None:
+    """The comment on ``database`` (None: no such database, or no comment)."""
+    with closing(connect(server)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            (database,),
+        )
+        row = cursor.fetchone()
+        return None if row is None else row[0]
+
+
+def set_database_comment(server: PostgresServer, database: str, comment: str) -> None:
+    from psycopg2 import sql
+
+    connection = connect(server)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS %s").format(sql.Identifier(database)),
+                (comment,),
+            )
+    finally:
+        connection.close()
+
+
 def database_exists(server: PostgresServer, database: str) -> bool:
-    with connect(server) as connection, connection.cursor() as cursor:
+    with closing(connect(server)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         return cursor.fetchone() is not None
 
@@ -328,3 +397,83 @@ def write_instance_config(dagster_home: Path, deployment: PostgresDeployment) ->
     )
     os.replace(partial, path)
     return path
+
+
+def bring_up(settings: Settings, *, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Create and set up the stores of a PostgreSQL deployment; safe to repeat.
+
+    Creates the missing databases, migrates MLflow's schema, writes the Dagster
+    instance's ``dagster.yaml`` and creates its tables, and (for the local Label Studio)
+    migrates its template database once and copies it into ``<prefix>_labelstudio``.
+
+    Args:
+        settings: the loop's settings, with ``postgres`` set.
+        log: one line per step, with its wall time.
+
+    Returns:
+        The environment a shell exports to use the deployment.
+
+    Raises:
+        DeploymentConfigError: no PostgreSQL deployment configured, or the server cannot
+            be used.
+    """
+    import time
+
+    deployment = settings.postgres
+    if deployment is None:
+        raise DeploymentConfigError(
+            f"no PostgreSQL deployment: set {POSTGRES_URL_VARIABLE} (or pass --postgres URL)"
+        )
+    started = time.monotonic()
+    created = create_databases(deployment)
+    for name in deployment.databases[:2]:
+        state = "created" if name in created else "exists"
+        log(f"database {name} on {deployment.server.display}: {state}")
+
+    from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
+
+    t0 = time.monotonic()
+    MlflowRegistryResource(
+        tracking_uri=settings.mlflow_tracking_uri,
+        artifact_location=settings.mlflow_artifacts.as_uri(),
+    ).check()  # creates the tracking and registry schema on first use
+    log(f"MLflow store {_display(settings.mlflow_tracking_uri)}: ready ({_s(t0)})")
+
+    import dagster as dg
+
+    from hitl_pipeline.demo.runner import use_home
+
+    t0 = time.monotonic()
+    use_home(settings)
+    with dg.DagsterInstance.get() as instance:  # creates run, event-log, schedule tables
+        instance.get_runs_count()
+    log(f"Dagster instance {settings.dagster_home / 'dagster.yaml'}: ready ({_s(t0)})")
+
+    if settings.label_studio_is_local:
+        from hitl_pipeline.resources.label_studio_server import (
+            PostgresDatabase,
+            ensure_postgres_database,
+        )
+
+        t0 = time.monotonic()
+        made = ensure_postgres_database(
+            PostgresDatabase(server=deployment.server, name=deployment.label_studio_database)
+        )
+        state = "created from the migrated template" if made else "exists"
+        log(f"database {deployment.label_studio_database}: {state} ({_s(t0)})")
+    log(f"all stores ready in {_s(started)}")
+    return {
+        "HITL_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        **deployment.environment(),
+    }
+
+
+def _s(since: float) -> str:
+    import time
+
+    return f"{time.monotonic() - since:.1f} s"
+
+
+def _display(uri: str) -> str:
+    return uri.replace(f"{SQLALCHEMY_DRIVER}://", "postgresql://")

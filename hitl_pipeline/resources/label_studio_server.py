@@ -22,6 +22,12 @@ Start-up facts this module is built on (checked against Label Studio 1.23.2):
   ``core/version_.py``. The server is therefore started with ``GIT_DIR`` pointing at no
   repository, and a cache that an earlier start filled with our commit is reset.
 
+On PostgreSQL (``postgres``: a database on a server, see ``hitl_pipeline.deployment``)
+the same holds with databases instead of files: a user-less template database is
+migrated once per server and Label Studio version (about 30 s on an idle 2-core machine),
+and each fresh database is made with ``CREATE DATABASE ... TEMPLATE`` (a second or two),
+under a server-wide advisory lock so that concurrent starts wait for one migration.
+
 Credentials: unless the caller passes them, the admin password and API token of a data
 dir are generated on its first start and kept in ``<data dir>/credentials.json``, readable
 by its owner only, like the whole data dir (its SQLite file holds every API token).
@@ -39,12 +45,24 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from hitl_pipeline.deployment import (
+    PostgresServer,
+    advisory_lock,
+    create_database,
+    database_comment,
+    database_exists,
+    drop_databases,
+    label_studio_env,
+    set_database_comment,
+)
 
 DEFAULT_PORT = 8080
 DEFAULT_USERNAME = "admin@hitl.local"
@@ -77,12 +95,41 @@ _SCRUBBED_NAMES = (
     "DJANGO_DB",
     "DATABASE_NAME",
     "BASE_DATA_DIR",
+    "POSTGRE_NAME",
+    "POSTGRE_USER",
+    "POSTGRE_PASSWORD",
+    "POSTGRE_HOST",
+    "POSTGRE_PORT",
 )
 _SCRUBBED_PREFIXES = ("", "LABEL_STUDIO_", "HEARTEX_")
 
 
 class LabelStudioServerError(RuntimeError):
     """The local Label Studio server could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    """Where a local Label Studio keeps its data on PostgreSQL.
+
+    Args:
+        server: the PostgreSQL server.
+        name: the server's database, created from ``template`` on its first start.
+        template: the migrated, user-less template database it is copied from, migrated
+            on first use. Default ``hitl_labelstudio_template_<Label Studio version>``:
+            one per server and version, shared by every loop on the server like the
+            SQLite template in the user's cache (it holds no user and no data).
+    """
+
+    server: PostgresServer
+    name: str
+    template: str | None = None
+
+    def template_name(self, version: str) -> str:
+        if self.template:
+            return self.template
+        suffix = "".join(c if c.isalnum() else "_" for c in version.lower())
+        return f"hitl_labelstudio_template_{suffix}"[:63]
 
 
 class PortInUseError(LabelStudioServerError):
@@ -225,6 +272,9 @@ class LocalLabelStudio:
             template (:func:`ensure_template`), which turns a minutes-long first start
             into seconds once the template is cached.
         template_cache_dir: where the template is cached; see :func:`ensure_template`.
+        postgres: keep the data in this PostgreSQL database instead of a SQLite file in
+            ``data_dir`` (which then holds media, the secret key, pid and log files); a
+            missing database is created from the migrated template database.
     """
 
     data_dir: Path
@@ -236,6 +286,7 @@ class LocalLabelStudio:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     use_template: bool = True
     template_cache_dir: Path | None = None
+    postgres: PostgresDatabase | None = None
 
     def __post_init__(self) -> None:
         # Label Studio silently ignores tokens of 5 characters or fewer, and its token
@@ -367,7 +418,9 @@ class LocalLabelStudio:
         # before the template copy: a data dir without a database gets new credentials
         credentials = self.credentials(create=True)
         assert credentials is not None  # created when missing
-        if self.use_template and not (data_dir / DB_FILE).exists():
+        if self.postgres is not None:
+            ensure_postgres_database(self.postgres, executable=exe)
+        elif self.use_template and not (data_dir / DB_FILE).exists():
             prepare_data_dir(data_dir, ensure_template(self.template_cache_dir, executable=exe))
         make_private(data_dir)  # also the database of a data dir made by an older version
         _forget_cached_commit(exe)
@@ -486,6 +539,8 @@ class LocalLabelStudio:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.postgres is not None:
+            env.update(label_studio_env(self.postgres.server, self.postgres.name))
         env.update(self.extra_env)
         return env
 
@@ -605,6 +660,76 @@ def ensure_template(
         shutil.rmtree(template, ignore_errors=True)  # a half-built leftover
         building.rename(template)
         return template
+
+
+def ensure_postgres_database(
+    database: PostgresDatabase, *, executable: Path | None = None, timeout: float = 900.0
+) -> bool:
+    """Create ``database`` from its migrated template unless it exists; True if created.
+
+    The template database is migrated on first use (``label-studio init -q`` with no user,
+    like the SQLite template) and marked complete with a comment on it; a template left
+    half-migrated by a killed build has no mark and is built again. Everything happens
+    under a server-wide advisory lock, so that concurrent callers (pytest workers, a demo
+    and ``hitl-pipeline up``) wait for one build: ``CREATE DATABASE ... TEMPLATE`` also
+    needs the template free of other sessions.
+
+    Raises:
+        LabelStudioServerError: the migration failed.
+        hitl_pipeline.deployment.DeploymentConfigError: the server cannot be used.
+    """
+    exe = executable or default_executable()
+    version = installed_version(exe)
+    template = database.template_name(version)
+    server = database.server
+    with advisory_lock(server, f"labelstudio-template:{template}"):
+        if database_exists(server, database.name):
+            return False
+        if not (database_comment(server, template) or "").startswith(_TEMPLATE_MARKER):
+            _migrate_postgres_template(server, template, exe, timeout)
+        return create_database(server, database.name, template=template)
+
+
+def _migrate_postgres_template(
+    server: PostgresServer, template: str, exe: Path, timeout: float
+) -> None:
+    if not exe.exists():
+        raise LabelStudioServerError(f"Label Studio executable not found at {exe}")
+    drop_databases(server, [template])  # a half-migrated leftover
+    create_database(server, template)
+    scratch = Path(tempfile.mkdtemp(prefix="hitl-ls-template-"))
+    try:
+        builder = LocalLabelStudio(
+            data_dir=scratch,
+            executable=exe,
+            postgres=PostgresDatabase(server=server, name=template),
+        )
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(exe), "init", "-q", "--data-dir", str(scratch)],
+            cwd=scratch,
+            env=builder._child_env(),  # no user
+            umask=0o077,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if result.returncode != 0:
+        drop_databases(server, [template])
+        raise LabelStudioServerError(
+            f"migrating the Label Studio template database {template} on {server.display} "
+            "failed:\n" + result.stdout[-3000:]
+        )
+    set_database_comment(
+        server,
+        template,
+        f"{_TEMPLATE_MARKER}: Label Studio {installed_version(exe)}, migrated by "
+        f"hitl-pipeline in {time.monotonic() - started:.1f} s",
+    )
 
 
 def prepare_data_dir(dest: Path, template: Path) -> Path:

@@ -104,10 +104,22 @@ _MODEL_CACHE_SIZE = 8
 _MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "cloudpickle", "numpy", "pandas", "scipy")
 _METRIC_KEY_RE = re.compile(r"[^0-9A-Za-z_\-. /:]")
 # A locked SQLite database (another process writing) is worth waiting for; MLflow itself
-# gives up after its 20 s busy timeout.
+# gives up after its 20 s busy timeout. On PostgreSQL: a transaction that lost a
+# serialization or deadlock race was rolled back whole, and a connection the server (or a
+# proxy) dropped is replaced by the pool; both are safe to repeat.
 _TRANSIENT_ATTEMPTS = 6
 _TRANSIENT_FIRST_WAIT_S = 0.5
-_TRANSIENT_MARKERS = ("database is locked", "database table is locked", "busy")
+_TRANSIENT_MARKERS = (
+    "database is locked",
+    "database table is locked",
+    "busy",
+    "could not serialize access",
+    "deadlock detected",
+    "server closed the connection unexpectedly",
+    "connection reset by peer",
+    "terminating connection due to administrator command",
+    "ssl syscall error: eof detected",
+)
 NO_CHAMPION = "none"
 
 _GLOBALS_LOCK = threading.RLock()
@@ -619,8 +631,10 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         except Exception as exc:
             raise StoreUnavailable(
                 f"MLflow tracking store {self.tracking_uri} cannot be used ({_short(exc)}); "
-                "it is set by HITL_MLFLOW_TRACKING_URI (default: a SQLite file under "
-                "HITL_HOME): point it at a reachable, writable store"
+                "it is set by HITL_MLFLOW_TRACKING_URI (default: database <prefix>_mlflow "
+                "on HITL_POSTGRES_URL when that is set, else a SQLite file under HITL_HOME): "
+                "point it at a reachable, writable store (`hitl-pipeline up --postgres URL` "
+                "creates the PostgreSQL databases)"
             ) from exc
         root = _local_path(experiment.artifact_location)
         if root is None:
@@ -830,9 +844,13 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         return fixes
 
     def _store_exists(self) -> bool:
-        """False when a SQLite tracking or registry file is not there yet (nothing to fix)."""
-        paths = [_sqlite_path(uri) for uri in (self.tracking_uri, self._registry_uri())]
-        return all(path is None or path.exists() for path in paths)
+        """False when a SQLite tracking or registry file, or a PostgreSQL database or its
+        MLflow schema, is not there yet (nothing to fix)."""
+        uris = (self.tracking_uri, self._registry_uri())
+        paths = [_sqlite_path(uri) for uri in uris]
+        if not all(path is None or path.exists() for path in paths):
+            return False
+        return all(_postgres_schema_exists(uri) for uri in uris if _is_postgres(uri))
 
     # --- internals -------------------------------------------------------------------
     def _registry_uri(self) -> str:
@@ -849,10 +867,17 @@ class MlflowRegistryResource(dg.ConfigurableResource):
     @contextmanager
     def _promotion_lock(self) -> Iterator[None]:
         """One champion change at a time: across threads, and across processes that share
-        the SQLite registry (a lock file beside it). Other registries rely on the Dagster
-        pool that the promoting steps share."""
+        the registry: a lock file beside a SQLite registry, a PostgreSQL advisory lock
+        (keyed by the model's name) on a PostgreSQL one, held for the whole compare-and-set
+        by whichever machine promotes. Registries behind a tracking server rely on the
+        Dagster pool that the promoting steps share."""
         with _PROMOTION_LOCK:
-            db_path = _sqlite_path(self._registry_uri())
+            registry_uri = self._registry_uri()
+            if _is_postgres(registry_uri):
+                with _postgres_advisory_lock(registry_uri, f"promotion:{self.model_name}"):
+                    yield
+                return
+            db_path = _sqlite_path(registry_uri)
             if db_path is None:
                 yield
                 return
@@ -867,8 +892,9 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         process; returns the experiment id.
 
         The first use of an empty SQLite file creates the schema (about 12 s on a loaded
-        machine). Several processes may start on a fresh file together, and MLflow's
-        tracking store does not lock its own set-up, so it runs under a file lock.
+        machine). Several processes may start on a fresh store together, and MLflow's
+        tracking store does not lock its own set-up, so it runs under a file lock (a
+        PostgreSQL advisory lock for a PostgreSQL store).
         """
         name = name or self.experiment_name
         key = (self.tracking_uri, self._registry_uri(), name, self.artifact_location)
@@ -1168,21 +1194,79 @@ def _sqlite_path(uri: str) -> Path | None:
 
 @contextmanager
 def _sqlite_init_lock(*uris: str) -> Iterator[None]:
-    """Exclusive locks beside the SQLite database files among ``uris``, in a fixed order.
+    """Exclusive locks beside the SQLite database files among ``uris``, and advisory locks
+    on the PostgreSQL databases among them, in a fixed order.
 
-    Other back-ends need none. Each file is locked once: flock on a second descriptor of
-    the same file would wait for this very process.
+    Stores behind a tracking server need none. Each file is locked once: flock on a second
+    descriptor of the same file would wait for this very process.
     """
     import fcntl
 
     paths = sorted({p for p in map(_sqlite_path, uris) if p is not None})
     with contextlib.ExitStack() as stack:
+        for uri in sorted({u for u in uris if _is_postgres(u)}):
+            stack.enter_context(_postgres_advisory_lock(uri, "schema"))
         for db_path in paths:
             db_path.parent.mkdir(parents=True, exist_ok=True)  # SQLite will not create folders
             lock_path = db_path.with_name(f"{db_path.name}.init-lock")
             fh = stack.enter_context(lock_path.open("a", encoding="utf-8"))
             fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
         yield
+
+
+def _is_postgres(uri: str) -> bool:
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def _advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_lock``, derived from ``name``."""
+    import hashlib
+
+    digest = hashlib.sha256(f"hitl-pipeline:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def _postgres_advisory_lock(uri: str, name: str) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock ``name`` on the database at ``uri``.
+
+    The lock lives in a connection of its own, held for the block: every process that
+    takes the same name on the same database waits here, whichever machine it runs on,
+    and the server releases it if this process dies.
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    key = _advisory_key(name)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def _postgres_schema_exists(uri: str) -> bool:
+    """Whether the PostgreSQL database at ``uri`` exists and holds MLflow's schema."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(sqlalchemy.text("SELECT to_regclass('alembic_version')"))
+            return found.scalar() is not None
+    except sqlalchemy.exc.OperationalError as exc:
+        if "does not exist" in str(exc):
+            return False  # no database yet
+        raise
+    finally:
+        engine.dispose()
 
 
 class _RetryingClient:
