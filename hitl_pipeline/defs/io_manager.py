@@ -6,6 +6,11 @@ load run B's ``candidate_model`` and promote a model that A's gate never judged.
 output is a file named after the run that produced it. An input is read from the run
 that produced it in this job; an asset that is not part of the run is read from the run
 of its latest materialization (of that partition), which is the value the UI shows.
+
+pandas DataFrames are stored as Parquet (``<run id>.parquet``, with ``frames_as_parquet``):
+a scored batch of millions of rows is written by row group and read back without
+pickle's copies; a frame Arrow cannot hold (objects of mixed types) and every other value
+is pickled (``<run id>.pickle``). Either is loaded transparently.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 UNPARTITIONED = "__all__"
+PARQUET, PICKLE = ".parquet", ".pickle"
+STORED_SUFFIXES = (PARQUET, PICKLE)
+PARQUET_ROW_GROUP = 100_000
 
 
 class MissingStepOutput(LookupError):
@@ -28,13 +39,17 @@ class MissingStepOutput(LookupError):
 
 
 class RunScopedIOManager(dg.ConfigurableIOManager):
-    """Pickled step outputs under ``<base_dir>/<asset key>/<partition>/<run id>.pickle``."""
+    """Step outputs under ``<base_dir>/<asset key>/<partition>/<run id>.parquet|.pickle``."""
 
     base_dir: str = Field(description="Folder holding the stored outputs.")
     keep_runs: int = Field(
         default=20,
         description="Stored values kept per asset and partition (the newest; older runs' "
         "values are deleted, their materializations stay in the instance).",
+    )
+    frames_as_parquet: bool = Field(
+        default=True,
+        description="Store pandas DataFrames as Parquet files (other values are pickled).",
     )
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
@@ -43,11 +58,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         partition = context.asset_partition_key if context.has_asset_partitions else None
         folder = self._folder(context.asset_key, partition)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{context.run_id}.pickle"
-        # written whole or not at all: a reader never sees half a pickle
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
-            pickle.dump(obj, tmp, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp.name, path)
+        path = self._write(folder, context.run_id, obj)
         context.add_output_metadata({"stored_value": dg.MetadataValue.path(str(path))})
         self._prune(folder)
 
@@ -61,7 +72,10 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     def _load(self, context: dg.InputContext, partition: str | None) -> Any:
         folder = self._folder(context.asset_key, partition)
         for run_id in self._source_runs(context, partition):
-            path = folder / f"{run_id}.pickle"
+            parquet = folder / f"{run_id}{PARQUET}"
+            if parquet.is_file():
+                return pd.read_parquet(parquet)
+            path = folder / f"{run_id}{PICKLE}"
             if path.is_file():
                 with path.open("rb") as fh:
                     return pickle.load(fh)
@@ -93,10 +107,48 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     def _folder(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
         return Path(self.base_dir, *asset_key.path, partition or UNPARTITIONED)
 
+    def _write(self, folder: Path, run_id: str, obj: Any) -> Path:
+        """Store one value atomically (a reader never sees half a file); returns its path."""
+        table = _as_table(obj) if self.frames_as_parquet else None
+        if table is not None:
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
+                pq.write_table(table, tmp, row_group_size=PARQUET_ROW_GROUP)
+            path = folder / f"{run_id}{PARQUET}"
+            os.replace(tmp.name, path)
+            # a re-executed step of the same run may have pickled it before
+            (folder / f"{run_id}{PICKLE}").unlink(missing_ok=True)
+            return path
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
+            pickle.dump(obj, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+        path = folder / f"{run_id}{PICKLE}"
+        os.replace(tmp.name, path)
+        (folder / f"{run_id}{PARQUET}").unlink(missing_ok=True)
+        return path
+
     def _prune(self, folder: Path) -> None:
-        stored = sorted(folder.glob("*.pickle"), key=_mtime, reverse=True)
+        stored = sorted(
+            (p for p in folder.iterdir() if p.suffix in STORED_SUFFIXES), key=_mtime, reverse=True
+        )
         for old in stored[self.keep_runs :]:
             old.unlink(missing_ok=True)
+
+
+def _as_table(obj: Any) -> pa.Table | None:
+    """``obj`` as an Arrow table when it is a frame that comes back from Parquet unchanged.
+
+    None for anything else: objects Arrow cannot type, tuples or lists in cells (they
+    would come back as arrays), column names that are not strings (they would come back
+    as strings).
+    """
+    if not isinstance(obj, pd.DataFrame) or not all(isinstance(c, str) for c in obj.columns):
+        return None
+    try:
+        table = pa.Table.from_pandas(obj)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    if any(pa.types.is_nested(field.type) for field in table.schema):
+        return None
+    return table
 
 
 def _mtime(path: Path) -> float:
