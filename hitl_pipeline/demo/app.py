@@ -250,6 +250,9 @@ def _run_with_ui(
         "HITL_EXECUTOR": os.environ.get("HITL_EXECUTOR") or "in_process",
     }
     logs = settings.home / "logs"
+    # The tracking store's schema first: the MLflow UI and the bootstrap run would
+    # otherwise both migrate a fresh SQLite file at once, and one of them fails.
+    resources["registry"].check()
     # The UIs start while the first champion trains: both take about a minute.
     processes = _start_uis(settings, env, logs)
     narration = NarratorThread(narrator)
