@@ -1,0 +1,96 @@
+"""RunScopedIOManager: frames as Parquet, other values pickled, each run's own file."""
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from hitl_pipeline.defs.io_manager import RunScopedIOManager
+
+VALUE = {"n": 1}
+
+
+@dg.asset
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "x": [1.5, None, 3.0],
+            "when": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True),
+            "n": [VALUE["n"]] * 3,
+        }
+    )
+
+
+@dg.asset
+def doubled(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(x=frame["x"] * 2)
+
+
+@dg.asset
+def summary(frame: pd.DataFrame) -> dict:
+    return {"rows": len(frame), "n": int(frame["n"].iloc[0])}
+
+
+@dg.asset
+def with_tuples() -> pd.DataFrame:
+    # tuples in cells would come back from Parquet as arrays: pickled instead
+    return pd.DataFrame({"reasons": [("a", "b"), ()]})
+
+
+@dg.asset
+def tuple_reasons(with_tuples: pd.DataFrame) -> list:
+    return with_tuples["reasons"].tolist()
+
+
+def _stored(base, asset: str) -> dict[str, str]:
+    folder = base / asset / "__all__"
+    return {p.stem: p.suffix for p in folder.iterdir()}
+
+
+def test_frames_are_parquet_per_run_and_load_back_unchanged(tmp_path):
+    io = RunScopedIOManager(base_dir=str(tmp_path), keep_runs=2)
+    instance = dg.DagsterInstance.ephemeral()
+    VALUE["n"] = 1
+    first = dg.materialize(
+        [frame, doubled, summary, with_tuples, tuple_reasons],
+        resources={"io_manager": io},
+        instance=instance,
+    )
+    assert first.success
+    assert _stored(tmp_path, "frame") == {first.run_id: ".parquet"}
+    assert _stored(tmp_path, "summary") == {first.run_id: ".pickle"}
+    assert _stored(tmp_path, "with_tuples") == {first.run_id: ".pickle"}
+    expected = frame().assign(x=[3.0, None, 6.0])
+    pd.testing.assert_frame_equal(first.output_for_node("doubled"), expected)
+    stored = pd.read_parquet(tmp_path / "doubled" / "__all__" / f"{first.run_id}.parquet")
+    pd.testing.assert_frame_equal(stored, expected)
+
+    # a second run writes its own file; a run of `summary` alone reads the latest
+    VALUE["n"] = 2
+    second = dg.materialize([frame], resources={"io_manager": io}, instance=instance)
+    assert set(_stored(tmp_path, "frame")) == {first.run_id, second.run_id}
+    third = dg.materialize(
+        [summary, frame.to_source_asset()], resources={"io_manager": io}, instance=instance
+    )
+    assert third.output_for_node("summary") == {"rows": 3, "n": 2}
+
+    # the tuple frame reaches its consumer as it was
+    assert first.output_for_node("tuple_reasons") == [("a", "b"), ()]
+
+    # pruning counts both kinds: keep_runs=2 leaves the two newest of `frame`
+    dg.materialize([frame], resources={"io_manager": io}, instance=instance)
+    assert len(_stored(tmp_path, "frame")) == 2
+    assert first.run_id not in _stored(tmp_path, "frame")
+
+
+def test_frames_can_stay_pickled(tmp_path):
+    io = RunScopedIOManager(base_dir=str(tmp_path), frames_as_parquet=False)
+    result = dg.materialize([frame, doubled], resources={"io_manager": io})
+    assert _stored(tmp_path, "frame") == {result.run_id: ".pickle"}
+    assert len(result.output_for_node("doubled")) == 3
+
+
+def test_missing_value_names_the_asset(tmp_path):
+    io = RunScopedIOManager(base_dir=str(tmp_path))
+    with pytest.raises(Exception, match="no stored value of frame"):
+        dg.materialize([doubled, frame.to_source_asset()], resources={"io_manager": io})
