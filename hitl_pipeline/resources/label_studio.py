@@ -502,6 +502,20 @@ def review_view_data(
     }
 
 
+def _offered_classes(config: str) -> list[str]:
+    """The classes a labelling interface offers in its ``label`` control."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(config)
+    except ET.ParseError:
+        return []
+    for control in root.iter("Choices"):
+        if control.get("name") == LABEL_CONTROL:
+            return [str(c.get("value")) for c in control.iter("Choice")]
+    return []
+
+
 def _number_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -646,8 +660,8 @@ class LabelStudioResource(dg.ConfigurableResource):
 
         Args:
             classes: the class names offered to reviewers. A project whose interface
-                lists other classes is updated (Label Studio refuses if that would drop
-                a class that existing annotations use).
+                lists other classes is updated, without losing tasks or answers; a class
+                that answers in the project use cannot be dropped (``ValueError``).
             title: project title; defaults to the tier's (``tier_title``).
             instructions: HTML shown to reviewers; empty keeps the tier's own.
             tier: which queue the project serves (instructions and overlap follow it).
@@ -687,6 +701,9 @@ class LabelStudioResource(dg.ConfigurableResource):
             current = client.projects.get(project_id)
             changes: dict[str, Any] = {}
             if (current.label_config or "").strip() != label_config.strip():
+                self._check_no_class_in_use_dropped(
+                    project_id, title, current.label_config or "", classes
+                )
                 changes["label_config"] = label_config
             if (current.expert_instruction or "") != instructions:
                 changes["expert_instruction"] = instructions
@@ -699,6 +716,32 @@ class LabelStudioResource(dg.ConfigurableResource):
             if feature_kinds is not None:
                 self._ensure_review_view(project_id, feature_kinds)
             return project_id
+
+    def _check_no_class_in_use_dropped(
+        self, project_id: int, title: str, current_config: str, classes: Sequence[str]
+    ) -> None:
+        """Refuse an interface without a class that answers in the project already use.
+
+        Label Studio 1.23 accepts such an interface (it checks the labels of existing
+        answers only in a strict mode its API does not use), and those answers would
+        then name a class the schema lacks: each would be quarantined as
+        ``unknown_label`` at the next pull. Adding classes is always fine.
+        """
+        dropped = sorted(set(_offered_classes(current_config)) - {str(c) for c in classes})
+        if not dropped:
+            return
+        raw = self._sdk()._client_wrapper.httpx_client  # the summary's counts are untyped
+        response = raw.request(f"api/projects/{project_id}/summary/", method="GET")
+        response.raise_for_status()
+        used = (response.json().get("created_labels") or {}).get(LABEL_CONTROL) or {}
+        in_use = {c: int(used[c]) for c in dropped if used.get(c)}
+        if in_use:
+            counts = ", ".join(f"{c!r} ({n} answer(s))" for c, n in in_use.items())
+            raise ValueError(
+                f"the schema's classes {list(classes)} drop {counts} that answers in Label "
+                f"Studio project {title!r} use: put the class(es) back in the schema file's "
+                "classes (classes may be added mid-stream, not removed while answers use them)"
+            )
 
     def _ensure_review_view(self, project_id: int, feature_kinds: Mapping[str, str]) -> None:
         """Create the project's "Review" tab, or update it when it differs from ours.

@@ -243,11 +243,15 @@ def test_pushed_tasks_read_back_typed_and_the_review_tab_hides_the_raw_fields(
     for shown in ("item_id", "predicted_label", "confidence", "reasons_text", "f_plan"):
         assert f"tasks:data.{shown}" not in hidden
     assert "tasks:inner_id" in hidden  # Label Studio's own defaults are kept
-    assert view["data"]["columnsDisplayType"] == {
+    types = view["data"]["columnsDisplayType"]
+    assert {c: t for c, t in types.items() if t == "Number"} == {
         "tasks:data.confidence": "Number",
         "tasks:data.f_tenure_months": "Number",
         "tasks:data.f_monthly_spend": "Number",
     }
+    # one true/false column per routing reason
+    assert types["tasks:data.reason_low_confidence"] == "Boolean"
+    assert got["data"]["reason_low_confidence"] is True and got["data"]["reason_audit"] is True
     # the Data Manager lists the reviewer's columns first, in that order
     columns = http.get("/api/dm/columns/", params={"project": result.project_id}).json()
     data_columns = [c["id"] for c in columns["columns"] if c.get("parent") == "data"]
