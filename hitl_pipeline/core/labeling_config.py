@@ -116,9 +116,9 @@ def short_text(text: str, limit: int = TABLE_TEXT_CHARS) -> str:
     if len(flat) <= limit:
         return flat
     cut = flat[: limit - 1]
-    if " " in cut[limit // 2 :]:
-        cut = cut[: cut.rindex(" ")]
-    return cut + "…"
+    if flat[limit - 1] != " " and " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]  # not in the middle of a word
+    return cut.rstrip() + "…"
 
 
 def highlight_html(text: str, evidence: Sequence[tuple[str, float]], *, label: str = "") -> str:
@@ -127,8 +127,9 @@ def highlight_html(text: str, evidence: Sequence[tuple[str, float]], *, label: s
     Args:
         text: the raw text (escaped here: a post can hold ``<``).
         evidence: ``(token, weight)`` pairs (``linear_text_evidence``); a token is
-            matched case-insensitively, as a whole word where it starts and ends with a
-            word character (so ``mid`` does not mark ``midnight``), else anywhere.
+            matched case-insensitively as a whole word (so ``mid`` does not mark
+            ``midnight``), and inside words only when it occurs nowhere as a whole word
+            (character n-grams).
         label: the class the weights speak for, named in each mark's hover text.
 
     Returns:
@@ -141,13 +142,13 @@ def highlight_html(text: str, evidence: Sequence[tuple[str, float]], *, label: s
         token = str(token)
         if not token.strip():
             continue
-        pattern = re.escape(token)
-        if re.match(r"\w", token):
-            pattern = r"(?<!\w)" + pattern
-        if re.search(r"\w$", token):
-            pattern += r"(?!\w)"
+        anywhere = re.escape(token)
+        whole = (r"(?<!\w)" if re.match(r"\w", token) else "") + anywhere
+        whole += r"(?!\w)" if re.search(r"\w$", token) else ""
+        found = list(re.finditer(whole, text, re.IGNORECASE))
+        found = found or list(re.finditer(anywhere, text, re.IGNORECASE))
         note = f"{token} {weight:+.2f}"
-        spans += [(m.start(), m.end(), note) for m in re.finditer(pattern, text, re.IGNORECASE)]
+        spans += [(m.start(), m.end(), note) for m in found]
     merged: list[tuple[int, int, list[str]]] = []
     for start, end, note in sorted(spans):
         if merged and start < merged[-1][1]:
@@ -178,8 +179,8 @@ def linear_text_evidence(
     """The tokens that pushed a linear text model toward its predicted class, per row.
 
     Recognises a scikit-learn ``Pipeline`` whose last step is a linear classifier
-    (``coef_``) after a ``ColumnTransformer`` in which a text feature has a transformer
-    of its own with token names (``get_feature_names_out``, e.g. a TF-IDF vectoriser).
+    (``coef_``) after a ``ColumnTransformer`` in which a text feature has a vectoriser of
+    its own (a fitted ``vocabulary_``, e.g. TF-IDF, alone or last in a pipeline).
     Each token's contribution to the predicted class is its coefficient times its value
     in the row's vector (for two classes, the coefficient's sign is the second class's).
 
@@ -242,12 +243,17 @@ def _linear_parts(
         feature = selected if isinstance(selected, str) else None
         if isinstance(selected, list | tuple) and len(selected) == 1:
             feature = str(selected[0])
-        if feature not in text_features or not hasattr(transformer, "get_feature_names_out"):
+        # a vectoriser may sit at the end of a pipeline (documents -> TF-IDF): its own
+        # names are the tokens, whatever the steps before it do
+        vectorizer = transformer.steps[-1][1] if isinstance(transformer, Pipeline) else transformer
+        if feature not in text_features or not hasattr(vectorizer, "vocabulary_"):
             continue
         where = columns.output_indices_.get(name)
         if where is None or where.stop - where.start == 0:
             continue
-        tokens = np.asarray(transformer.get_feature_names_out(), dtype=object)
+        tokens = np.asarray(vectorizer.get_feature_names_out(), dtype=object)
+        if len(tokens) != where.stop - where.start:
+            continue
         blocks[feature] = (where, tokens)
     return (preprocess, classifier, blocks) if blocks else None
 

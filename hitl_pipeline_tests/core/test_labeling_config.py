@@ -226,3 +226,21 @@ def test_models_without_per_token_weights_show_no_evidence():
     assert linear_text_evidence(
         _linear(ColumnTransformer([("words", TfidfVectorizer(), "text")])), rows, []
     ) == [{}, {}]
+
+
+def test_evidence_of_the_pipelines_own_text_model_on_the_moderation_stream():
+    from hitl_pipeline.core.training import TrainingParams, train_model
+    from hitl_pipeline.demo.stream import MODERATION_SCHEMA, ModerationStream
+
+    stream = ModerationStream(seed_train_rows=400)
+    train, _ = stream.seed_sets()
+    with threadpool_limits(1):
+        model = train_model(train, MODERATION_SCHEMA, TrainingParams()).model
+        rows = pd.DataFrame(
+            {"text": ["you are such a clown, get lost"], "channel": ["chat"], "links": [0.0]}
+        )
+        (evidence,) = linear_text_evidence(model, rows, MODERATION_SCHEMA.text_features, top=3)
+        (predicted,) = model.predict(rows)
+    assert predicted == "toxic"
+    tokens = [t for t, _ in evidence["text"]]
+    assert len(tokens) == 3 and any("clown" in t or "get lost" in t for t in tokens)
