@@ -13,6 +13,7 @@ import pytest
 
 from hitl_pipeline.core.drift import HOMOGENEITY_DISPLAY_NAME, DriftPolicy, compute_drift
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
+from hitl_pipeline_tests.fixtures.text_data import posts
 
 SCHEMA = BatchSchema(
     features=(
@@ -241,3 +242,41 @@ def test_html_report_is_self_contained():
 def test_empty_frames_are_refused(reference_rows, current_rows):
     with pytest.raises(ValueError, match="rows on both sides"):
         compute_drift(features(reference_rows, 1), features(current_rows, 2), SCHEMA)
+
+
+# --- text columns --------------------------------------------------------------------
+TEXT_SCHEMA = BatchSchema(
+    features=(FeatureSpec("text", "text"), FeatureSpec("account_age", "numeric")),
+    classes=("ok", "toxic", "spam"),
+)
+
+
+@pytest.fixture(scope="module")
+def text_reference() -> pd.DataFrame:
+    return posts(1500, seed=1)
+
+
+def test_a_vocabulary_shift_drifts_the_text_column_and_a_resample_does_not(text_reference):
+    same, _ = compute_drift(text_reference, posts(300, seed=2), TEXT_SCHEMA)
+    shifted, html = compute_drift(text_reference, posts(300, seed=3, drifted=True), TEXT_SCHEMA)
+
+    assert same.drifted_columns == ()
+    assert same.column_scores["text"] < 0.6  # the domain classifier's AUC: chance
+    assert shifted.drifted_columns == ("text",)  # account_age did not move
+    assert shifted.column_scores["text"] > 0.9
+    assert shifted.column_methods["text"] == "Absolute text content drift"
+    # the descriptors are in the same summary and report
+    assert shifted.column_scores["text: unseen words"] > same.column_scores["text: unseen words"]
+    assert "text: length" in shifted.column_methods
+    assert "text: unseen words" in html
+
+
+def test_longer_posts_drift_through_the_length_descriptor(text_reference):
+    current = posts(300, seed=4)
+    # the same words, each post said three times: content alike, length not
+    current["text"] = (current["text"] + " ") * 3
+
+    summary, _ = compute_drift(text_reference, current, TEXT_SCHEMA)
+
+    assert summary.column_scores["text: length"] > 0.2
+    assert "text" in summary.drifted_columns
