@@ -25,6 +25,7 @@ from hitl_pipeline.core.schema import QUARANTINE_REASON, validate_batch
 from hitl_pipeline.core.types import (
     MODEL_VERSION,
     PROBA_PREFIX,
+    REASONS,
     ROUTE,
     ROUTE_REVIEW,
     BatchSchema,
@@ -205,8 +206,9 @@ def route_file(
             first += len(chunk)
             sink.write(routed)
             review.append(routed[routed[ROUTE] == ROUTE_REVIEW])
-            counts = routed["reasons"].str.split(";").explode().value_counts()
-            for code, count in counts.items():
-                reasons[str(code)] = reasons.get(str(code), 0) + int(count)
+            # a handful of distinct reason strings: split each once, not every row's
+            for text, count in routed[REASONS].value_counts().items():
+                for code in str(text).split(";"):
+                    reasons[code] = reasons.get(code, 0) + int(count)
     queue = pd.concat(review, ignore_index=True) if review else pd.DataFrame()
     return RoutedFile(plan=plan, review=queue, reasons=reasons)
