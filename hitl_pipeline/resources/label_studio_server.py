@@ -767,6 +767,7 @@ def add_local_user(
     password: str,
     token: str,
     executable: Path | None = None,
+    postgres: PostgresDatabase | None = None,
 ) -> None:
     """Create a user with a known API token in a local data dir's organisation.
 
@@ -775,8 +776,9 @@ def add_local_user(
     organisation as their active one, so they see no projects with their own token. Over
     HTTP, joining through the organisation's invite link is the other supported way (see
     ``hitl_pipeline.demo.reviewers``). The user is created as staff, like the admin.
+    A server on PostgreSQL needs its ``postgres`` database here too.
     """
-    server = LocalLabelStudio(data_dir=Path(data_dir), executable=executable)
+    server = LocalLabelStudio(data_dir=Path(data_dir), executable=executable, postgres=postgres)
     env = server._child_env()
     result = subprocess.run(
         [
