@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from hitl_pipeline.core.labeling_config import linear_text_evidence
 from hitl_pipeline.core.tiers import EXPERT_REASONS, FeatureRule, TierPolicy, assign_tiers
 from hitl_pipeline.core.types import (
     CONFIDENCE,
@@ -22,6 +23,7 @@ from hitl_pipeline.defs.pools import LABEL_STUDIO_POOL
 from hitl_pipeline.defs.preflight import store_failures
 from hitl_pipeline.resources.label_studio import LabelStudioResource
 from hitl_pipeline.resources.local_store import LocalStore
+from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
 
@@ -64,6 +66,23 @@ def tasks_from_queue(
     ]
 
 
+def text_evidence(
+    tasks: list[LabelingTask], text_features: list[str], registry: MlflowRegistryResource
+) -> dict[str, dict[str, list[tuple[str, float]]]]:
+    """The words that drove each task's label, by the model version that scored it
+    (``core.labeling_config.linear_text_evidence``; none for a schema without text)."""
+    if not text_features or not tasks:
+        return {}
+    out: dict[str, dict[str, list[tuple[str, float]]]] = {}
+    for version in sorted({t.model_version for t in tasks}):
+        mine = [t for t in tasks if t.model_version == version]
+        model = registry.load_model(ref=registry.get_version(version=version))
+        frame = pd.DataFrame([dict(t.features) for t in mine])
+        words = linear_text_evidence(model, frame, text_features)
+        out.update({task.item_id: found for task, found in zip(mine, words, strict=True)})
+    return out
+
+
 def _plain(value: object) -> object:
     """JSON-friendly scalar (numpy types do not serialise)."""
     return value.item() if hasattr(value, "item") else value
@@ -82,6 +101,7 @@ def labeling_tasks(
     label_studio: LabelStudioResource,
     local_store: LocalStore,
     production: ProductionSource,
+    registry: MlflowRegistryResource,
 ) -> dg.Output[PushResult]:
     """Tasks in Label Studio, one project per tier; re-runs push only what is missing."""
     schema = production.schema()
@@ -93,6 +113,7 @@ def labeling_tasks(
             classes=schema.classes,
             tasks=tasks,
             feature_kinds={f.name: f.kind for f in schema.features},
+            evidence=text_evidence(tasks, schema.text_features, registry),
         )
     # after the push: a push that failed half-way is recorded by its re-run
     local_store.record_pushed(

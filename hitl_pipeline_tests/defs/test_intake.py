@@ -102,6 +102,7 @@ def test_only_a_reviewers_single_schema_class_becomes_a_label(
             quarantine_dir=str(tmp_path / "q"),
             schema_path=str(tmp_path / "schema.json"),
         ),
+        "registry": object(),  # a tabular schema: the push reads no model's evidence
     }
     dg.materialize([fixed_queue, labeling_tasks], partition_key=PARTITION, resources=resources)
     tokens = ReviewerPool(

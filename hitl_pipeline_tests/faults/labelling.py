@@ -43,6 +43,7 @@ def resources(home: Path, title: str, *, chunk: int = 500, url: str | None = Non
             quarantine_dir=str(home / "quarantine"),
             schema_path=str(home / "schema.json"),
         ),
+        "registry": object(),  # a tabular schema: the push reads no model's evidence
     }
 
 
