@@ -23,10 +23,12 @@ __all__ = [
     "CheckRecord",
     "asset_check_status",
     "bind_defs_state_storage",
+    "dagster_config_errors",
     "evidently_stattests",
     "mlflow_uri_globals",
     "restore_mlflow_uri_globals",
     "schedule_ticks",
+    "validate_instance_folder",
 ]
 
 # The versions these names were checked against (the locked ones in uv.lock).
@@ -59,6 +61,30 @@ def schedule_ticks(cron: str, start_timestamp: float, timezone: str) -> Iterator
     from dagster._utils.schedules import schedule_execution_time_iterator
 
     return schedule_execution_time_iterator(start_timestamp, cron, timezone)
+
+
+def dagster_config_errors(schema: Any, value: Any) -> list[str]:
+    """``dagster._config.validate_config``: what is wrong with ``value`` against a Dagster
+    config schema (a config type, or a dict of fields), empty when it is valid. Sources
+    such as ``{env: NAME}`` are checked for their shape, not resolved. (deploy/ tests
+    check the cluster's run launcher and executor config against dagster-k8s with it.)"""
+    from dagster._config import validate_config
+
+    result = validate_config(schema, value)
+    return [] if result.success else [error.message for error in result.errors]
+
+
+def validate_instance_folder(folder: str) -> Any:
+    """``dagster_instance_config``: ``<folder>/dagster.yaml`` checked against the instance
+    schema without building the instance (no database, no cluster); the validated config.
+
+    Raises:
+        dagster.DagsterInvalidConfigError: naming each key that is wrong.
+    """
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _custom_class = dagster_instance_config(folder)
+    return config
 
 
 # --- MLflow ----------------------------------------------------------------------------

@@ -65,3 +65,26 @@ def test_mlflow_uri_globals_read_and_restore_the_raw_values():
     finally:
         internals.restore_mlflow_uri_globals(*saved)
     assert internals.mlflow_uri_globals() == saved
+
+
+def test_dagster_config_errors_names_a_wrong_key_and_passes_a_right_one():
+    schema = {"port": dg.Field(int), "host": dg.Field(str, is_required=False)}
+
+    assert internals.dagster_config_errors(schema, {"port": 5432, "host": "db"}) == []
+    errors = internals.dagster_config_errors(schema, {"prot": 5432})
+    assert errors and any("prot" in e for e in errors)
+
+
+def test_validate_instance_folder_checks_dagster_yaml_without_building_it(tmp_path):
+    (tmp_path / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_db:\n      hostname: nowhere.invalid\n"
+        "      username: u\n      password: {env: NOT_SET_ANYWHERE}\n      db_name: d\n"
+        "concurrency:\n  pools:\n    default_limit: 1\n",
+        encoding="utf-8",
+    )
+    config = internals.validate_instance_folder(str(tmp_path))
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+
+    (tmp_path / "dagster.yaml").write_text("run_monitoring:\n  enabeld: true\n", encoding="utf-8")
+    with pytest.raises(dg.DagsterInvalidConfigError, match="enabeld"):
+        internals.validate_instance_folder(str(tmp_path))
