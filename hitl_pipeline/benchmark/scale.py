@@ -39,7 +39,7 @@ import numpy as np
 from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, ParquetSink, parquet_chunks
 from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_columns, drift_sample
 from hitl_pipeline.core.routing import RoutingPolicy
-from hitl_pipeline.core.streaming import route_file, score_file, validate_file
+from hitl_pipeline.core.streaming import route_file, score_file, validate_chunks
 from hitl_pipeline.core.types import LABEL
 
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
@@ -147,12 +147,11 @@ def measure(
         reference = drift_reference(train)
 
         start = time.perf_counter()
-        ingest = validate_file(
-            landing,
+        ingest = validate_chunks(
+            parquet_chunks(landing, chunk_rows),
             schema,
             valid_path=workdir / "validated.parquet",
             quarantine_path=workdir / "quarantine.parquet",
-            chunk_rows=chunk_rows,
         )
         stages["ingest"] = time.perf_counter() - start
 

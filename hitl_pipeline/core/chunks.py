@@ -231,3 +231,58 @@ class BottomK:
             .drop(columns="_row")
             .reset_index(drop=True)
         )
+
+
+@dataclass(frozen=True)
+class ParquetBatch:
+    """A batch kept on disk as one Parquet file: passed between stages instead of a frame.
+
+    Attributes:
+        path: The file.
+        rows: Its rows.
+    """
+
+    path: str
+    rows: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> ParquetBatch:
+        """The handle of an existing file (rows from its footer)."""
+        return cls(path=str(path), rows=parquet_rows(path))
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def chunks(
+        self, chunk_rows: int = DEFAULT_CHUNK_ROWS, *, columns: list[str] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """The rows in frames of at most ``chunk_rows`` (``parquet_chunks``)."""
+        return parquet_chunks(self.path, chunk_rows, columns=columns)
+
+    def first(self, column: str) -> object | None:
+        """The first row's value of one column (None when there are no rows)."""
+        for chunk in self.chunks(1, columns=[column]):
+            return chunk[column].iloc[0] if len(chunk) else None
+        return None
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The whole batch as one frame: for small batches and tests only."""
+        return pd.read_parquet(self.path)
+
+
+def batch_chunks(
+    batch: pd.DataFrame | ParquetBatch,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    *,
+    columns: list[str] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Chunks of a batch held either as a frame or as a ``ParquetBatch``."""
+    if isinstance(batch, ParquetBatch):
+        return batch.chunks(chunk_rows, columns=columns)
+    frame = batch if columns is None else batch[[c for c in columns if c in batch.columns]]
+    return frame_chunks(frame, chunk_rows)
+
+
+def as_frame(value: object) -> object:
+    """A ``ParquetBatch`` read whole; any other value as it is."""
+    return value.to_pandas() if isinstance(value, ParquetBatch) else value

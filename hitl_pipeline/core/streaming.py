@@ -10,7 +10,7 @@ need the whole batch see a bounded part of it (drift: a seeded sample,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,26 +49,24 @@ class IngestResult:
     quarantine_file: Path | None
 
 
-def validate_file(
-    source: str | Path,
+def validate_chunks(
+    chunks: Iterable[pd.DataFrame],
     schema: BatchSchema,
     *,
     valid_path: str | Path,
     quarantine_path: str | Path,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> IngestResult:
-    """Validate a landed Parquet batch chunk by chunk (``core.schema.validate_batch``).
+    """Validate a landed batch chunk by chunk (``core.schema.validate_batch``).
 
     Each chunk is held to the batch rules on its own (a chunk mostly broken fails the
     batch); a batch of one chunk is validated exactly as a whole. Ids are checked for
     duplicates within a chunk.
 
     Args:
-        source: The landed file.
+        chunks: The landed rows, in chunks (``core.chunks.parquet_chunks``).
         schema: The declared schema.
         valid_path: Where the valid rows go (Parquet, written atomically).
         quarantine_path: Where quarantined rows go (removed when there are none).
-        chunk_rows: Rows per chunk.
 
     Raises:
         BatchSchemaError: When a chunk cannot be used (nothing is written then).
@@ -79,7 +77,7 @@ def validate_file(
     bad_sink = ParquetSink(quarantine)
     try:
         with ParquetSink(valid_path) as sink:
-            for chunk in parquet_chunks(source, chunk_rows):
+            for chunk in chunks:
                 checked = validate_batch(chunk, schema)
                 sink.write(checked.valid)
                 bad = checked.quarantined
@@ -177,31 +175,58 @@ def route_file(
     drifted_columns: Sequence[str] = (),
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> RoutedFile:
-    """Route a Parquet file of scores in two passes (``BatchRouter``), writing decisions.
+    """``route_chunks`` on a Parquet file of scores."""
+    return route_chunks(
+        lambda columns: parquet_chunks(source, chunk_rows, columns=columns),
+        target,
+        policy,
+        schema,
+        total_rows=parquet_rows(source),
+        columns=pq.ParquetFile(source).schema_arrow.names,
+        threshold=threshold,
+        drift=drift,
+        drifted_columns=drifted_columns,
+    )
+
+
+def route_chunks(
+    read: Callable[[list[str] | None], Iterable[pd.DataFrame]],
+    target: str | Path,
+    policy: RoutingPolicy,
+    schema: BatchSchema,
+    *,
+    total_rows: int,
+    columns: Sequence[str],
+    threshold: float | None = None,
+    drift: bool = False,
+    drifted_columns: Sequence[str] = (),
+) -> RoutedFile:
+    """Route a batch of scores in two passes (``BatchRouter``), writing every decision.
 
     Args:
-        source: Scores with the escalation columns.
-        target: Where every row's decision goes (``route_predictions`` columns).
+        read: ``read(columns)`` yields the scores in chunks, in the same order each time
+            (``columns`` None: every column).
+        target: Where every row's decision goes (``route_predictions`` columns, Parquet).
         policy: The routing settings.
         schema: The batch schema.
+        total_rows: Rows in the batch.
+        columns: The columns of the scores.
         threshold: The re-fitted confidence threshold (None: the policy's).
         drift: Route as the drift response.
         drifted_columns: Columns the drift check flagged.
-        chunk_rows: Rows per chunk.
     """
     policy = routing_policy(policy, threshold)
-    router = BatchRouter(policy, drift=drift, total_rows=parquet_rows(source))
+    router = BatchRouter(policy, drift=drift, total_rows=total_rows)
     # the first pass never needs the probability columns or the model version
-    names = pq.ParquetFile(source).schema_arrow.names
-    needed = [c for c in names if not c.startswith(PROBA_PREFIX) and c != MODEL_VERSION]
-    for chunk in parquet_chunks(source, chunk_rows, columns=needed):
+    needed = [c for c in columns if not c.startswith(PROBA_PREFIX) and c != MODEL_VERSION]
+    for chunk in read(needed):
         router.add(chunk)
     plan = router.plan(schema=schema, drifted_columns=drifted_columns)
     review: list[pd.DataFrame] = []
     reasons: dict[str, int] = {}
     first = 0
     with ParquetSink(target) as sink:
-        for chunk in parquet_chunks(source, chunk_rows):
+        for chunk in read(None):
             routed = plan.apply(chunk, first_row=first)
             first += len(chunk)
             sink.write(routed)

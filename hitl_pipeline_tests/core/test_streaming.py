@@ -20,7 +20,7 @@ from hitl_pipeline.core.inference import ScoreSummary, score_batch, score_chunks
 from hitl_pipeline.core.loop import escalation_scores, route_batch
 from hitl_pipeline.core.ood import fit_ood_detector
 from hitl_pipeline.core.routing import BatchRouter, RoutingPolicy, route_predictions
-from hitl_pipeline.core.streaming import route_file, score_file, validate_file
+from hitl_pipeline.core.streaming import route_file, score_file, validate_chunks
 from hitl_pipeline.core.training import TrainingParams, train_model
 from hitl_pipeline.core.types import LABEL, REASONS, ROUTE, ROUTE_REVIEW
 from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream
@@ -148,12 +148,11 @@ def test_files_from_landing_to_decisions_match_the_whole_frame_path(world, tmp_p
     landing = tmp_path / "landing.parquet"
     write_chunks(frame_chunks(raw, 100), landing)
 
-    ingest = validate_file(
-        landing,
+    ingest = validate_chunks(
+        parquet_chunks(landing, 64),
         SCHEMA,
         valid_path=tmp_path / "valid.parquet",
         quarantine_path=tmp_path / "quarantine.parquet",
-        chunk_rows=64,
     )
     assert (ingest.valid_rows, ingest.quarantined_rows) == (399, 1)
     assert ingest.quarantine_file is not None and parquet_rows(ingest.quarantine_file) == 1
