@@ -46,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-column", default=None, help="sort by this column (dropped)")
     parser.add_argument("--drop", default=None, help="comma-separated columns to ignore")
     parser.add_argument(
+        "--text-columns",
+        default=None,
+        metavar="COLUMNS",
+        help="comma-separated free-text columns (TF-IDF features, text drift and routing); "
+        "default: inferred from long, mostly distinct string values; '' for none",
+    )
+    parser.add_argument(
         "--seed-rows",
         type=int,
         default=None,
@@ -67,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimator",
         default=None,
-        choices=["hist_gradient_boosting", "logistic_regression"],
+        choices=["auto", "hist_gradient_boosting", "logistic_regression"],
         help="default: the pipeline's",
     )
     parser.add_argument("--max-iter", type=int, default=None, help="default: the pipeline's")
@@ -122,6 +129,9 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         target=args.target,
         time_column=args.time_column,
         drop=tuple(c.strip() for c in args.drop.split(",") if c.strip()),
+        text_columns=None
+        if getattr(args, "text_columns", None) is None
+        else tuple(c.strip() for c in args.text_columns.split(",") if c.strip()),
         seed_rows=args.seed_rows,
         batch_rows=args.batch_rows,
         budgets=tuple(float(b) for b in args.budgets.split(",") if b.strip()),

@@ -36,6 +36,9 @@ class BenchmarkConfig:
         target: The label column.
         time_column: Sorts the rows; dropped from the features.
         drop: Columns that are not features (ids, leakage).
+        text_columns: Columns read as free text (``FeatureSpec.kind == "text"``); None:
+            inferred from the values (long, mostly distinct strings, see
+            ``core.text.looks_like_text``); () : no text column.
         seed_rows: Rows of the seed set (the first champion's data).
         batch_rows: Rows per production batch.
         budgets: Label budgets as shares of a batch: the ``default`` strategy's
@@ -62,6 +65,7 @@ class BenchmarkConfig:
     target: str
     time_column: str | None = None
     drop: tuple[str, ...] = ()
+    text_columns: tuple[str, ...] | None = None
     seed_rows: int = DEFAULT_SEED_ROWS
     batch_rows: int = DEFAULT_BATCH_ROWS
     budgets: tuple[float, ...] = (0.02, 0.05, 0.10)

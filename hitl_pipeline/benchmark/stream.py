@@ -9,6 +9,7 @@ import pandas as pd
 
 from hitl_pipeline.benchmark.config import HOLDOUT_SALT, BenchmarkConfig
 from hitl_pipeline.core.datasets import split_holdout
+from hitl_pipeline.core.text import looks_like_text
 from hitl_pipeline.core.types import ITEM_ID, BatchSchema, FeatureSpec
 
 TARGET = "label"
@@ -23,29 +24,51 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def infer_schema(
-    frame: pd.DataFrame, *, target: str, max_categories: int = 50
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    max_categories: int = 50,
+    text_columns: tuple[str, ...] | None = None,
 ) -> tuple[BatchSchema, pd.DataFrame]:
-    """A ``BatchSchema`` for a labelled frame: numeric or categorical per column.
+    """A ``BatchSchema`` for a labelled frame: numeric, categorical or text per column.
 
-    A column is numeric when every non-null value parses as a number, except integer
-    codes with at most 10 distinct values stored as text. Categorical columns keep their
-    ``max_categories`` most frequent levels declared (the rest is encoded as unknown).
+    A column is text when named in ``text_columns`` or, when that is None, when its
+    values are long, mostly distinct strings (``core.text.looks_like_text``); numeric
+    when every non-null value parses as a number, except integer codes with at most 10
+    distinct values stored as text; categorical otherwise. Categorical columns keep
+    their ``max_categories`` most frequent levels declared (the rest is encoded as
+    unknown).
 
     Args:
         frame: Feature columns plus ``target`` (and ``item_id``, which is skipped).
         target: The label column.
         max_categories: Most declared levels per categorical column.
+        text_columns: The text columns; None: inferred; (): none.
 
     Returns:
-        ``(schema, frame)``: the frame with numerics as float64, categoricals and the
-        label as ``str`` (nulls kept), the label renamed to ``label``.
+        ``(schema, frame)``: the frame with numerics as float64, categoricals, text and
+        the label as ``str`` (nulls kept), the label renamed to ``label``.
+
+    Raises:
+        ValueError: When a named text column is not in the frame.
     """
+    missing = [c for c in text_columns or () if c not in frame.columns or c == target]
+    if missing:
+        raise ValueError(
+            f"--text-columns names column(s) not among the features: {', '.join(missing)} "
+            f"(columns: {', '.join(c for c in frame.columns if c not in (ITEM_ID, target))})"
+        )
     out = pd.DataFrame({ITEM_ID: frame[ITEM_ID].astype(str)})
     features: list[FeatureSpec] = []
     for column in frame.columns:
         if column in (ITEM_ID, target):
             continue
         values = frame[column]
+        is_text = column in text_columns if text_columns is not None else looks_like_text(values)
+        if is_text:
+            out[column] = values.map(lambda v: None if pd.isna(v) else str(v)).astype(object)
+            features.append(FeatureSpec(column, "text", nullable=bool(values.isna().any())))
+            continue
         parsed = pd.to_numeric(values, errors="coerce")
         numeric = bool(parsed.notna().sum() == values.notna().sum()) and values.notna().any()
         whole = bool(np.all(np.mod(parsed.dropna(), 1) == 0))
@@ -81,8 +104,10 @@ def load_stream(config: BenchmarkConfig) -> tuple[BatchSchema, pd.DataFrame]:
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:")]
     frame = frame.drop(columns=unnamed)  # a saved index is not a feature
     frame = frame.rename(columns=str)
+    # the replay numbers the rows itself; a file's own id column is no feature
+    frame = frame.drop(columns=[ITEM_ID], errors="ignore")
     frame.insert(0, ITEM_ID, [f"r{i:08d}" for i in range(len(frame))])
-    return infer_schema(frame, target=config.target)
+    return infer_schema(frame, target=config.target, text_columns=config.text_columns)
 
 
 def split_stream(

@@ -28,11 +28,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 # A value is "free text" for schema inference when typical values are long or made of
-# several words, and nearly every value is different: a categorical column repeats a
-# few short levels.
+# several words, and many values are different: a categorical column repeats a few
+# short levels. (Posts repeat too: in the moderation demo stream 28% are distinct.)
 _TEXT_MIN_MEDIAN_CHARS = 25
 _TEXT_MIN_MEDIAN_WORDS = 4
 _TEXT_MIN_UNIQUE_SHARE = 0.3
+_TEXT_MIN_DISTINCT = 50
 
 
 def to_documents(x: Any) -> np.ndarray:
@@ -209,8 +210,8 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
 def looks_like_text(values: pd.Series) -> bool:
     """Whether a column holds free text rather than categories (for schema inference).
 
-    Free text: string values whose median is at least 25 characters or 4 words, and of
-    which at least 30% are distinct.
+    Free text: string values whose median is at least 25 characters or 4 words, with
+    more than 50 distinct values or at least 30% of them distinct.
 
     Args:
         values: The column.
@@ -227,4 +228,6 @@ def looks_like_text(values: pd.Series) -> bool:
     long_enough = (
         lengths.median() >= _TEXT_MIN_MEDIAN_CHARS or words.median() >= _TEXT_MIN_MEDIAN_WORDS
     )
-    return bool(long_enough and present.nunique() / len(present) >= _TEXT_MIN_UNIQUE_SHARE)
+    distinct = present.nunique()
+    varied = distinct > _TEXT_MIN_DISTINCT or distinct / len(present) >= _TEXT_MIN_UNIQUE_SHARE
+    return bool(long_enough and varied)
