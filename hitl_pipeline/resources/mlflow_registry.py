@@ -627,6 +627,11 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             StoreUnavailable: The tracking store or the artifact folder is not usable.
         """
         try:
+            # MLflow retries a connection it cannot open for 100 s before it gives up; a
+            # missing database or a stopped server is reported at once instead
+            for uri in {self.tracking_uri, self._registry_uri()}:
+                if _is_postgres(uri):
+                    _postgres_schema_exists(uri, missing_ok=False)
             experiment = self._client().get_experiment(self._experiment_id())
         except Exception as exc:
             raise StoreUnavailable(
@@ -1251,18 +1256,22 @@ def _postgres_advisory_lock(uri: str, name: str) -> Iterator[None]:
         engine.dispose()
 
 
-def _postgres_schema_exists(uri: str) -> bool:
-    """Whether the PostgreSQL database at ``uri`` exists and holds MLflow's schema."""
+def _postgres_schema_exists(uri: str, *, missing_ok: bool = True) -> bool:
+    """Whether the PostgreSQL database at ``uri`` exists and holds MLflow's schema.
+
+    One attempt, 10 s at most to connect; a database that does not exist is False (an
+    error unless ``missing_ok``), a server that cannot be reached an error.
+    """
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args={"connect_timeout": 10})
     try:
         with engine.connect() as connection:
             found = connection.execute(sqlalchemy.text("SELECT to_regclass('alembic_version')"))
             return found.scalar() is not None
     except sqlalchemy.exc.OperationalError as exc:
-        if "does not exist" in str(exc):
+        if missing_ok and "does not exist" in str(exc):
             return False  # no database yet
         raise
     finally:
