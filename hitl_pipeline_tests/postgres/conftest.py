@@ -37,12 +37,14 @@ def postgres_server() -> PostgresServer:
     try:
         connect(server, timeout_s=5).close()
     except DeploymentConfigError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {server.display}: start it or run without "
-            f"-m postgres (or point {TEST_URL_VARIABLE} at one). {exc}",
-            pytrace=False,
-        )
-    return server
+        problem = str(exc).split(": ", 1)[-1]
+    else:
+        return server
+    pytest.fail(
+        f"PostgreSQL is not reachable at {server.display}: start it or run without "
+        f"-m postgres (or point {TEST_URL_VARIABLE} at one). ({problem})",
+        pytrace=False,
+    )
 
 
 def databases_with_prefix(server: PostgresServer, prefix: str) -> list[str]:
