@@ -98,6 +98,7 @@ def cmd_labelstudio(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from hitl_pipeline.demo.app import run_demo
     from hitl_pipeline.demo.runner import DemoOptions
+    from hitl_pipeline.demo.stream import demo_stream
 
     options = DemoOptions(
         cycles=args.cycles,
@@ -105,7 +106,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         drift_at_batch=args.drift_at,
         reviewer_error_rate=args.reviewer_error_rate,
         stream_drift=args.stream_drift,
+        stream=args.stream,
+        new_class_at=args.new_class_at,
     )
+    try:  # bad stream options are named before anything starts
+        demo_stream(options.stream, new_class_at=options.new_class_at)
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     return run_demo(
         settings,
         options,
@@ -454,6 +462,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="what changes at --drift-at: 'mixed' (inputs, channel mix and the app "
         "customers' rules; default) or 'concept' (only the labelling rule, for everyone: "
         "the audit alarm must catch it)",
+    )
+    demo.add_argument(
+        "--stream",
+        choices=("tabular", "moderation"),  # demo.stream.DEMO_STREAMS (not imported: startup)
+        default="tabular",
+        help="'tabular': customer outcomes (default); 'moderation': short posts ok / toxic / "
+        "spam / threat, new spellings and slang from --drift-at, threat always to experts",
+    )
+    demo.add_argument(
+        "--new-class-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --stream moderation: cycle N's batch brings a new class, 'scam', added "
+        "to the schema file's classes (and so to Label Studio's choices)",
     )
     demo.add_argument(
         "--pace",

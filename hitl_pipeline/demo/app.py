@@ -57,7 +57,8 @@ UI_TIMEOUT_S = 180.0
 def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
     """Three simulated annotators and an adjudicator, so agreement, adjudication and
     annotator quality have something to find: one careful, one careless, one biased
-    toward the majority class; ``reviewer_error_rate`` scales them all."""
+    toward the majority class (``retain``, or ``ok`` for posts); ``reviewer_error_rate``
+    scales them all."""
     rate = options.reviewer_error_rate
     return ReviewerPool(
         url=settings.label_studio_url,
@@ -68,7 +69,7 @@ def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
             SimulatedReviewer(
                 email="linus@hitl.local",
                 error_rate=min(1.0, rate * 2),
-                bias_toward="retain",
+                bias_toward="ok" if options.stream == "moderation" else "retain",
                 seed=3,
             ),
         ],

@@ -22,10 +22,17 @@ import dagster as dg
 import pandas as pd
 import yaml
 
-from hitl_pipeline.core.schema import save_schema
+from hitl_pipeline.core.schema import load_schema, save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
 from hitl_pipeline.demo.narrator import Narrator, run_progress
-from hitl_pipeline.demo.stream import DEMO_SCHEMA, DriftingStream, StreamDrift
+from hitl_pipeline.demo.stream import (
+    DriftingStream,
+    ModerationStream,
+    StreamDrift,
+    declare_classes,
+    demo_stream,
+    policy_run_config,
+)
 from hitl_pipeline.settings import Settings
 
 _CURSORS_FILE = "cursors.json"
@@ -56,27 +63,31 @@ class DemoOptions:
     reviewer_error_rate: float = 0.05
     stream_seed: int = 7
     stream_drift: StreamDrift = "mixed"  # "concept": the inputs stay, the labelling rule changes
+    stream: str = "tabular"  # or "moderation": posts (demo.stream.DEMO_STREAMS)
+    new_class_at: int | None = None  # moderation: the cycle whose batch brings class "scam"
 
 
-def partition_for(cycle: int, stream: DriftingStream | None = None) -> str:
+def partition_for(cycle: int, stream: DriftingStream | ModerationStream | None = None) -> str:
     """The daily partition of cycle ``cycle``'s batch: the first day of its week."""
     stream = stream or DriftingStream()
     return (stream.start + cycle * stream.period).date().isoformat()
 
 
-def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream:
+def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream | ModerationStream:
     """Write the demo's schema and seed data under HITL_HOME (kept if already there)."""
-    stream = DriftingStream(
+    stream = demo_stream(
+        options.stream,
         seed=options.stream_seed,
         rows_per_batch=options.rows_per_batch,
         drift_at_batch=options.drift_at_batch,
         drift=options.stream_drift,
+        new_class_at=options.new_class_at,
     )
     for folder in (settings.home, settings.dagster_home, settings.landing, settings.seed):
         folder.mkdir(parents=True, exist_ok=True)
     if not settings.schema_path.is_file():
         settings.schema_path.parent.mkdir(parents=True, exist_ok=True)
-        save_schema(DEMO_SCHEMA, settings.schema_path)
+        save_schema(stream.schema, settings.schema_path)
     if not (settings.seed / "train.parquet").is_file():
         train, holdout = stream.seed_sets()
         train.to_parquet(settings.seed / "train.parquet", index=False)
@@ -84,12 +95,16 @@ def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream:
     return stream
 
 
-def land_batch(settings: Settings, stream: DriftingStream, cycle: int) -> pd.DataFrame:
+def land_batch(
+    settings: Settings, stream: DriftingStream | ModerationStream, cycle: int
+) -> pd.DataFrame:
     """Drop cycle ``cycle``'s batch (without its labels) into the landing folder.
 
     The labels go to the demo's ground-truth file, which only the simulated reviewers and
-    the accuracy figures read.
+    the accuracy figures read. A class the batch brings is added to the schema file first
+    (``--new-class-at``), as a team would when a new pattern appears.
     """
+    declare_classes(settings.schema_path, stream.classes_at(cycle))
     batch = stream.batch(cycle)
     landing_file = settings.landing / f"{partition_for(cycle, stream)}.parquet"
     if not landing_file.is_file():
@@ -131,11 +146,14 @@ class HeadlessLoop:
         instance: dg.DagsterInstance,
         *,
         after_run: Callable[[RunRecord], None] | None = None,
+        run_config: Mapping[str, Any] | None = None,
     ):
         self.settings = settings
         self.defs = defs
         self.instance = instance
         self.after_run = after_run  # e.g. narrate what the run did
+        # the demo's policy (demo.stream.policy_run_config), under every run's own config
+        self.run_config = dict(run_config or {})
         self._cursor_file = settings.demo / _CURSORS_FILE
         self.cursors: dict[str, str | None] = (
             json.loads(self._cursor_file.read_text(encoding="utf-8"))
@@ -186,7 +204,9 @@ class HeadlessLoop:
             result = job.execute_in_process(
                 instance=self.instance,
                 partition_key=request.partition_key,
-                run_config={**QUIET_CONSOLE, **(request.run_config or {})},
+                run_config=_merged(
+                    QUIET_CONSOLE, _for_job(self.run_config, job), request.run_config or {}
+                ),
                 tags=dict(request.tags),
                 raise_on_error=False,
                 run_id=run_id,
@@ -234,6 +254,24 @@ class HeadlessLoop:
             checks=checks,
             outputs=outputs,
         )
+
+
+def _for_job(run_config: Mapping[str, Any], job: Any) -> dict[str, Any]:
+    """The ops of ``run_config`` that are in ``job`` (Dagster refuses config of others)."""
+    ops = {k: v for k, v in (run_config.get("ops") or {}).items() if job.graph.has_node_named(k)}
+    return {"ops": ops} if ops else {}
+
+
+def _merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
+    """Run configs merged key by key; a later one wins on a conflicting value."""
+    out: dict[str, Any] = {}
+    for config in configs:
+        for key, value in config.items():
+            if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+                out[key] = _merged(out[key], value)
+            else:
+                out[key] = value
+    return out
 
 
 def step_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
@@ -479,7 +517,13 @@ def run_headless(
     defs = load_definitions(instance)
     resources = defs.resources or {}
     narrator = Narrator(instance, queue_status=resources["label_studio"].queue_status)
-    loop = HeadlessLoop(settings, defs, instance, after_run=lambda _: tell(narrator, log))
+    loop = HeadlessLoop(
+        settings,
+        defs,
+        instance,
+        after_run=lambda _: tell(narrator, log),
+        run_config=policy_run_config(options.stream),
+    )
     registry = resources["registry"]
     # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.
     from hitl_pipeline.doctor import doctor
@@ -491,9 +535,9 @@ def run_headless(
 
     def scorer(version: str | None, features: pd.DataFrame) -> pd.Series:
         ref = registry.get_version(version=str(version))
-        scored = score_batch(
-            registry.load_model(ref=ref), features, DEMO_SCHEMA, model_version=ref.version
-        )
+        schema = load_schema(settings.schema_path)  # with any class added since
+        model = registry.load_model(ref=ref)
+        scored = score_batch(model, features, schema, model_version=ref.version)
         return scored[PREDICTED_LABEL]
 
     started = time.monotonic()

@@ -31,13 +31,15 @@ whichever batches were drawn before it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from hitl_pipeline.core.schema import load_schema, save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, BatchSchema, FeatureSpec
 
 CLASSES = ("retain", "upgrade", "downgrade", "churn")
@@ -108,9 +110,18 @@ class DriftingStream:
         if self.drift not in STREAM_DRIFTS:
             raise ValueError(f"drift must be one of {STREAM_DRIFTS}, got {self.drift!r}")
 
+    @property
+    def schema(self) -> BatchSchema:
+        """The schema of the stream's batches."""
+        return DEMO_SCHEMA
+
     def is_drifted(self, index: int) -> bool:
         """Whether batch ``index`` follows the new regime."""
         return index >= self.drift_at_batch
+
+    def classes_at(self, index: int) -> tuple[str, ...]:
+        """The classes batch ``index`` may hold: always the same four."""
+        return CLASSES
 
     def seed_sets(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The initial labelled data, from the old regime.
@@ -574,3 +585,86 @@ def moderation_frame(
     )
     train, _holdout = stream.seed_sets()
     return pd.concat([train, *(stream.batch(i) for i in range(batches))], ignore_index=True)
+
+
+DemoStreamKind = Literal["tabular", "moderation"]
+DEMO_STREAMS: tuple[DemoStreamKind, ...] = ("tabular", "moderation")
+
+
+def demo_stream(
+    kind: str,
+    *,
+    seed: int = 7,
+    rows_per_batch: int = 400,
+    drift_at_batch: int = 2,
+    drift: StreamDrift = "mixed",
+    new_class_at: int | None = None,
+) -> DriftingStream | ModerationStream:
+    """The demo's stream of one kind.
+
+    Args:
+        kind: ``"tabular"`` (customer outcomes, the default) or ``"moderation"`` (posts).
+        seed: Fixes every draw.
+        rows_per_batch: Rows of each batch.
+        drift_at_batch: First drifted batch.
+        drift: The tabular stream's kind of drift (``STREAM_DRIFTS``).
+        new_class_at: The moderation stream's first batch with the new class ``scam``.
+
+    Raises:
+        ValueError: An unknown kind, or a new class asked of the tabular stream.
+    """
+    if kind == "moderation":
+        return ModerationStream(
+            seed=seed,
+            rows_per_batch=rows_per_batch,
+            drift_at_batch=drift_at_batch,
+            new_class_at=new_class_at,
+        )
+    if kind != "tabular":
+        raise ValueError(f"unknown demo stream {kind!r}: use one of {DEMO_STREAMS}")
+    if new_class_at is not None:
+        raise ValueError(
+            "--new-class-at needs --stream moderation (the tabular stream's "
+            "four classes never change)"
+        )
+    return DriftingStream(
+        seed=seed, rows_per_batch=rows_per_batch, drift_at_batch=drift_at_batch, drift=drift
+    )
+
+
+def declare_classes(schema_path: Path, classes: tuple[str, ...]) -> tuple[str, ...]:
+    """Add the classes the schema file lacks (at the end, in order); never remove one.
+
+    What a team does when a new abuse pattern appears: the class is added to the schema
+    file, and the next push offers it in every Label Studio project.
+
+    Args:
+        schema_path: The loop's schema file.
+        classes: The classes the next batch may hold.
+
+    Returns:
+        The classes added (empty when the file had them all).
+    """
+    schema = load_schema(schema_path)
+    added = tuple(c for c in classes if c not in schema.classes)
+    if added:
+        save_schema(replace(schema, classes=(*schema.classes, *added)), schema_path)
+    return added
+
+
+def policy_run_config(kind: str) -> dict[str, Any]:
+    """Run config of the demo's policy: for the moderation stream, an item the model calls
+    a ``threat`` always goes to a person (``policy_category``), in the expert queue.
+
+    Returns:
+        A Dagster run config fragment for ``review_queue`` and ``labeling_tasks`` (empty
+        for the tabular stream, which declares no policy).
+    """
+    if kind != "moderation":
+        return {}
+    return {
+        "ops": {
+            "review_queue": {"config": {"review_classes": list(POLICY_CLASSES)}},
+            "labeling_tasks": {"config": {"expert_classes": list(POLICY_CLASSES)}},
+        }
+    }
