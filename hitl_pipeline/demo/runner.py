@@ -501,6 +501,7 @@ def run_headless(
     *,
     answer_tasks: Callable[[Mapping[str, str]], int],
     log: Callable[[str], None] = print,
+    run_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``options.cycles`` weekly cycles and return the JSON-ready summary.
 
@@ -510,6 +511,8 @@ def run_headless(
         answer_tasks: lets the (simulated) reviewers answer every open task, given the
             ground truth; returns how many annotations were submitted.
         log: progress lines.
+        run_config: run config under every run's own (e.g. a gate setting), over the
+            stream's policy (``demo.stream.policy_run_config``).
     """
     use_home(settings)
     stream = prepare_home(settings, options)
@@ -522,7 +525,7 @@ def run_headless(
         defs,
         instance,
         after_run=lambda _: tell(narrator, log),
-        run_config=policy_run_config(options.stream),
+        run_config=_merged(policy_run_config(options.stream), run_config or {}),
     )
     registry = resources["registry"]
     # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.
