@@ -15,7 +15,7 @@ import pandas as pd
 from hitl_pipeline.core.gate import EDGE_CASES, HOLDOUT, HUMAN_HOLDOUT, GatePolicy, failed_checks
 from hitl_pipeline.core.loop import SELECTION, TRAINING, judge_challenger, train_challenger
 from hitl_pipeline.core.routing import RoutingPolicy
-from hitl_pipeline.core.training import TrainingParams, evaluate_frames
+from hitl_pipeline.core.training import TrainingParams, evaluate_frames, model_factory_version
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
 from hitl_pipeline.defs.config import config_class
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
@@ -39,6 +39,9 @@ GateConfig = config_class(
     doc="Gate tunables, generated from core.gate.GatePolicy (see its docs).",
 )
 ROUTING_ASSET = dg.AssetKey("review_queue")
+# the user's model: which factory built it and the version of its code
+TAG_MODEL_FACTORY = "hitl.model_factory"
+TAG_MODEL_FACTORY_VERSION = "hitl.model_factory_version"
 EVAL_FRAMES = (HOLDOUT, HUMAN_HOLDOUT, EDGE_CASES)
 
 
@@ -85,7 +88,8 @@ def candidate_model(
     """A model retrained on the dataset version, registered in MLflow as a challenger.
 
     Its model version records the lineage: dataset version and md5 of every frame
-    (training, held-out, edge cases), code version, parameters and routing configuration.
+    (training, held-out, edge cases), code version, parameters and routing configuration;
+    with ``model_factory`` set, the factory and its code version too.
     """
     schema = production.schema()
     params = config.to_settings()
@@ -99,6 +103,14 @@ def candidate_model(
         **result.metrics,
         **{f"heldout.{s}.{k}": v for s, values in held_out.items() for k, v in values.items()},
     }
+    factory_tags = (
+        {
+            TAG_MODEL_FACTORY: params.model_factory,
+            TAG_MODEL_FACTORY_VERSION: model_factory_version(params.model_factory),
+        }
+        if params.model_factory
+        else {}
+    )
     fault_point("training.before_register")
     ref = registry.log_candidate(
         model=result.model,
@@ -108,6 +120,7 @@ def candidate_model(
             DATASET_VERSION_TAG: training_dataset.version_id,
             TAG_DAGSTER_RUN_ID: context.run_id,
             TAG_ROUTING_POLICY: json.dumps(routing_lineage(context.instance), sort_keys=True),
+            **factory_tags,
         },
         dataset=training_dataset,
         input_example=frame[schema.feature_names].head(5),
@@ -119,6 +132,7 @@ def candidate_model(
             "model_version": ref.version,
             "dataset_version": training_dataset.version_id,
             "training_rows": len(frame),
+            "model": params.model_factory or params.resolved_estimator(schema),
             **{
                 f"{s}_accuracy": float(values.get("accuracy", float("nan")))
                 for s, values in held_out.items()
