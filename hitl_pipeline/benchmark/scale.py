@@ -8,7 +8,8 @@ score it with the champion (plus the out-of-distribution score the inference ass
 into a predictions file; compare a seeded sample of it with the champion's reference for
 drift (Evidently, with the HTML report); route it in two passes, writing every decision
 and keeping the review queue. Then, in the same process and on the same rows read the
-same way, the champion's bare ``predict_proba`` is timed.
+same way, the champion's bare ``predict_proba`` is timed, before and after the steps
+(the faster of the two is the baseline: the machine's load changes while it runs).
 
 The champion is trained the way the demo bootstraps its first one, with the core
 training function on the demo stream's seed rows (``core.training.train_model``,
@@ -154,6 +155,7 @@ def measure(
             quarantine_path=workdir / "quarantine.parquet",
         )
         stages["ingest"] = time.perf_counter() - start
+        bare_before = _bare_predict(model, workdir / "validated.parquet", schema, chunk_rows)
 
         start = time.perf_counter()
         scored = score_file(
@@ -202,13 +204,11 @@ def measure(
         pipeline_peak = _peak_rss_mb()
 
         # the same champion's predict_proba on the same rows, read the same way; only
-        # the predict_proba calls are timed
-        bare = 0.0
-        for chunk in parquet_chunks(workdir / "validated.parquet", chunk_rows):
-            features = chunk[schema.feature_names]
-            start = time.perf_counter()
-            model.predict_proba(features)
-            bare += time.perf_counter() - start
+        # the predict_proba calls are timed. Once before the pipeline's steps and once
+        # after: on a shared machine the load changes, and the faster of the two is the
+        # stricter baseline.
+        bare_after = _bare_predict(model, workdir / "validated.parquet", schema, chunk_rows)
+    bare = min(bare_before, bare_after)
 
     rows = ingest.valid_rows
     seconds = stages["inference"] + stages["monitoring"] + stages["selection"]
@@ -219,6 +219,7 @@ def measure(
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "pipeline_peak_rss_mb": round(pipeline_peak, 1),
         "bare_predict_seconds": round(bare, 2),
+        "bare_predict_seconds_before_after": [round(bare_before, 2), round(bare_after, 2)],
         "bare_predict_rows_per_second": round(rows / bare, 1) if bare else None,
         "ratio_to_bare": round(bare / seconds, 3) if seconds else None,
         "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
@@ -231,6 +232,17 @@ def measure(
         "routing_candidates": routed.plan.candidates,
         "reasons": routed.reasons,
     }
+
+
+def _bare_predict(model: Any, validated: Path, schema: Any, chunk_rows: int) -> float:
+    """Seconds spent in ``predict_proba`` over the validated rows, chunk by chunk."""
+    spent = 0.0
+    for chunk in parquet_chunks(validated, chunk_rows):
+        features = chunk[schema.feature_names]
+        start = time.perf_counter()
+        model.predict_proba(features)
+        spent += time.perf_counter() - start
+    return spent
 
 
 def _escalate(scores: Any, rows: Any, *, schema: Any, model: Any, detector: Any, step: Any) -> Any:

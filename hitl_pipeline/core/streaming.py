@@ -77,7 +77,9 @@ def validate_chunks(
     bad_sink = ParquetSink(quarantine)
     try:
         with ParquetSink(valid_path) as sink:
+            seen = False
             for chunk in chunks:
+                seen = True
                 checked = validate_batch(chunk, schema)
                 sink.write(checked.valid)
                 bad = checked.quarantined
@@ -88,6 +90,8 @@ def validate_chunks(
                     bad_sink.write(
                         bad.astype({c: str for c in bad.columns if bad[c].dtype == object})
                     )
+            if not seen:
+                validate_batch(pd.DataFrame(), schema)  # raises, naming what is missing
     except BaseException:
         bad_sink.abort()
         raise
@@ -115,29 +119,42 @@ def score_file(
     extra: ChunkExtra | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> ScoreSummary:
-    """Score a validated Parquet batch into a Parquet file of predictions, chunk by chunk.
+    """``score_to_file`` on a validated Parquet file, ``chunk_rows`` rows at a time."""
+    return score_to_file(
+        model,
+        parquet_chunks(source, chunk_rows),
+        target,
+        schema,
+        model_version=model_version,
+        extra=extra,
+    )
+
+
+def score_to_file(
+    model: Any,
+    chunks: Iterable[pd.DataFrame],
+    target: str | Path,
+    schema: BatchSchema,
+    *,
+    model_version: str,
+    extra: ChunkExtra | None = None,
+) -> ScoreSummary:
+    """Score a validated batch chunk by chunk into a Parquet file of predictions.
 
     Args:
         model: The champion.
-        source: Validated rows.
+        chunks: Validated rows, in chunks.
         target: Where the scores go (``score_batch`` columns plus what ``extra`` adds).
         schema: The declared schema.
         model_version: Recorded on every row.
         extra: ``core.loop.escalation_scores`` bound to the committee and detector.
-        chunk_rows: Rows per chunk.
 
     Returns:
         The stage's figures.
     """
     summary = ScoreSummary()
     with ParquetSink(target) as sink:
-        for scores in score_chunks(
-            model,
-            parquet_chunks(source, chunk_rows),
-            schema,
-            model_version=model_version,
-            extra=extra,
-        ):
+        for scores in score_chunks(model, chunks, schema, model_version=model_version, extra=extra):
             sink.write(summary.add(scores))
     return summary
 
