@@ -141,6 +141,12 @@ class LocalStore(dg.ConfigurableResource):
         frames = [pd.read_parquet(p).assign(table=p.stem) for p in paths]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def table_path(self, *, kind: str, name: str) -> Path:
+        """Where ``write_table`` keeps a table (for a stage that writes it in chunks)."""
+        path = self._home / kind / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def write_table(self, *, kind: str, name: str, frame: pd.DataFrame) -> Path:
         """Keep a table (e.g. each batch's routing decisions) as Parquet for later audits."""
         path = self._home / kind / f"{name}.parquet"
