@@ -5,7 +5,8 @@ Real Dagster materializations of ``candidate_model`` -> ``passes_gate`` ->
 ``tmp_path``; only ``training_dataset`` is replaced by an asset returning a version
 committed here (the labelling stages are not under test). The model comes from
 ``hitl_pipeline_tests.fixtures.user_model:make_model``, a pipeline holding a transformer
-class of the user's own, named in the run config the way a person would.
+class of the user's own, named in the run config the way a person would; and the same
+factory named in ``params.yaml`` for ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pandas as pd
 import pytest
 
 from hitl_pipeline.core.datasets import canonical_dataset
+from hitl_pipeline.core.loop import SELECTION, TRAINING, train_challenger
 from hitl_pipeline.core.schema import save_schema
+from hitl_pipeline.core.training import TrainingParams, evaluate_model
 from hitl_pipeline.core.types import LABEL, LABEL_SOURCE, LABELLED_AT, BatchSchema, FeatureSpec
 from hitl_pipeline.defs.resources import build_resources
 from hitl_pipeline.defs.s08_training import TAG_MODEL_FACTORY, TAG_MODEL_FACTORY_VERSION
@@ -31,6 +34,7 @@ from hitl_pipeline.resources.mlflow_registry import TAG_CODE_VERSION
 from hitl_pipeline.settings import Settings
 from hitl_pipeline_tests.faults.retrain import LENIENT_GATE, retrain
 from hitl_pipeline_tests.fixtures.text_data import CLASSES, posts
+from hitl_pipeline_tests.test_reproducibility import _project_copy, _run
 
 FACTORY = "hitl_pipeline_tests.fixtures.user_model:make_model"
 SCHEMA = BatchSchema(
@@ -161,3 +165,33 @@ def test_a_broken_factory_fails_the_retrain_with_its_reason(home):
     message = failure.step_failure_data.error.cause.message
     assert "returned a Pipeline without predict_proba" in message
     assert resources["registry"].champion() is None
+
+
+def test_dvc_repro_trains_the_user_factory_on_a_text_schema(tmp_path):
+    params = TrainingParams(model_factory=FACTORY).to_dict()
+    project = _project_copy(tmp_path / "project", params)
+    data = project / "data"
+    data.mkdir()
+    train = canonical_dataset(posts(600, seed=10), SCHEMA)
+    selection = canonical_dataset(_human(posts(100, seed=13, prefix="s"), "2026-01-05"), SCHEMA)
+    holdouts = {
+        "holdout": canonical_dataset(posts(300, seed=11, prefix="h"), SCHEMA),
+        "human_holdout": canonical_dataset(
+            _human(posts(200, seed=12, prefix="u"), "2026-01-05"), SCHEMA
+        ),
+    }
+    for name, frame in {"training": train, "selection": selection, **holdouts}.items():
+        frame.to_parquet(data / f"{name}.parquet", index=False)
+    save_schema(SCHEMA, data / "schema.json")
+
+    _run(project, "dvc", "repro")
+
+    reproduced = json.loads((project / "models" / "eval_metrics.json").read_text("utf-8"))
+    # the same code in this process gives the same figures, to the bit
+    model = train_challenger(
+        {TRAINING: train, SELECTION: selection}, SCHEMA, TrainingParams(model_factory=FACTORY)
+    ).model
+    assert type(model.named_steps["features"].transformers_[1][1]).__name__ == "TextStats"
+    for name, frame in holdouts.items():
+        assert reproduced[name] == evaluate_model(model, frame, SCHEMA)
+    assert reproduced["holdout"]["accuracy"] > 0.9
