@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hitl_pipeline.deployment import PostgresDeployment, postgres_from_env
+from hitl_pipeline.deployment import PostgresDeployment, postgres_from_env, with_installed_driver
 
 DEFAULT_HOME = ".hitl"
 DEFAULT_LABEL_STUDIO_PORT = 8080
@@ -89,7 +89,7 @@ class Settings:
             label_studio_password=env.get("HITL_LABEL_STUDIO_PASSWORD") or None,
             label_studio_is_local=not external_ls,
             label_studio_port=port,
-            mlflow_tracking_uri=env.get("HITL_MLFLOW_TRACKING_URI")
+            mlflow_tracking_uri=with_installed_driver(env.get("HITL_MLFLOW_TRACKING_URI", ""))
             or (postgres.mlflow_uri if postgres else f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
             dvc_remote=env.get("HITL_DVC_REMOTE", str(home / "dvc-remote")),
             review_overlap_share=float(env.get("HITL_REVIEW_OVERLAP", "0.2")),
