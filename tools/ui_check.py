@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "ui-check")
     parser.add_argument("--minutes", type=float, default=20, help="wait at most this long")
     args = parser.parse_args(argv)
+    try:  # before the demo starts, not after 10 minutes of it
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        print("playwright is not installed: run `make ui-check` (it installs the ui group)")
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="hitl-ui-check-"))
     env = {**os.environ, "HITL_HOME": str(home)}
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(demo.pid, signal.SIGINT)
         try:
-            demo.wait(timeout=60)
+            demo.wait(timeout=120)  # it stops the Dagster and MLflow UIs first
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)
         # the demo leaves Label Studio running on purpose (its data stays browsable)

@@ -209,7 +209,26 @@ def _spawn(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # a demo started in the background inherits an ignored SIGINT, and `dagster dev`
+        # would then ignore the Ctrl-C (and SIGTERM) meant to stop it
+        preexec_fn=_default_signals,
     )
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C, and SIGTERM from a script or a service manager, stop the demo the same way
+    (its UIs too), even when it was started in the background with SIGINT ignored."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -236,6 +255,7 @@ def _run_with_ui(
                 file=sys.stderr,
             )
             return 1
+    _stop_on_signals()
     stream = prepare_home(settings, options)
     instance = dg.DagsterInstance.get()
     defs = load_definitions(instance)
