@@ -263,6 +263,8 @@ def test_a_vocabulary_shift_drifts_the_text_column_and_a_resample_does_not(text_
     assert same.drifted_columns == ()
     assert same.column_scores["text"] < 0.6  # the domain classifier's AUC: chance
     assert shifted.drifted_columns == ("text",)  # account_age did not move
+    assert shifted.drift_share == 0.5 and shifted.dataset_drift
+    assert not same.dataset_drift
     assert shifted.column_scores["text"] > 0.9
     assert shifted.column_methods["text"] == "Absolute text content drift"
     # the descriptors are in the same summary and report
@@ -280,3 +282,22 @@ def test_longer_posts_drift_through_the_length_descriptor(text_reference):
 
     assert summary.column_scores["text: length"] > 0.2
     assert "text" in summary.drifted_columns
+
+
+def test_a_drifted_text_column_alone_raises_the_alarm_unless_the_policy_says_not(
+    text_reference,
+):
+    current = posts(300, seed=3, drifted=True)
+    schema = BatchSchema(
+        features=(*TEXT_SCHEMA.features, FeatureSpec("source", "categorical")),
+        classes=TEXT_SCHEMA.classes,
+    )
+
+    alarm, _ = compute_drift(text_reference, current, schema)
+    share_only, _ = compute_drift(
+        text_reference, current, schema, policy=DriftPolicy(text_alarms=False)
+    )
+
+    assert alarm.drifted_columns == share_only.drifted_columns == ("text",)
+    assert alarm.drift_share == pytest.approx(1 / 3)
+    assert alarm.dataset_drift and not share_only.dataset_drift
