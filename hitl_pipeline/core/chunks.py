@@ -259,6 +259,10 @@ class ParquetBatch:
         """The rows in frames of at most ``chunk_rows`` (``parquet_chunks``)."""
         return parquet_chunks(self.path, chunk_rows, columns=columns)
 
+    def columns(self) -> list[str]:
+        """Column names, from the file's schema."""
+        return list(pq.ParquetFile(self.path).schema_arrow.names)
+
     def first(self, column: str) -> object | None:
         """The first row's value of one column (None when there are no rows)."""
         for chunk in self.chunks(1, columns=[column]):

@@ -7,7 +7,10 @@ output is a file named after the run that produced it. An input is read from the
 that produced it in this job; an asset that is not part of the run is read from the run
 of its latest materialization (of that partition), which is the value the UI shows.
 
-pandas DataFrames are stored as Parquet (``<run id>.parquet``, with ``frames_as_parquet``):
+A ``ParquetBatch`` (a batch on disk, ``core.chunks``) has its file moved into place as
+``<run id>.batch.parquet`` and loads back as a handle: a batch of ten million rows
+passes from stage to stage without ever being one frame. Other pandas DataFrames are
+stored as Parquet (``<run id>.parquet``, with ``frames_as_parquet``):
 a scored batch of millions of rows is written by row group and read back without
 pickle's copies; a frame Arrow cannot hold (objects of mixed types) and every other value
 is pickled (``<run id>.pickle``). Either is loaded transparently.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from hitl_pipeline.core.chunks import ParquetBatch
+
 UNPARTITIONED = "__all__"
-PARQUET, PICKLE = ".parquet", ".pickle"
+PARQUET, PICKLE, BATCH = ".parquet", ".pickle", ".batch.parquet"
 STORED_SUFFIXES = (PARQUET, PICKLE)
 PARQUET_ROW_GROUP = 100_000
 
@@ -72,6 +78,9 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     def _load(self, context: dg.InputContext, partition: str | None) -> Any:
         folder = self._folder(context.asset_key, partition)
         for run_id in self._source_runs(context, partition):
+            batch = folder / f"{run_id}{BATCH}"
+            if batch.is_file():
+                return ParquetBatch.of(batch)
             parquet = folder / f"{run_id}{PARQUET}"
             if parquet.is_file():
                 return pd.read_parquet(parquet)
@@ -109,20 +118,36 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 
     def _write(self, folder: Path, run_id: str, obj: Any) -> Path:
         """Store one value atomically (a reader never sees half a file); returns its path."""
+        stale = [folder / f"{run_id}{s}" for s in (BATCH, PARQUET, PICKLE)]
+        if isinstance(obj, ParquetBatch):
+            path = folder / f"{run_id}{BATCH}"
+            # a rename on one filesystem; else copied to a temporary name, then renamed
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
+                pass
+            shutil.move(obj.path, tmp.name)
+            os.replace(tmp.name, path)
+            for old in stale:
+                if old != path:
+                    old.unlink(missing_ok=True)
+            return path
         table = _as_table(obj) if self.frames_as_parquet else None
         if table is not None:
             with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
                 pq.write_table(table, tmp, row_group_size=PARQUET_ROW_GROUP)
             path = folder / f"{run_id}{PARQUET}"
             os.replace(tmp.name, path)
-            # a re-executed step of the same run may have pickled it before
-            (folder / f"{run_id}{PICKLE}").unlink(missing_ok=True)
+            # a re-executed step of the same run may have stored it another way before
+            for old in stale:
+                if old != path:
+                    old.unlink(missing_ok=True)
             return path
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
             pickle.dump(obj, tmp, protocol=pickle.HIGHEST_PROTOCOL)
         path = folder / f"{run_id}{PICKLE}"
         os.replace(tmp.name, path)
-        (folder / f"{run_id}{PARQUET}").unlink(missing_ok=True)
+        for old in stale:
+            if old != path:
+                old.unlink(missing_ok=True)
         return path
 
     def _prune(self, folder: Path) -> None:

@@ -1,18 +1,22 @@
-"""Ingest: a production batch from the landing folder, validated against the schema."""
+"""Ingest: a production batch from the landing folder, validated against the schema.
+
+The batch is read and validated ``chunk_rows`` rows at a time (``ProductionSource``) and
+its valid rows are passed on as a Parquet file (``ParquetBatch``), never as one frame.
+"""
 
 import dagster as dg
-import pandas as pd
 
-from hitl_pipeline.core.schema import validate_batch
+from hitl_pipeline.core.chunks import ParquetBatch
+from hitl_pipeline.core.streaming import validate_chunks
 from hitl_pipeline.core.types import BatchSchemaError
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.resources.production import BatchNotFound, ProductionSource
 
 
-@dg.asset(partitions_def=BATCH_PARTITIONS, group_name="s01_ingest", kinds={"pandas"})
+@dg.asset(partitions_def=BATCH_PARTITIONS, group_name="s01_ingest", kinds={"parquet"})
 def production_batch(
     context: dg.AssetExecutionContext, production: ProductionSource
-) -> dg.Output[pd.DataFrame]:
+) -> dg.Output[ParquetBatch]:
     """The day's production rows that passed the declared schema.
 
     Rows with fixable problems are quarantined with their reasons; a batch that cannot be
@@ -21,29 +25,35 @@ def production_batch(
     partition = context.partition_key
     try:
         batch_file = production.batch_file(partition_key=partition)
-        raw = production.read_batch(partition_key=partition)
-    except (BatchNotFound, ValueError) as exc:  # no file, two files, unreadable file
+    except (BatchNotFound, ValueError) as exc:  # no file, two files
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    staged = production.staging_file(name=f"production_batch-{partition}")
     try:
-        validated = validate_batch(raw, production.schema())
+        ingest = validate_chunks(
+            production.read_chunks(partition_key=partition),
+            production.schema(),
+            valid_path=staged,
+            quarantine_path=production.quarantine_file(partition_key=partition),
+        )
     except BatchSchemaError as exc:
         raise dg.Failure(
             description=f"batch {batch_file.path.name} rejected: " + "; ".join(exc.problems),
-            metadata={"file": dg.MetadataValue.path(str(batch_file.path)), "rows": len(raw)},
+            metadata={"file": dg.MetadataValue.path(str(batch_file.path))},
             allow_retries=False,
         ) from exc
-    quarantine_path = production.write_quarantine(
-        partition_key=partition, rows=validated.quarantined
-    )
+    except ValueError as exc:  # unreadable file
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     metadata: dict[str, dg.RawMetadataValue] = {
-        "rows": len(validated.valid),
-        "quarantined_rows": len(validated.quarantined),
+        "rows": ingest.valid_rows,
+        "quarantined_rows": ingest.quarantined_rows,
         "source_file": dg.MetadataValue.path(str(batch_file.path)),
         "fingerprint": batch_file.fingerprint,
+        "chunk_rows": production.chunk_rows,
     }
-    if quarantine_path is not None:
-        metadata["quarantine"] = dg.MetadataValue.path(str(quarantine_path))
+    if ingest.quarantine_file is not None:
+        metadata["quarantine"] = dg.MetadataValue.path(str(ingest.quarantine_file))
         metadata["quarantine_reasons"] = dg.MetadataValue.md(
-            validated.quarantined["quarantine_reason"].value_counts().head(10).to_markdown()
+            "| quarantine_reason | count |\n|:--|--:|\n"
+            + "\n".join(f"| {r} | {n} |" for r, n in ingest.quarantine_reasons.items())
         )
-    return dg.Output(validated.valid, metadata=metadata)
+    return dg.Output(ParquetBatch.of(staged), metadata=metadata)

@@ -6,13 +6,15 @@ previous champion (a committee of two that costs no training), and ``ood_score``
 isolated each row is from the champion's training data (``core.ood``).
 """
 
-import dagster as dg
-import pandas as pd
+import functools
+from typing import Any
 
-from hitl_pipeline.core.inference import score_batch
+import dagster as dg
+
+from hitl_pipeline.core.chunks import ParquetBatch, batch_chunks
 from hitl_pipeline.core.loop import escalation_scores
 from hitl_pipeline.core.ood import fit_ood_detector
-from hitl_pipeline.core.types import CONFIDENCE, DISAGREEMENT, OOD_SCORE
+from hitl_pipeline.core.streaming import score_to_file
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.preflight import require_stores
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
@@ -31,13 +33,17 @@ class InferenceConfig(dg.Config):
 @dg.asset(partitions_def=BATCH_PARTITIONS, group_name="s02_inference", kinds={"mlflow"})
 def predictions(
     config: InferenceConfig,
-    production_batch: pd.DataFrame,
+    production_batch: Any,
     registry: MlflowRegistryResource,
     production: ProductionSource,
     dataset_store: DvcDatasetStore,
-) -> dg.Output[pd.DataFrame]:
+) -> dg.Output[Any]:
     """Class probabilities, confidence, margin and entropy per row, with the model version;
-    committee disagreement and out-of-distribution score when available."""
+    committee disagreement and out-of-distribution score when available.
+
+    The batch (a ``ParquetBatch``, or a frame) is scored ``chunk_rows`` rows at a time
+    into a Parquet file, passed on as a ``ParquetBatch``.
+    """
     require_stores(registry.check)  # a dead store fails here, named, not deep in a load
     champion = registry.champion()
     if champion is None:
@@ -47,37 +53,42 @@ def predictions(
         )
     schema = production.schema()
     model = registry.load_model(ref=champion)
-    scores = score_batch(model, production_batch, schema, model_version=champion.version)
 
     previous = registry.previous_champion() if config.committee else None
     if previous is not None and previous.version == champion.version:
         previous = None
     dataset_version = champion.tags.get(DATASET_VERSION_TAG)
     detector = None
-    if config.out_of_distribution and dataset_version and len(scores):
+    if config.out_of_distribution and dataset_version and len(production_batch):
         detector = fit_ood_detector(dataset_store.load(version_id=dataset_version), schema)
-    scores = escalation_scores(
-        scores,
-        production_batch,
-        schema,
+    extra = functools.partial(
+        escalation_scores,
+        schema=schema,
         champion=model,
         previous=registry.load_model(ref=previous) if previous is not None else None,
         ood=detector,
     )
+    staged = production.staging_file(name=f"predictions-{champion.version}")
+    summary = score_to_file(
+        model,
+        batch_chunks(production_batch, production.chunk_rows),
+        staged,
+        schema,
+        model_version=champion.version,
+        extra=extra,
+    )
 
     metadata = {
-        "rows": len(scores),
+        "rows": summary.rows,
         "model_version": champion.version,
-        "mean_confidence": float(scores[CONFIDENCE].mean()) if len(scores) else 0.0,
-        "predicted_classes": dg.MetadataValue.json(
-            scores["predicted_label"].value_counts().to_dict()
-        ),
+        "mean_confidence": summary.mean_confidence,
+        "predicted_classes": dg.MetadataValue.json(dict(summary.predicted.most_common())),
         "committee": f"v{champion.version} vs v{previous.version}"
-        if DISAGREEMENT in scores and previous is not None
+        if summary.mean_disagreement is not None and previous is not None
         else "none (no previous champion)",
     }
-    if DISAGREEMENT in scores and len(scores):
-        metadata["mean_disagreement"] = float(scores[DISAGREEMENT].mean())
-    if OOD_SCORE in scores and len(scores):
-        metadata["share_ood_99"] = float((scores[OOD_SCORE] >= 0.99).mean())
-    return dg.Output(scores, metadata=metadata)
+    if summary.mean_disagreement is not None:
+        metadata["mean_disagreement"] = summary.mean_disagreement
+    if summary.share_ood_99 is not None:
+        metadata["share_ood_99"] = summary.share_ood_99
+    return dg.Output(ParquetBatch.of(staged), metadata=metadata)

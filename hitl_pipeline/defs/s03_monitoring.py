@@ -5,11 +5,12 @@ The ``no_dataset_drift`` check failing is the drift alert that the drift sensor 
 
 import dataclasses
 import warnings
+from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from hitl_pipeline.core.drift import DriftPolicy, compute_drift
+from hitl_pipeline.core.chunks import ParquetBatch, batch_chunks
+from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_columns, drift_sample
 from hitl_pipeline.core.inference import score_batch
 from hitl_pipeline.core.loop import drift_reference
 from hitl_pipeline.core.types import MODEL_VERSION, DriftSummary
@@ -51,15 +52,28 @@ with warnings.catch_warnings():
 def drift_report(
     context: dg.AssetExecutionContext,
     config: DriftConfig,
-    predictions: pd.DataFrame,
+    predictions: Any,
     registry: MlflowRegistryResource,
     dataset_store: DvcDatasetStore,
     production: ProductionSource,
     local_store: LocalStore,
 ):
-    """Per-column, prediction and confidence drift; the HTML report is kept on disk."""
+    """Per-column, prediction and confidence drift; the HTML report is kept on disk.
+
+    The batch is compared through a seeded sample of ``sample_rows`` rows, drawn while
+    its predictions are read in chunks (``drift_sample``).
+    """
     schema = production.schema()
-    champion = registry.get_version(version=str(predictions[MODEL_VERSION].iloc[0]))
+    policy = config.to_settings()
+    sample, batch_rows = drift_sample(
+        batch_chunks(predictions, production.chunk_rows, columns=drift_columns(schema)),
+        policy.sample_rows,
+        id_column=schema.id_column,
+    )
+    version = predictions.first(MODEL_VERSION) if isinstance(predictions, ParquetBatch) else None
+    if version is None:
+        version = predictions[MODEL_VERSION].iloc[0]
+    champion = registry.get_version(version=str(version))
     dataset_version = champion.tags[DATASET_VERSION_TAG]
     # the seed rows of the champion's dataset: a representative sample of the data the
     # model was built for (the human rows were picked for being hard, see drift_reference)
@@ -74,11 +88,11 @@ def drift_report(
     )
     summary, html = compute_drift(
         reference,
-        predictions,
+        sample,
         schema,
         reference_scores=reference_scores,
-        current_scores=predictions,
-        policy=config.to_settings(),
+        current_scores=sample,
+        policy=policy,
     )
     local_store.write_report(kind="drift", name=context.partition_key, html=html)
     figures = {
@@ -87,6 +101,10 @@ def drift_report(
         "drifted_columns": dg.MetadataValue.json(list(summary.drifted_columns)),
         "prediction_drift": summary.prediction_drift,
         "confidence_drift": summary.confidence_drift,
+        "batch_rows": batch_rows,
+        # the rows compared on each side (DriftPolicy.sample_rows caps them)
+        "drift_sample_rows": summary.current_rows,
+        "reference_rows": summary.reference_rows,
     }
     # kept in MLflow too, so that the report opens from the UI wherever the loop runs
     report = registry.log_report(

@@ -8,18 +8,18 @@ are), and the threshold minimising the expected cost of the latest batch is stor
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.loop import refit_threshold, route_batch
+from hitl_pipeline.core.chunks import ParquetBatch, batch_chunks
+from hitl_pipeline.core.loop import refit_threshold
 from hitl_pipeline.core.routing import REASON_AUDIT, RoutingPolicy
+from hitl_pipeline.core.streaming import route_chunks
 from hitl_pipeline.core.types import (
     ITEM_ID,
     MODEL_VERSION,
-    REASONS,
-    ROUTE,
-    ROUTE_REVIEW,
     DatasetVersion,
     DriftSummary,
     ModelRef,
@@ -43,9 +43,12 @@ RoutingConfig = config_class(
         "use_fitted_threshold": (bool, True),
         # set by the drift and audit sensors: route as the drift response
         "drift_response": (bool, False),
+        # the asset's value holds every routed row (off: only the review queue; every
+        # row's decision is in the decisions table either way)
+        "output_every_row": (bool, True),
     },
     doc="Routing tunables, generated from core.routing.RoutingPolicy (see its docs); "
-    "use_fitted_threshold and drift_response are the wiring's own.",
+    "use_fitted_threshold, drift_response and output_every_row are the wiring's own.",
 )
 
 
@@ -62,42 +65,62 @@ def fitted_threshold(local_store: LocalStore, model_version: str) -> float | Non
 def review_queue(
     context: dg.AssetExecutionContext,
     config: RoutingConfig,
-    predictions: pd.DataFrame,
+    predictions: Any,
     drift_report: DriftSummary,
     local_store: LocalStore,
     production: ProductionSource,
 ) -> dg.Output[pd.DataFrame]:
-    """Every prediction with its route (review or auto-accept), reasons and priority."""
+    """Every prediction with its route (review or auto-accept), reasons and priority.
+
+    The predictions are routed in two passes over their chunks (``BatchRouter`` keeps
+    only the candidates the decisions need); every row's decision is written, chunk by
+    chunk, to the ``decisions`` table. With ``output_every_row`` off the asset's value
+    is the review queue alone, so a batch of millions of rows is never one frame.
+    """
     # The drift alert is acted on by the drift sensor (a second, boosted review run), so
     # the regular run routes the same way whatever the drift report says.
     drift = config.drift_response
-    version = str(predictions[MODEL_VERSION].iloc[0]) if len(predictions) else ""
+    schema = production.schema()
+    if isinstance(predictions, ParquetBatch):
+        version, columns = predictions.first(MODEL_VERSION), predictions.columns()
+    else:
+        version = predictions[MODEL_VERSION].iloc[0] if len(predictions) else None
+        columns = list(predictions.columns)
+    version = "" if version is None else str(version)
     threshold = fitted_threshold(local_store, version) if config.use_fitted_threshold else None
-    routed = route_batch(
-        predictions,
+    target = local_store.table_path(kind="decisions", name=context.partition_key)
+    routed = route_chunks(
+        lambda wanted: batch_chunks(predictions, production.chunk_rows, columns=wanted),
+        target,
         config.to_settings(),
-        production.schema(),
+        schema,
+        total_rows=len(predictions),
+        columns=columns,
         threshold=threshold,
         drift=drift,
         drifted_columns=drift_report.drifted_columns,
     )
-    decisions = local_store.write_table(kind="decisions", name=context.partition_key, frame=routed)
-    reasons = routed[REASONS].str.split(";").explode().value_counts().to_dict()
-    to_review = int((routed[ROUTE] == ROUTE_REVIEW).sum())
+    rows = routed.plan.rows
+    to_review = routed.plan.to_review
+    value = pd.read_parquet(target) if config.output_every_row else routed.review
     return dg.Output(
-        routed,
+        value,
         metadata={
-            "rows": len(routed),
+            "rows": rows,
             "to_review": to_review,
-            "review_share": to_review / len(routed) if len(routed) else 0.0,
+            "review_share": to_review / rows if rows else 0.0,
             "drift_response": drift,
             "batch_drift": drift_report.dataset_drift,
             "confidence_threshold": threshold
             if threshold is not None
             else config.confidence_threshold,
             "threshold_source": "fitted" if threshold is not None else "config",
-            "reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
-            "decisions": dg.MetadataValue.path(str(decisions)),
+            "reasons": dg.MetadataValue.json(
+                dict(sorted(routed.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+            ),
+            "decisions": dg.MetadataValue.path(str(target)),
+            "routing_candidates": routed.plan.candidates,
+            "output_rows": len(value),
         },
     )
 

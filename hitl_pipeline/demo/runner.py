@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 import yaml
 
+from hitl_pipeline.core.chunks import as_frame
 from hitl_pipeline.core.schema import load_schema, save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
 from hitl_pipeline.demo.narrator import Narrator, run_progress
@@ -241,7 +242,8 @@ class HeadlessLoop:
             if not result.job_def.graph.has_node_named(node):
                 continue
             try:
-                outputs[node] = result.output_for_node(node)
+                # a batch passed on as a Parquet file is read whole: demo batches are small
+                outputs[node] = as_frame(result.output_for_node(node))
             except dg.DagsterInvariantViolationError:  # in the job, but skipped or failed
                 continue
         return RunRecord(

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import Field
 
+from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, check_chunk_rows
 from hitl_pipeline.core.schema import load_schema
 from hitl_pipeline.core.types import BatchSchema
 
@@ -48,6 +53,11 @@ class ProductionSource(dg.ConfigurableResource):
     landing_dir: str
     quarantine_dir: str
     schema_path: str
+    chunk_rows: int = Field(
+        default=DEFAULT_CHUNK_ROWS,
+        description="Rows read, scored and routed at a time: bounds the memory a batch "
+        "of any size takes.",
+    )
 
     def list_batches(self) -> list[BatchFile]:
         """Every well-named batch file, oldest partition first."""
@@ -89,6 +99,37 @@ class ProductionSource(dg.ConfigurableResource):
         except Exception as exc:  # unreadable file: say which file, keep the cause
             raise ValueError(f"cannot read batch file {path}: {exc}") from exc
 
+    def read_chunks(self, *, partition_key: str) -> Iterator[pd.DataFrame]:
+        """One partition's rows as they landed, ``chunk_rows`` at a time.
+
+        Raises:
+            ValueError: When the file cannot be read (naming it) or ``chunk_rows`` < 1.
+        """
+        check_chunk_rows(self.chunk_rows)
+        path = self.batch_file(partition_key=partition_key).path
+        try:
+            if path.suffix == ".csv":
+                reader = pd.read_csv(
+                    path, dtype={"item_id": str}, encoding="utf-8", chunksize=self.chunk_rows
+                )
+                yield from reader
+                return
+            handle = pq.ParquetFile(path)
+            seen = False
+            for batch in handle.iter_batches(batch_size=self.chunk_rows):
+                seen = True
+                yield batch.to_pandas()
+            if not seen:
+                yield handle.schema_arrow.empty_table().to_pandas()
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise ValueError(f"cannot read batch file {path}: {exc}") from exc
+
+    def staging_file(self, *, name: str) -> Path:
+        """A fresh path for a stage's Parquet output (the IO manager moves it into place)."""
+        folder = Path(self.quarantine_dir).parent / "staging"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}-{uuid.uuid4().hex[:12]}.parquet"
+
     def schema(self) -> BatchSchema:
         """The declared batch schema."""
         path = Path(self.schema_path)
@@ -98,6 +139,10 @@ class ProductionSource(dg.ConfigurableResource):
                 "(`hitl-pipeline demo` writes one for the demo stream)"
             )
         return load_schema(path)
+
+    def quarantine_file(self, *, partition_key: str) -> Path:
+        """Where one partition's quarantined rows are kept."""
+        return Path(self.quarantine_dir) / f"{partition_key}.parquet"
 
     def write_quarantine(self, *, partition_key: str, rows: pd.DataFrame) -> Path | None:
         """Keep quarantined rows with their reasons; ``None`` when there are none."""

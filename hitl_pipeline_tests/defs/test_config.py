@@ -25,7 +25,7 @@ from hitl_pipeline.defs.s08_training import GateConfig, TrainingConfig
 
 PAIRS = [
     # (launchpad class, settings dataclass, the wiring's own extra fields)
-    (RoutingConfig, RoutingPolicy, {"use_fitted_threshold", "drift_response"}),
+    (RoutingConfig, RoutingPolicy, {"use_fitted_threshold", "drift_response", "output_every_row"}),
     (TrainingConfig, TrainingParams, set()),
     (GateConfig, GatePolicy, set()),
     (DatasetConfig, DatasetPolicy, set()),

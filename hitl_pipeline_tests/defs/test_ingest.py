@@ -104,7 +104,7 @@ def test_bad_rows_are_quarantined_with_reasons(source):
     with dg.instance_for_test() as instance:
         result = _materialize(source, instance)
     assert result.success
-    valid = result.asset_value("production_batch")
+    valid = result.asset_value("production_batch").to_pandas()
     assert len(valid) == 58
     quarantined = pd.read_parquet(Path(source.quarantine_dir) / f"{PARTITION}.parquet")
     reasons = dict(zip(quarantined["item_id"], quarantined["quarantine_reason"], strict=True))
@@ -149,7 +149,7 @@ def test_duplicate_ids_are_quarantined_not_scored_twice(source):
     with dg.instance_for_test() as instance:
         result = _materialize(source, instance)
     assert result.success
-    valid = result.asset_value("production_batch")
+    valid = result.asset_value("production_batch").to_pandas()
     assert valid["item_id"].is_unique and len(valid) == 60
     quarantined = pd.read_parquet(Path(source.quarantine_dir) / f"{PARTITION}.parquet")
     assert sorted(quarantined["item_id"]) == sorted(frame.head(3)["item_id"])
