@@ -347,9 +347,9 @@ def _text_descriptors(
     The length is Evidently's ``TextLength``; the share of unseen words is a custom
     descriptor against the reference's vocabulary, leave-one-out on the reference side.
     """
+    from evidently import ColumnType
     from evidently.core.datasets import DatasetColumn
     from evidently.descriptors import CustomColumnDescriptor, TextLength
-    from evidently.legacy.core import ColumnType
 
     fitted = TextRepresentation(text, n_components=1).fit(reference)
     ref_side: list[Any] = []
