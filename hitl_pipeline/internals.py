@@ -71,7 +71,7 @@ def dagster_config_errors(schema: Any, value: Any) -> list[str]:
     from dagster._config import validate_config
 
     result = validate_config(schema, value)
-    return [] if result.success else [error.message for error in result.errors]
+    return [] if result.success else [error.message for error in result.errors or ()]
 
 
 def validate_instance_folder(folder: str) -> Any:
