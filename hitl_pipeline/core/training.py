@@ -233,7 +233,7 @@ def build_preprocessor(
     categories: list[list[str]] | str = "auto"
     if categorical and all(f.categories for f in categorical):
         categories = [[*f.categories, _MISSING_CATEGORY] for f in categorical]
-    transformers: list[tuple[str, Any, list[str]]] = []
+    transformers: list[tuple[str, Any, Any]] = []
     if schema.numeric_features:
         numeric = Pipeline(
             [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
