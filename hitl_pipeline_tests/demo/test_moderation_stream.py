@@ -113,3 +113,78 @@ def test_demo_data_writes_the_stream_as_one_time_ordered_file(tmp_path, capsys):
 def test_demo_data_refuses_an_unknown_file_type(tmp_path, capsys):
     assert main(["demo-data", "moderation", "--out", str(tmp_path / "posts.json")]) == 2
     assert "write a .parquet or a .csv file" in capsys.readouterr().err
+
+
+def test_declaring_the_new_class_appends_it_to_the_schema_file_once(tmp_path):
+    from hitl_pipeline.core.schema import load_schema, save_schema
+    from hitl_pipeline.demo.stream import declare_classes
+
+    path = tmp_path / "schema.json"
+    save_schema(MODERATION_SCHEMA, path)
+
+    assert declare_classes(path, STREAM.classes_at(3)) == ()
+    assert declare_classes(path, STREAM.classes_at(4)) == (NEW_CLASS,)
+    assert declare_classes(path, STREAM.classes_at(5)) == ()
+    # a class is never removed, whatever a batch holds
+    assert declare_classes(path, ("ok",)) == ()
+    assert load_schema(path).classes == (*MODERATION_CLASSES, NEW_CLASS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "new_class_at", "message"),
+    [
+        ("tabular", 3, "--new-class-at needs --stream moderation"),
+        ("images", None, "unknown demo stream 'images'"),
+        ("moderation", 0, "new_class_at must be a batch index >= 1"),
+    ],
+)
+def test_bad_demo_stream_options_are_named(kind, new_class_at, message):
+    from hitl_pipeline.demo.stream import demo_stream
+
+    with pytest.raises(ValueError, match=message):
+        demo_stream(kind, new_class_at=new_class_at)
+
+
+def test_demo_refuses_a_new_class_on_the_tabular_stream_before_starting(capsys):
+    assert main(["demo", "--no-ui", "--new-class-at", "2"]) == 2
+    assert "--new-class-at needs --stream moderation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("job_ops", "request_config", "expected"),
+    [
+        # the policy reaches the ops of the job, and only those
+        (
+            {"review_queue", "labeling_tasks"},
+            {},
+            {
+                "review_queue": {"config": {"review_classes": ["threat"]}},
+                "labeling_tasks": {"config": {"expert_classes": ["threat"]}},
+            },
+        ),
+        ({"human_labels"}, {}, {}),
+        # the drift response's own config is kept beside the policy
+        (
+            {"review_queue", "labeling_tasks"},
+            {"ops": {"review_queue": {"config": {"drift_response": True}}}},
+            {
+                "review_queue": {"config": {"review_classes": ["threat"], "drift_response": True}},
+                "labeling_tasks": {"config": {"expert_classes": ["threat"]}},
+            },
+        ),
+    ],
+)
+def test_the_moderation_policy_is_merged_under_each_runs_config(job_ops, request_config, expected):
+    from hitl_pipeline.demo.runner import _for_job, _merged
+    from hitl_pipeline.demo.stream import policy_run_config
+
+    class Graph:
+        def has_node_named(self, name: str) -> bool:
+            return name in job_ops
+
+    class Job:
+        graph = Graph()
+
+    merged = _merged(_for_job(policy_run_config("moderation"), Job()), request_config)
+    assert merged.get("ops", {}) == expected
+    assert policy_run_config("tabular") == {}
