@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -118,23 +117,15 @@ def _gate_facts(refs: list[ModelRef]) -> GateFacts | None:
     )
 
 
-def _sqlite_missing(registry: MlflowRegistryResource) -> bool:
-    """True when a SQLite tracking or registry file the registry names is not there yet."""
-    from sqlalchemy.engine import make_url
-
-    for uri in (registry.tracking_uri, registry.registry_uri or registry.tracking_uri):
-        if uri.startswith("sqlite:"):
-            database = make_url(uri).database
-            if database and database != ":memory:" and not Path(database).exists():
-                return True
-    return False
-
-
 def _registry_facts(
     registry: MlflowRegistryResource,
 ) -> tuple[ChampionFacts | Unavailable | None, GateFacts | Unavailable | None]:
-    # an empty SQLite store would be created by the first read (seconds of schema set-up)
-    if _sqlite_missing(registry):
+    # an empty store (SQLite file or PostgreSQL database) would be created by the first
+    # read (seconds of schema set-up; MLflow retries a missing database for 100 s)
+    exists = _read(registry.store_exists)
+    if isinstance(exists, Unavailable):
+        return exists, exists
+    if not exists:
         return None, None
     refs = _read(registry.list_versions)
     if isinstance(refs, Unavailable):

@@ -848,6 +848,16 @@ class MlflowRegistryResource(dg.ConfigurableResource):
             fixes.append(Fix(REGISTRY, label, f"tagged {TAG_GATE_ABANDONED}", reason))
         return fixes
 
+    def store_exists(self) -> bool:
+        """Whether the tracking and registry stores exist, without creating them: False
+        when a SQLite file, or a PostgreSQL database or its MLflow schema, is not there
+        yet (a first use would create the schema).
+
+        Raises:
+            sqlalchemy.exc.OperationalError: a PostgreSQL server cannot be reached.
+        """
+        return self._store_exists()
+
     def _store_exists(self) -> bool:
         """False when a SQLite tracking or registry file, or a PostgreSQL database or its
         MLflow schema, is not there yet (nothing to fix)."""

@@ -71,6 +71,8 @@ def loop(
                 answer_tasks=lambda truth: pool.answer_open_tasks(truth=truth),
                 log=lambda line: None,
             )
+            # kept beside the home: the wall time of each stage, when a run is slow
+            (home / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
             yield settings, summary, deployment
         finally:
             server.stop()
