@@ -233,7 +233,7 @@ class BottomK:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class ParquetBatch:
     """A batch kept on disk as one Parquet file: passed between stages instead of a frame.
 
@@ -244,6 +244,14 @@ class ParquetBatch:
 
     path: str
     rows: int
+
+    def relocate(self, path: str | Path) -> None:
+        """Point at the file's new place after it was moved (by the IO manager).
+
+        In place, because an in-process run hands out the very object the step
+        returned: it must not name a file that is gone.
+        """
+        self.path = str(path)
 
     @classmethod
     def of(cls, path: str | Path) -> ParquetBatch:

@@ -126,6 +126,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
                 pass
             shutil.move(obj.path, tmp.name)
             os.replace(tmp.name, path)
+            obj.relocate(path)
             for old in stale:
                 if old != path:
                     old.unlink(missing_ok=True)

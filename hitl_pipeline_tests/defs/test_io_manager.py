@@ -1,9 +1,13 @@
 """RunScopedIOManager: frames as Parquet, other values pickled, each run's own file."""
 
+import uuid
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 import pytest
 
+from hitl_pipeline.core.chunks import ParquetBatch, frame_chunks, write_chunks
 from hitl_pipeline.defs.io_manager import RunScopedIOManager
 
 VALUE = {"n": 1}
@@ -94,3 +98,46 @@ def test_missing_value_names_the_asset(tmp_path):
     io = RunScopedIOManager(base_dir=str(tmp_path))
     with pytest.raises(Exception, match="no stored value of frame"):
         dg.materialize([doubled, frame.to_source_asset()], resources={"io_manager": io})
+
+
+STAGING: dict[str, str] = {}
+
+
+@dg.asset
+def big_batch() -> ParquetBatch:
+    # a stage writes its rows to a file of its own and passes the handle on
+    path = Path(STAGING["dir"]) / f"staged-{uuid.uuid4().hex}.parquet"
+    rows = pd.DataFrame({"item_id": [f"i{k}" for k in range(250)], "x": range(250)})
+    write_chunks(frame_chunks(rows, 100), path)
+    return ParquetBatch.of(path)
+
+
+@dg.asset
+def batch_sum(big_batch: ParquetBatch) -> dict:
+    assert isinstance(big_batch, ParquetBatch)  # a handle, not a frame
+    return {"rows": len(big_batch), "sum": int(sum(c["x"].sum() for c in big_batch.chunks(64)))}
+
+
+def test_a_parquet_batch_is_moved_into_its_run_and_loads_as_a_handle(tmp_path):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    STAGING["dir"] = str(staging)
+    io = RunScopedIOManager(base_dir=str(tmp_path / "io"))
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.materialize([big_batch, batch_sum], resources={"io_manager": io}, instance=instance)
+    assert first.output_for_node("batch_sum") == {"rows": 250, "sum": sum(range(250))}
+    stored = tmp_path / "io" / "big_batch" / "__all__" / f"{first.run_id}.batch.parquet"
+    assert stored.is_file() and not list(staging.iterdir())  # moved, not copied
+    handle = first.output_for_node("big_batch")
+    assert handle == ParquetBatch(path=str(stored), rows=250)
+
+    # another run's batch sits beside it; a run of batch_sum alone reads the latest
+    second = dg.materialize([big_batch], resources={"io_manager": io}, instance=instance)
+    third = dg.materialize(
+        [batch_sum, big_batch.to_source_asset()], resources={"io_manager": io}, instance=instance
+    )
+    assert third.output_for_node("batch_sum")["rows"] == 250
+    assert {p.name for p in stored.parent.iterdir()} == {
+        f"{first.run_id}.batch.parquet",
+        f"{second.run_id}.batch.parquet",
+    }
