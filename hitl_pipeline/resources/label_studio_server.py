@@ -584,11 +584,17 @@ class LocalLabelStudio:
                     log_file=self.log_file,
                 )
             if api == "unauthorized":
+                where = (
+                    f"its database {self.postgres.name} on {self.postgres.server.display}"
+                    if self.postgres is not None
+                    else str(self.data_dir)
+                )
                 raise LabelStudioServerError(
                     f"Label Studio at {self.url} runs but rejects the configured token: "
-                    f"{self.data_dir} was first started with other credentials (the admin "
-                    "and token are created on a data dir's first start only). Use those, "
-                    "or a fresh data dir."
+                    f"{where} was first started with other credentials (the admin "
+                    "and token are created on a database's first start only). Use those, "
+                    "or a fresh data dir"
+                    + (" and database (drop it to start afresh)." if self.postgres else ".")
                 )
             if time.monotonic() > deadline:
                 raise LabelStudioServerError(
