@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="COLUMNS",
         help="comma-separated free-text columns (TF-IDF features, text drift and routing); "
-        "default: inferred from long, mostly distinct string values; '' for none",
+        "default: inferred from long, varied string values; '' for none",
     )
     parser.add_argument(
         "--seed-rows",
