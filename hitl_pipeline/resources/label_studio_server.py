@@ -54,6 +54,7 @@ from pathlib import Path
 import httpx
 
 from hitl_pipeline.deployment import (
+    DeploymentConfigError,
     PostgresServer,
     advisory_lock,
     create_database,
@@ -419,7 +420,12 @@ class LocalLabelStudio:
         credentials = self.credentials(create=True)
         assert credentials is not None  # created when missing
         if self.postgres is not None:
-            ensure_postgres_database(self.postgres, executable=exe)
+            try:
+                ensure_postgres_database(self.postgres, executable=exe)
+            except DeploymentConfigError as exc:  # the server is down or refuses us
+                raise LabelStudioServerError(
+                    f"Label Studio's database {self.postgres.name} cannot be prepared: {exc}"
+                ) from exc
         elif self.use_template and not (data_dir / DB_FILE).exists():
             prepare_data_dir(data_dir, ensure_template(self.template_cache_dir, executable=exe))
         make_private(data_dir)  # also the database of a data dir made by an older version
