@@ -44,6 +44,7 @@ from hitl_pipeline.core.inference import score_batch
 from hitl_pipeline.core.loop_health import AuditPolicy
 from hitl_pipeline.core.ood import OodDetector, ood_scores
 from hitl_pipeline.core.routing import RoutingPolicy, route_predictions
+from hitl_pipeline.core.streaming import routing_policy
 from hitl_pipeline.core.threshold import ThresholdChoice, calibrate, choose_threshold
 from hitl_pipeline.core.training import TrainingParams, train_model
 from hitl_pipeline.core.types import (
@@ -197,10 +198,12 @@ def route_batch(
     Returns:
         ``route_predictions`` output.
     """
-    if threshold is not None:
-        policy = replace(policy, confidence_threshold=min(max(float(threshold), 0.0), 1.0))
     return route_predictions(
-        scores, policy, drift=drift, schema=schema, drifted_columns=tuple(drifted_columns)
+        scores,
+        routing_policy(policy, threshold),
+        drift=drift,
+        schema=schema,
+        drifted_columns=tuple(drifted_columns),
     )
 
 
