@@ -22,7 +22,7 @@ import dagster as dg
 import pandas as pd
 import yaml
 
-from hitl_pipeline.core.chunks import as_frame
+from hitl_pipeline.core.chunks import ParquetBatch, as_frame
 from hitl_pipeline.core.schema import load_schema, save_schema
 from hitl_pipeline.core.types import ITEM_ID, LABEL, PREDICTED_LABEL
 from hitl_pipeline.demo.narrator import Narrator, run_progress
@@ -242,10 +242,15 @@ class HeadlessLoop:
             if not result.job_def.graph.has_node_named(node):
                 continue
             try:
-                # a batch passed on as a Parquet file is read whole: demo batches are small
-                outputs[node] = as_frame(result.output_for_node(node))
+                value = result.output_for_node(node)
             except dg.DagsterInvariantViolationError:  # in the job, but skipped or failed
                 continue
+            stored = materializations.get(node, {}).get("stored_value")
+            if isinstance(value, ParquetBatch) and stored and not Path(value.path).is_file():
+                # the IO manager moved the staged file into its store
+                value = ParquetBatch.of(stored)
+            # a batch passed on as a Parquet file is read whole: demo batches are small
+            outputs[node] = as_frame(value)
         return RunRecord(
             job=job_name,
             run_id=result.run_id,
