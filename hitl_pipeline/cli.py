@@ -418,6 +418,13 @@ def cmd_paths(_: argparse.Namespace, settings: Settings) -> int:
                 "dvc_remote": settings.dvc_remote,
                 "landing": str(settings.landing),
                 "schema": str(settings.schema_path),
+                # HITL_POSTGRES_URL: the server and the databases of the three stores
+                "postgres": {
+                    "server": settings.postgres.server.display,
+                    "databases": list(settings.postgres.databases),
+                }
+                if settings.postgres is not None
+                else None,
             },
             indent=2,
         )

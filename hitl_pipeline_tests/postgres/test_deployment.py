@@ -120,3 +120,26 @@ def test_the_instance_file_is_written_once_and_a_sqlite_one_is_refused(tmp_path:
     (embedded / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     with pytest.raises(DeploymentConfigError, match=r"SQLite.*HITL_POSTGRES_URL"):
         write_instance_config(embedded, deployment)
+
+
+def test_paths_names_the_server_and_the_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from hitl_pipeline.cli import main as cli
+
+    monkeypatch.setenv("HITL_HOME", str(tmp_path))
+    monkeypatch.setenv("HITL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+    monkeypatch.setenv("HITL_DB_PREFIX", "loop3")
+    monkeypatch.delenv("HITL_MLFLOW_TRACKING_URI", raising=False)
+    assert cli(["paths"]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert paths["postgres"] == {
+        "server": "postgresql://postgres@127.0.0.1:5432",
+        "databases": ["loop3_dagster", "loop3_mlflow", "loop3_labelstudio"],
+    }
+    assert paths["mlflow_tracking_uri"].endswith("/loop3_mlflow")
+    monkeypatch.setenv("HITL_POSTGRES_URL", "postgresql://user:pw@127.0.0.1")
+    assert cli(["paths"]) == 2  # a malformed setting is reported, not a traceback
+    assert "PGPASSWORD" in capsys.readouterr().err
