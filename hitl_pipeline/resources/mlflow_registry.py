@@ -127,6 +127,7 @@ _READY_LOCK = threading.Lock()
 _READY: dict[tuple[str, str, str, str | None], str] = {}  # (uris, experiment) -> experiment_id
 _CACHE_LOCK = threading.Lock()
 _PROMOTION_LOCK = threading.RLock()
+_PROMOTION_DEPTH = threading.local()  # whether this thread holds the advisory lock
 _MODEL_CACHE: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
 
 
@@ -888,9 +889,18 @@ class MlflowRegistryResource(dg.ConfigurableResource):
         Dagster pool that the promoting steps share."""
         with _PROMOTION_LOCK:
             registry_uri = self._registry_uri()
+            if getattr(_PROMOTION_DEPTH, "depth", 0):
+                # already held by this thread (the RLock let it in): a second advisory
+                # lock on another connection would wait for this very thread
+                yield
+                return
             if _is_postgres(registry_uri):
                 with _postgres_advisory_lock(registry_uri, f"promotion:{self.model_name}"):
-                    yield
+                    _PROMOTION_DEPTH.depth = 1
+                    try:
+                        yield
+                    finally:
+                        _PROMOTION_DEPTH.depth = 0
                 return
             db_path = _sqlite_path(registry_uri)
             if db_path is None:

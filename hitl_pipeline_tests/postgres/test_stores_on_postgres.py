@@ -115,6 +115,8 @@ def test_mlflow_registry_on_postgres_logs_gates_promotes_and_rolls_back(
         registry.promote_gated(ref=v3)
     restored = registry.rollback(reason="v2 misroutes", actor="alice")
     assert restored.version == "1" and CHAMPION in restored.aliases
+    with registry._promotion_lock():  # a champion change nested in one: no self-deadlock
+        assert registry.promote(ref=v1, reason="already champion") is None
     assert [(e.action, e.version) for e in registry.champion_history()] == [
         ("promote", "1"),
         ("promote", "2"),
