@@ -385,7 +385,9 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 _PRIORS = {"ok": 0.58, "toxic": 0.18, "spam": 0.15, "threat": 0.09}
-_NEW_CLASS_SHARE = 0.12
+# a new pattern starts small and grows: its share of the posts in its first, second and
+# later batches
+_NEW_CLASS_SHARES = (0.04, 0.08, 0.12)
 _CHANNEL_BY_CLASS = {
     "ok": (0.4, 0.3, 0.25, 0.05),
     "toxic": (0.3, 0.35, 0.3, 0.05),
@@ -404,8 +406,9 @@ class ModerationStream:
     ``drift_at_batch`` on, writers switch to new spellings and slang (vocabulary drift),
     and a few ordinary words become slang of insults and spam (concept drift: the same
     word, another class). With ``new_class_at``, a class that did not exist, ``scam``,
-    appears from that batch on (about 12% of the posts); ``classes_at`` says which
-    classes a batch's schema must declare.
+    appears from that batch on, and grows as a new pattern does (4% of the posts in its
+    first batch, 8% in the second, 12% from then on); ``classes_at`` says which classes
+    a batch's schema must declare.
 
     Attributes:
         seed: Fixes every draw.
@@ -491,9 +494,15 @@ class ModerationStream:
             self.rows_per_batch,
             drifted=self.is_drifted(index),
             classes=self.classes_at(index),
+            new_class_share=self._new_class_share(index),
             prefix=f"p{index:03d}",
             period_start=self.start + index * self.period,
         )
+
+    def _new_class_share(self, index: int) -> float:
+        if self.new_class_at is None or index < self.new_class_at:
+            return 0.0
+        return _NEW_CLASS_SHARES[min(index - self.new_class_at, len(_NEW_CLASS_SHARES) - 1)]
 
     def _draw(
         self,
@@ -504,12 +513,13 @@ class ModerationStream:
         classes: tuple[str, ...],
         prefix: str,
         period_start: datetime,
+        new_class_share: float = 0.0,
     ) -> pd.DataFrame:
         regime = _NEW if drifted else _OLD
         priors = np.array([_PRIORS.get(c, 0.0) for c in classes])
         if NEW_CLASS in classes:
-            priors = priors / priors.sum() * (1.0 - _NEW_CLASS_SHARE)
-            priors[classes.index(NEW_CLASS)] = _NEW_CLASS_SHARE
+            priors = priors / priors.sum() * (1.0 - new_class_share)
+            priors[classes.index(NEW_CLASS)] = new_class_share
         labels = rng.choice(np.asarray(classes, dtype=object), size=rows, p=priors / priors.sum())
         others = [c for c in _TEMPLATES if c in classes]
         texts, channels, links = [], [], []
