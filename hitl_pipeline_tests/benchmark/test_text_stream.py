@@ -75,7 +75,7 @@ def test_a_text_stream_replays_and_retraining_recovers_from_the_vocabulary_shift
         seed_rows=500,
         batch_rows=200,
         budgets=(0.1,),
-        strategies=("none", "default", "oracle"),
+        strategies=("none", "default"),
         repeats=1,
         out=tmp_path / "out",
         progress=False,
@@ -88,6 +88,5 @@ def test_a_text_stream_replays_and_retraining_recovers_from_the_vocabulary_shift
     assert drifted.groupby("strategy")["data_drift_alarm"].all().all()
     mean = per_batch.groupby("strategy")["accuracy"].mean()
     # the new words leave the first model near the majority class; labels recover it
-    assert mean["oracle"] > mean["none"] + 0.15
     assert mean["default"] > mean["none"] + 0.05
     assert Path(config.out, "summary.md").exists()
