@@ -96,6 +96,10 @@ def _drift_check(e: LoopEvent) -> str:
         figures.append(f"{float(m['drift_share']):.0%} of columns drifted")
     if _is_number(m.get("threshold")):
         figures.append(f"alert at {float(m['threshold']):.0%}")
+    text = m.get("text_drifted")
+    if not e.passed and isinstance(text, list | tuple) and text:
+        # a drifted text column alarms by itself, whatever the share of columns
+        figures.append(f"text drifted: {', '.join(str(c) for c in text)}")
     detail = f" ({', '.join(figures)})" if figures else ""
     if e.passed:
         return f"drift verdict: no drift{detail}"

@@ -136,6 +136,10 @@ def drift_report(
         metadata={
             **figures,
             "threshold": summary.drift_share_threshold,
+            # text columns whose drift raises the alarm by itself (DriftPolicy.text_alarms)
+            "text_drifted": dg.MetadataValue.json(
+                [c for c in summary.drifted_columns if c in schema.text_features]
+            ),
             "policy": dg.MetadataValue.json(dataclasses.asdict(config.to_settings())),
             **links,
         },

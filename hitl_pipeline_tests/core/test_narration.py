@@ -94,6 +94,23 @@ def check(name: str, passed: bool, description: str = "", **metadata) -> LoopEve
             check("no_dataset_drift", False),
             "drift verdict: DRIFT; the drift sensor boosts this batch's review",
         ),
+        # a drifted text column alarms below the share: the line says why
+        (
+            LoopEvent(
+                kind="check",
+                name="no_dataset_drift",
+                partition=P,
+                passed=False,
+                metadata={
+                    "drift_share": 1 / 3,
+                    "threshold": 0.5,
+                    "drifted_columns": ["text"],
+                    "text_drifted": ["text"],
+                },
+            ),
+            f"[{P}] drift verdict: DRIFT (33% of columns drifted, alert at 50%, text drifted: "
+            "text): text; the drift sensor boosts this batch's review",
+        ),
         # routed: reasons by count (an item can have several), top four named, the rest
         # summed; "confident" is the auto-accepted share, over capacity said apart
         (
