@@ -428,6 +428,43 @@ def test_recent_gains_outweigh_a_fixed_holdout_regression_only_when_asked_and_ah
     assert stale.promote is False and "overall[holdout]" in failed_checks(stale)
 
 
+def test_a_class_recall_trade_on_the_uncertain_human_rows_is_judged_on_the_fixed_set():
+    # on the routed (borderline) rows the challenger gives up recall of "a" for more of
+    # "b", and is ahead overall there: +10 of 160 rows
+    human = cat(
+        paired(both=40, champion_only=20, label="a"),
+        paired(both=70, challenger_only=30, label="b"),
+    )
+    fixed_holds = cat(paired(both=150, neither=20, label="a"), paired(both=150, label="b"))
+    fixed_lost = cat(
+        paired(both=90, champion_only=60, neither=20, label="a"), paired(both=150, label="b")
+    )
+    plain = GatePolicy(max_ece=1.0)
+    representative = GatePolicy(max_ece=1.0, representative_class_check=True)
+
+    kept = decide(evidence={"holdout": fixed_holds, "human_holdout": human}, policy=plain)
+    assert kept.promote is False
+    assert failed_checks(kept) == ["slice[human_holdout:class=a]"]
+
+    moved = decide(evidence={"holdout": fixed_holds, "human_holdout": human}, policy=representative)
+    assert moved.promote is True, moved.reasons
+    check = next(c for c in moved.checks if c.name == "slice[human_holdout:class=a]")
+    assert "judged on the representative fixed held-out set instead" in check.reason
+    assert check.figures["outweighed"] == 1.0
+
+    # the class's recall fell on the random sample too: the human rows' verdict stands
+    lost = decide(evidence={"holdout": fixed_lost, "human_holdout": human}, policy=representative)
+    assert lost.promote is False
+    assert "slice[human_holdout:class=a]" in failed_checks(lost)
+
+    # behind overall on the human rows: no trade is accepted
+    behind = cat(human, paired(champion_only=25, label="b"))
+    evidence = {"holdout": fixed_holds, "human_holdout": behind}
+    stale = decide(evidence=evidence, policy=representative)
+    assert stale.promote is False
+    assert "slice[human_holdout:class=a]" in failed_checks(stale)
+
+
 # --- a class added mid-stream ----------------------------------------------------------
 def _new_class_rows(n: int) -> pd.DataFrame:
     """Rows of the new class "scam": the challenger learnt it, the champion never says it."""
