@@ -385,9 +385,9 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 _PRIORS = {"ok": 0.58, "toxic": 0.18, "spam": 0.15, "threat": 0.09}
-# a new pattern starts small and grows: its share of the posts in its first, second and
-# later batches
-_NEW_CLASS_SHARES = (0.04, 0.08, 0.12)
+# a new pattern starts small, then spreads: its share of the posts in its first batch,
+# and in the later ones
+_NEW_CLASS_SHARES = (0.02, 0.12)
 _CHANNEL_BY_CLASS = {
     "ok": (0.4, 0.3, 0.25, 0.05),
     "toxic": (0.3, 0.35, 0.3, 0.05),
@@ -406,9 +406,9 @@ class ModerationStream:
     ``drift_at_batch`` on, writers switch to new spellings and slang (vocabulary drift),
     and a few ordinary words become slang of insults and spam (concept drift: the same
     word, another class). With ``new_class_at``, a class that did not exist, ``scam``,
-    appears from that batch on, and grows as a new pattern does (4% of the posts in its
-    first batch, 8% in the second, 12% from then on); ``classes_at`` says which classes
-    a batch's schema must declare.
+    appears from that batch on, small at first as a new pattern is (2% of the posts in its
+    first batch, 12% from then on); ``classes_at`` says which classes a batch's schema
+    must declare.
 
     Attributes:
         seed: Fixes every draw.

@@ -190,7 +190,7 @@ def test_the_moderation_policy_is_merged_under_each_runs_config(job_ops, request
     assert policy_run_config("tabular") == {}
 
 
-def test_the_new_class_starts_small_and_grows():
-    shares = [(STREAM.batch(i)["label"] == NEW_CLASS).mean() for i in (4, 5, 6, 7)]
-    assert 0.01 < shares[0] < shares[1] < shares[2]
-    assert shares[2] == pytest.approx(0.12, abs=0.04) and shares[3] == pytest.approx(0.12, abs=0.04)
+def test_the_new_class_starts_small_then_spreads():
+    shares = [(STREAM.batch(i)["label"] == NEW_CLASS).mean() for i in (4, 5, 6)]
+    assert 0.005 < shares[0] < 0.05
+    assert shares[1] == pytest.approx(0.12, abs=0.04) and shares[2] == pytest.approx(0.12, abs=0.04)
