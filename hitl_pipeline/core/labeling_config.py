@@ -246,7 +246,9 @@ def _linear_parts(
         # a vectoriser may sit at the end of a pipeline (documents -> TF-IDF): its own
         # names are the tokens, whatever the steps before it do
         vectorizer = transformer.steps[-1][1] if isinstance(transformer, Pipeline) else transformer
-        if feature not in text_features or not hasattr(vectorizer, "vocabulary_"):
+        if feature is None or feature not in text_features:
+            continue
+        if not hasattr(vectorizer, "vocabulary_"):
             continue
         where = columns.output_indices_.get(name)
         if where is None or where.stop - where.start == 0:
