@@ -232,8 +232,12 @@ def test_dagster_instance_on_postgres_keeps_materializations_and_sensor_ticks(
         try:
             assert _wait_for(lambda: _ticks(instance, "probe_sensor"), 180), "no sensor tick"
         finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(timeout=60)
+            os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and the code server it started
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=30)
         ticks = _ticks(instance, "probe_sensor")
         assert ticks[0].skip_reason == "probing the tick storage"
         records = instance.fetch_materializations(dg.AssetKey("numbers"), limit=5).records
