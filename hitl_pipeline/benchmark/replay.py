@@ -349,6 +349,7 @@ def _retrain(
         "gate": "; ".join(decision.reasons)[:300],
         "human_weight_used": trained.metrics.get("human_weight_used", np.nan),
         "window_days_used": trained.metrics.get("window_days_used", np.nan),
+        "half_life_days_used": trained.metrics.get("half_life_days_used", np.nan),
     }
     if decision.promote:
         new = Champion(trained.model, champion.version + 1, frames[TRAINING], champion.model)

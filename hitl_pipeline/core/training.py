@@ -103,6 +103,11 @@ class TrainingParams:
             changes over the years, and recent rows describe it best.
         min_window_rows: A window variant needs at least this many labelled rows (and
             two classes); otherwise it is not tried.
+        half_life_days: When selection rows are given, also fit with every human label's
+            weight halved per this many days of age (counted from the newest label; the
+            seed rows keep weight 1) and keep it if it is the more accurate there: a
+            softer forgetting than the window, which drops the older labels outright.
+            None: no decay variant.
         select_days: The variants are compared on the selection rows labelled within
             this many days of the newest (the data the model is going to serve)...
         select_rows: ...at most this many of the most recent...
@@ -131,6 +136,7 @@ class TrainingParams:
     compare_weight: float | None = 1.0
     window_days: float | None = 2.0
     min_window_rows: int = 100
+    half_life_days: float | None = None
     select_days: float | None = 7.0
     select_rows: int = 300
     select_min_rows: int = 30
@@ -144,6 +150,11 @@ class TrainingParams:
             raise ValueError(
                 f"unknown estimator {self.estimator!r} (training parameter estimator: one of "
                 f"{', '.join(ESTIMATORS)})"
+            )
+        if self.half_life_days is not None and not self.half_life_days > 0:
+            raise ValueError(
+                f"half_life_days must be > 0 or None, got {self.half_life_days} (training "
+                "parameter half_life_days)"
             )
         if self.model_factory is not None and not _FACTORY_FORMAT.match(self.model_factory):
             raise ValueError(
@@ -164,16 +175,21 @@ class TrainingParams:
             ``(name, params, window_days)`` per variant: each human weight
             (``human_weight``, ``compare_weight``) on all rows, then the window of recent
             labels (one variant: inside it every row is a human label, so the weight
-            changes nothing).
+            changes nothing), then the decayed human weights (``half_life_days``). Only
+            the decay variant's params keep ``half_life_days`` (``sample_weights``
+            applies it).
         """
+        plain = replace(self, half_life_days=None)
         weights = [self.human_weight]
         if self.compare_weight is not None and self.compare_weight != self.human_weight:
             weights.append(self.compare_weight)
         out: list[tuple[str, TrainingParams, float | None]] = [
-            (f"weight {w:g}", replace(self, human_weight=w), None) for w in weights
+            (f"weight {w:g}", replace(plain, human_weight=w), None) for w in weights
         ]
         if self.window_days is not None:
-            out.append((f"last {self.window_days:g} days", self, self.window_days))
+            out.append((f"last {self.window_days:g} days", plain, self.window_days))
+        if self.half_life_days is not None:
+            out.append((f"half-life {self.half_life_days:g} days", self, None))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -463,16 +479,27 @@ def model_factory_version(spec: str) -> str:
 def sample_weights(frame: pd.DataFrame, params: TrainingParams) -> np.ndarray:
     """Per-row weights: ``human_weight`` for human labels, 1 for the rest.
 
+    With ``params.half_life_days`` a human label's weight is halved per that many days
+    between its ``labelled_at`` and the newest label's (a label without a time is not
+    decayed).
+
     Args:
-        frame: Labelled rows, optionally with a ``label_source`` column.
-        params: Supplies ``human_weight``.
+        frame: Labelled rows, optionally with ``label_source`` and ``labelled_at``.
+        params: Supplies ``human_weight`` and ``half_life_days``.
 
     Returns:
         An array of length ``len(frame)``.
     """
     weights = np.ones(len(frame), dtype="float64")
-    if LABEL_SOURCE in frame.columns:
-        weights[(frame[LABEL_SOURCE] == "human").to_numpy()] = params.human_weight
+    if LABEL_SOURCE not in frame.columns:
+        return weights
+    human = (frame[LABEL_SOURCE] == "human").to_numpy()
+    weights[human] = params.human_weight
+    if params.half_life_days is not None and LABELLED_AT in frame.columns and human.any():
+        stamps = pd.to_datetime(frame[LABELLED_AT], utc=True)
+        age = (stamps[human].max() - stamps) / pd.Timedelta(days=1)
+        decay = np.power(0.5, age.to_numpy(dtype="float64", na_value=0.0) / params.half_life_days)
+        weights[human] *= decay[human]
     return weights
 
 
@@ -502,6 +529,7 @@ def train_model(
         ``TrainingResult`` with the fitted pipeline, ``params.to_dict()`` and training
         metrics (``train_rows``, ``train_human_rows``, ``train_accuracy``; with a
         comparison also ``human_weight_used``, ``window_days_used`` (0: all rows),
+        ``half_life_days_used`` (0: no decay),
         ``select_rows`` and ``select.accuracy.<variant>`` per variant, e.g. ``w8``, ``last2d``).
 
     Raises:
@@ -511,7 +539,8 @@ def train_model(
     has_human = LABEL_SOURCE in frame and bool((frame[LABEL_SOURCE] == "human").any())
     selection = None if select_on is None else select_on[select_on[schema.target].notna()]
     if selection is None or selection.empty or len(variants) == 1 or not has_human:
-        return _fit(frame, schema, params)
+        result = _fit(frame, schema, variants[0][1])
+        return TrainingResult(model=result.model, params=params.to_dict(), metrics=result.metrics)
     fit_rows = frame if select_fit is None else select_fit
     scores: dict[str, float] = {}
     best: tuple[float, int] | None = None
@@ -530,6 +559,7 @@ def train_model(
         **result.metrics,
         "human_weight_used": float(chosen.human_weight),
         "window_days_used": float(days or 0.0),
+        "half_life_days_used": float(chosen.half_life_days or 0.0),
         "select_rows": float(len(selection)),
         **{f"select.accuracy.{_slug(name)}": value for name, value in scores.items()},
     }

@@ -136,6 +136,32 @@ def test_human_rows_weigh_more():
     )
 
 
+def test_a_half_life_halves_a_human_label_per_period_of_age():
+    newest = pd.Timestamp("2026-01-05", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "label_source": ["seed", "human", "human", "human", "human"],
+            "labelled_at": [
+                pd.NaT,
+                newest,
+                newest - pd.Timedelta(days=2),
+                newest - pd.Timedelta(days=4),
+                pd.NaT,
+            ],
+        }
+    )
+    params = TrainingParams(human_weight=8.0, half_life_days=2.0)
+
+    assert sample_weights(frame, params).tolist() == [1.0, 8.0, 4.0, 2.0, 8.0]
+    assert sample_weights(frame, TrainingParams(human_weight=8.0)).tolist() == [1.0] + [8.0] * 4
+    # only the decay variant decays; it comes last and names its half-life
+    names = [name for name, _, _ in params.variants()]
+    assert names[-1] == "half-life 2 days"
+    assert [v.half_life_days for _, v, _ in params.variants()][:-1] == [None] * (len(names) - 1)
+    with pytest.raises(ValueError, match="half_life_days must be > 0"):
+        TrainingParams(half_life_days=0.0)
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_human_weight_lets_few_corrections_outvote_stale_seed_labels(estimator):
     # the seed labels say "a" for blue items with x < 1 (about 70 rows); 30 human rows
