@@ -35,6 +35,7 @@ by its owner only, like the whole data dir (its SQLite file holds every API toke
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import hashlib
@@ -822,19 +823,12 @@ def add_local_user(
 
 
 # --- helpers --------------------------------------------------------------------------
-def _forget_cached_commit(executable: Path) -> None:
-    """Reset Label Studio's ``core/version_.py`` if a start that found a repository wrote it.
-
-    Label Studio caches the commit that ``git describe`` found in that file and serves it
-    on ``/api/version`` whenever git finds nothing. The file as installed is listed with
-    its hash in the package's ``RECORD``; a file that differs was rewritten by the server
-    (before starts hid the repository from it) and may hold this repository's commit, so
-    it is replaced by one that names only the installed version.
-    """
+def _version_cache(executable: Path) -> tuple[Path, bool] | None:
+    """Label Studio's ``core/version_.py`` and whether it is still the file as installed
+    (its hash is the one the package's ``RECORD`` lists); None when there is none."""
     env_root = Path(executable).parent.parent
     for record in env_root.glob("lib/python*/site-packages/label_studio-*.dist-info/RECORD"):
-        site = record.parent.parent
-        cache = site / "label_studio" / "core" / "version_.py"
+        cache = record.parent.parent / "label_studio" / "core" / "version_.py"
         expected = next(
             (
                 line.split(",")[1]
@@ -844,12 +838,45 @@ def _forget_cached_commit(executable: Path) -> None:
             None,
         )
         if expected is None or not cache.is_file():
-            return
+            return None
         digest = base64.urlsafe_b64encode(hashlib.sha256(cache.read_bytes()).digest())
-        if f"sha256={digest.rstrip(b'=').decode()}" != expected:
-            version = installed_version(Path(executable))
-            cache.write_text(f"info = {json.dumps({'version': version})}\n", encoding="utf-8")
+        return cache, f"sha256={digest.rstrip(b'=').decode()}" == expected
+    return None
+
+
+def shipped_build_info(executable: Path) -> dict[str, str] | None:
+    """Label Studio's own build (version, and the commit it was built from) as its package
+    ships it in ``core/version_.py``; None when that file was rewritten since install."""
+    found = _version_cache(executable)
+    if found is None or not found[1]:
+        return None
+    text = found[0].read_text(encoding="utf-8")
+    line = next((ln for ln in text.splitlines() if ln.startswith("info = ")), None)
+    if line is None:
+        return None
+    info = ast.literal_eval(line.removeprefix("info = "))
+    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else None
+
+
+def _forget_cached_commit(executable: Path) -> None:
+    """Reset Label Studio's ``core/version_.py`` if a start that found a repository wrote it.
+
+    Label Studio caches the commit that ``git describe`` found in that file and serves it
+    on ``/api/version`` whenever git finds nothing. The file as installed (Label Studio's
+    own build commit) is kept; a file that differs was rewritten by the server (before
+    starts hid the repository from it) and may hold this repository's commit, so it is
+    replaced by one that names only the installed version. The replacement is a new file,
+    never an edit in place: installers hard-link package files to their cache, and an
+    in-place write would change every later install too.
+    """
+    found = _version_cache(executable)
+    if found is None or found[1]:
         return
+    cache = found[0]
+    version = installed_version(Path(executable))
+    partial = cache.with_name(f".{cache.name}.partial")
+    partial.write_text(f"info = {json.dumps({'version': version})}\n", encoding="utf-8")
+    os.replace(partial, cache)
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:

@@ -33,6 +33,7 @@ from hitl_pipeline.resources.label_studio_server import (
     port_in_use,
     prepare_data_dir,
     read_credentials,
+    shipped_build_info,
 )
 from hitl_pipeline.settings import Settings
 
@@ -357,12 +358,15 @@ def test_api_version_does_not_report_this_repository_commit(started_by_cli) -> N
     response = httpx.get(f"{settings.label_studio_url}/api/version", timeout=30)
     assert response.status_code == 200
     assert response.json()["release"]  # it does answer with its own version
-    # the backend's entries are the ones Label Studio fills from git (the frontend's carry
-    # Label Studio's own build commit): they hold a version, never a commit, wherever the
-    # server is installed
+    # the backend's entries are the ones Label Studio fills from git: they hold only a
+    # version, or Label Studio's own build as its package shipped it (the frontend's
+    # entries carry that build too), never a commit found where the server runs
     body = response.json()
-    assert set(body["label-studio-os-backend"]) == {"version"}
-    assert body.get("backend", {}).get("commit", "none") == "none"
+    backend = body["label-studio-os-backend"]
+    shipped = shipped_build_info(default_executable())
+    assert set(backend) == {"version"} or (shipped is not None and backend == shipped)
+    commit = body.get("backend", {}).get("commit", "none")
+    assert commit == "none" or (shipped is not None and shipped["commit"].startswith(commit))
     head = _repository_head(default_executable().parent)
     if head is not None:  # installed inside this clone, as `make` does: not even its hash
         assert head not in response.text and head[:7] not in response.text
@@ -381,3 +385,57 @@ def test_the_resource_reads_the_token_from_the_credentials_file(started_by_cli) 
         credentials_file=str(settings.label_studio_credentials_file.with_name("none.json")),
     )
     assert not missing.is_available()
+
+
+def _fake_install(root: Path, content: str, *, shipped: str) -> tuple[Path, Path]:
+    """A Label Studio environment whose ``version_.py`` holds ``content`` while RECORD
+    lists the hash of ``shipped``; the file is hard-linked to a stand-in installer cache."""
+    import base64
+    import hashlib
+
+    site = root / "lib" / "python3.11" / "site-packages"
+    (site / "label_studio" / "core").mkdir(parents=True)
+    dist = site / "label_studio-1.23.2.dist-info"
+    dist.mkdir()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(shipped.encode()).digest())
+    (dist / "RECORD").write_text(
+        f"label_studio/core/version_.py,sha256={digest.rstrip(b'=').decode()},{len(shipped)}\n",
+        encoding="utf-8",
+    )
+    cached = root / "installer-cache-version_.py"
+    cached.write_text(content, encoding="utf-8")
+    installed = site / "label_studio" / "core" / "version_.py"
+    os.link(cached, installed)
+    (root / "bin").mkdir()
+    return root / "bin" / "label-studio", cached
+
+
+SHIPPED = 'info = {"version": "1.23.2", "commit": "df96d79183156e55", "branch": ""}\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "rewritten"),
+    [
+        (SHIPPED, False),  # Label Studio's own build info, as installed: kept
+        ('info = {"version": "1.23.2", "commit": "0123abcd"}\n', True),  # a start wrote it
+    ],
+)
+def test_a_rewritten_version_cache_is_replaced_not_edited_through_its_hard_links(
+    tmp_path: Path, content: str, rewritten: bool
+) -> None:
+    from hitl_pipeline.resources.label_studio_server import _forget_cached_commit
+
+    executable, cached = _fake_install(tmp_path, content, shipped=SHIPPED)
+    _forget_cached_commit(executable)
+    installed = tmp_path / "lib/python3.11/site-packages/label_studio/core/version_.py"
+    assert cached.read_text(encoding="utf-8") == content  # the cache is never touched
+    if rewritten:
+        assert installed.read_text(encoding="utf-8") == 'info = {"version": "1.23.2"}\n'
+        assert shipped_build_info(executable) is None
+    else:
+        assert installed.samefile(cached)
+        assert shipped_build_info(executable) == {
+            "version": "1.23.2",
+            "commit": "df96d79183156e55",
+            "branch": "",
+        }
