@@ -105,6 +105,14 @@ def test_the_new_class_goes_from_schema_to_label_studio_to_training_to_the_gate(
         config = client.projects.get(project.id).label_config
         assert NEW_CLASS in [c.get("value") for c in ET.fromstring(config).iter("Choice")]
     assert [a.label for a in ls.pull_annotations()].count(NEW_CLASS) >= 10
+    # each post is shown with the words that drove the serving model's label marked
+    shown = [
+        (t.data or {}).get("h_text", "")
+        for project in queues
+        for t in client.tasks.list(project=project.id, fields="all", page_size=100)
+    ]
+    assert shown and all(shown)
+    assert sum("<mark" in html for html in shown) > len(shown) / 2
     # the newest dataset version trains on it
     store = resources["dataset_store"]
     training = store.load(version_id=store.list_versions()[-1].version_id)
