@@ -40,7 +40,7 @@ CELERY_WORKER_KEY = "Celery worker"  # dagster_celery's engine event names the w
 
 @pytest.fixture
 def celery_loop(
-    tmp_path, postgres_deployment, label_studio, celery_broker
+    celery_broker, postgres_deployment, tmp_path, label_studio
 ) -> Iterator[tuple[LoopHome, dict[str, int]]]:
     """A loop on the Celery executor and its two workers (name -> PID), stopped after."""
     queue = f"hitl-test-{uuid.uuid4().hex[:8]}"  # other loops on the broker never see it
