@@ -68,6 +68,9 @@ class Settings:
     # HITL_POSTGRES_URL (+ HITL_DB_PREFIX): the Dagster instance, MLflow and the local Label
     # Studio keep their state in PostgreSQL (see hitl_pipeline.deployment); None: embedded
     postgres: PostgresDeployment | None = None
+    # HITL_RUN_CONFIG: the run config every run a sensor or the schedule starts takes
+    # (defs/run_config.py); None: run_config.yaml under HITL_HOME, when it exists
+    run_config_path: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -105,9 +108,17 @@ class Settings:
             label_studio_project=env.get("HITL_LABEL_STUDIO_PROJECT")
             or DEFAULT_LABEL_STUDIO_PROJECT,
             postgres=postgres,
+            run_config_path=Path(env["HITL_RUN_CONFIG"]).expanduser().resolve()
+            if env.get("HITL_RUN_CONFIG")
+            else None,
         )
 
     # --- folders under HITL_HOME -----------------------------------------------------
+    @property
+    def run_config_file(self) -> Path:
+        """The loop's run-config file (it need not exist)."""
+        return self.run_config_path or self.home / "run_config.yaml"
+
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"

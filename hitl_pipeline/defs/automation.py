@@ -18,6 +18,7 @@ from hitl_pipeline.core.triggers import (
     retrain_due,
 )
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
+from hitl_pipeline.defs.run_config import request_config
 from hitl_pipeline.defs.s03_monitoring import NO_DRIFT_CHECK
 from hitl_pipeline.defs.s06_feedback import AUDIT_CHECK, AUDIT_PARTITION
 from hitl_pipeline.doctor import doctor
@@ -40,36 +41,46 @@ _COMPLETED = {AssetCheckExecutionRecordStatus.FAILED, AssetCheckExecutionRecordS
 CANDIDATE_KEY = dg.AssetKey("candidate_model")
 LABELING_KEY = dg.AssetKey("labeling_tasks")
 
+SCORE_STEPS = ("production_batch", "predictions", "drift_report", "review_queue", "labeling_tasks")
+DRIFT_REVIEW_STEPS = ("review_queue", "labeling_tasks")
+# the drift response's own setting; a run config given with a request replaces a job's
+# config whole, so requests merge it back in (run_config.request_config)
+DRIFT_REVIEW_CONFIG = {"ops": {"review_queue": {"config": {"drift_response": True}}}}
+# jobs with settings of their own (for callers that request runs with a run config)
+JOB_CONFIGS = {"drift_review_job": DRIFT_REVIEW_CONFIG}
+COLLECT_STEPS = ("human_labels", "adjudication_tasks", "loop_metrics")
+RETRAIN_STEPS = (
+    "human_labels",
+    "adjudication_tasks",
+    "training_dataset",
+    "candidate_model",
+    "champion_model",
+    "routing_threshold",
+    "loop_metrics",
+)
+
 score_batch_job = dg.define_asset_job(
     "score_batch_job",
-    selection=["production_batch", "predictions", "drift_report", "review_queue", "labeling_tasks"],
+    selection=list(SCORE_STEPS),
     description="A new production batch: validate, score with the champion, check drift, "
     "route, and push the items to review into Label Studio.",
 )
 drift_review_job = dg.define_asset_job(
     "drift_review_job",
-    selection=["review_queue", "labeling_tasks"],
-    config={"ops": {"review_queue": {"config": {"drift_response": True}}}},
+    selection=list(DRIFT_REVIEW_STEPS),
+    config=DRIFT_REVIEW_CONFIG,
     description="The drift alert's response: re-route a drifted batch with the larger "
     "review capacity; only the newly selected items are pushed.",
 )
 collect_labels_job = dg.define_asset_job(
     "collect_labels_job",
-    selection=["human_labels", "adjudication_tasks", "loop_metrics"],
+    selection=list(COLLECT_STEPS),
     description="Pull finished annotations from Label Studio into the label ledger, send "
     "disagreements to adjudication, and update loop health.",
 )
 retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=[
-        "human_labels",
-        "adjudication_tasks",
-        "training_dataset",
-        "candidate_model",
-        "champion_model",
-        "routing_threshold",
-        "loop_metrics",
-    ],
+    selection=list(RETRAIN_STEPS),
     description="Pull labels, version the dataset with DVC, retrain, gate, promote, and "
     "update loop health.",
 )
@@ -105,6 +116,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, production: ProductionSo
         dg.RunRequest(
             run_key=f"batch:{b.partition_key}:{b.fingerprint}",
             partition_key=b.partition_key,
+            run_config=request_config(SCORE_STEPS),
             tags={TRIGGER_TAG: "new_batch"},
         )
         for b in todo
@@ -147,6 +159,7 @@ def drift_alert_sensor(context: dg.SensorEvaluationContext):
                 dg.RunRequest(
                     run_key=f"drift:{record.id}",
                     partition_key=partition,
+                    run_config=request_config(DRIFT_REVIEW_STEPS, DRIFT_REVIEW_CONFIG),
                     tags={TRIGGER_TAG: DRIFT_TRIGGER},
                 )
             )
@@ -229,6 +242,7 @@ def concept_drift_sensor(context: dg.SensorEvaluationContext):
             dg.RunRequest(
                 run_key=f"concept-drift:{record.id}",
                 partition_key=partition,
+                run_config=request_config(DRIFT_REVIEW_STEPS, DRIFT_REVIEW_CONFIG),
                 tags={TRIGGER_TAG: CONCEPT_TRIGGER},
             )
         )
@@ -361,11 +375,13 @@ def annotation_sensor(context: dg.SensorEvaluationContext, label_studio: LabelSt
             # one early retrain per alert, however many annotations arrive before it runs
             run_key=f"early-retrain:{alert}",
             job_name=retrain_job.name,
+            run_config=request_config(RETRAIN_STEPS),
             tags={TRIGGER_TAG: "drift_early_retrain"},
         )
     return dg.RunRequest(
         run_key=f"collect:{stamp}",
         job_name=collect_labels_job.name,
+        run_config=request_config(COLLECT_STEPS),
         tags={TRIGGER_TAG: "annotations"},
     )
 
@@ -399,7 +415,10 @@ def weekly_retrain_schedule(
         newest = f"newest answer {latest.isoformat()}" if latest else "no answer in Label Studio"
         at = trained.isoformat() if trained else "never"
         return dg.SkipReason(f"no new human labels since the last training ({at}; {newest})")
-    return dg.RunRequest(tags={TRIGGER_TAG: "weekly_schedule", "hitl/why": why})
+    return dg.RunRequest(
+        run_config=request_config(RETRAIN_STEPS),
+        tags={TRIGGER_TAG: "weekly_schedule", "hitl/why": why},
+    )
 
 
 @dg.sensor(

@@ -89,6 +89,16 @@ def prepare_home(settings: Settings, options: DemoOptions) -> DriftingStream | M
     if not settings.schema_path.is_file():
         settings.schema_path.parent.mkdir(parents=True, exist_ok=True)
         save_schema(stream.schema, settings.schema_path)
+    policy = policy_run_config(options.stream)
+    if policy and not settings.run_config_file.is_file():
+        # the loop's run-config file: runs the daemon's sensors start take it too
+        settings.run_config_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.run_config_file.write_text(
+            "# Settings every run a sensor or the schedule starts takes (the launchpad's\n"
+            "# sections); written by the demo for its stream's policy.\n"
+            + yaml.safe_dump(policy, sort_keys=False),
+            encoding="utf-8",
+        )
     if not (settings.seed / "train.parquet").is_file():
         train, holdout = stream.seed_sets()
         train.to_parquet(settings.seed / "train.parquet", index=False)
@@ -153,7 +163,7 @@ class HeadlessLoop:
         self.defs = defs
         self.instance = instance
         self.after_run = after_run  # e.g. narrate what the run did
-        # the demo's policy (demo.stream.policy_run_config), under every run's own config
+        # over every run's own config and the loop's run-config file (e.g. a test's gate)
         self.run_config = dict(run_config or {})
         self._cursor_file = settings.demo / _CURSORS_FILE
         self.cursors: dict[str, str | None] = (
@@ -202,12 +212,18 @@ class HeadlessLoop:
             steps=len(job.graph.nodes),
             desc=f"{job_name}" + (f" ({trigger})" if trigger else ""),
         ):
+            # a run config given here replaces the job's own whole: merged back in, then
+            # the loop's file (as the sensors' requests carry it), then this caller's
+            from hitl_pipeline.defs.automation import JOB_CONFIGS
+            from hitl_pipeline.defs.run_config import merged, request_config
+
+            own = request.run_config or request_config(
+                job.graph.node_names(), JOB_CONFIGS.get(job_name)
+            )
             result = job.execute_in_process(
                 instance=self.instance,
                 partition_key=request.partition_key,
-                run_config=_merged(
-                    QUIET_CONSOLE, _for_job(self.run_config, job), request.run_config or {}
-                ),
+                run_config=merged(QUIET_CONSOLE, own, _for_job(self.run_config, job)),
                 tags=dict(request.tags),
                 raise_on_error=False,
                 run_id=run_id,
@@ -267,18 +283,6 @@ def _for_job(run_config: Mapping[str, Any], job: Any) -> dict[str, Any]:
     """The ops of ``run_config`` that are in ``job`` (Dagster refuses config of others)."""
     ops = {k: v for k, v in (run_config.get("ops") or {}).items() if job.graph.has_node_named(k)}
     return {"ops": ops} if ops else {}
-
-
-def _merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
-    """Run configs merged key by key; a later one wins on a conflicting value."""
-    out: dict[str, Any] = {}
-    for config in configs:
-        for key, value in config.items():
-            if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-                out[key] = _merged(out[key], value)
-            else:
-                out[key] = value
-    return out
 
 
 def step_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
@@ -518,8 +522,8 @@ def run_headless(
         answer_tasks: lets the (simulated) reviewers answer every open task, given the
             ground truth; returns how many annotations were submitted.
         log: progress lines.
-        run_config: run config under every run's own (e.g. a gate setting), over the
-            stream's policy (``demo.stream.policy_run_config``).
+        run_config: run config over every run's own and over the loop's run-config file
+            (which holds the stream's policy: ``demo.stream.policy_run_config``).
     """
     use_home(settings)
     stream = prepare_home(settings, options)
@@ -532,7 +536,7 @@ def run_headless(
         defs,
         instance,
         after_run=lambda _: tell(narrator, log),
-        run_config=_merged(policy_run_config(options.stream), run_config or {}),
+        run_config=run_config or {},
     )
     registry = resources["registry"]
     # No daemon runs the recovery sensor here: clean up after an earlier, killed demo.

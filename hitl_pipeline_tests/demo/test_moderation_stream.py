@@ -150,46 +150,6 @@ def test_demo_refuses_a_new_class_on_the_tabular_stream_before_starting(capsys):
     assert "--new-class-at needs --stream moderation" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("job_ops", "request_config", "expected"),
-    [
-        # the policy reaches the ops of the job, and only those
-        (
-            {"review_queue", "labeling_tasks"},
-            {},
-            {
-                "review_queue": {"config": {"review_classes": ["threat"]}},
-                "labeling_tasks": {"config": {"expert_classes": ["threat"]}},
-            },
-        ),
-        ({"human_labels"}, {}, {}),
-        # the drift response's own config is kept beside the policy
-        (
-            {"review_queue", "labeling_tasks"},
-            {"ops": {"review_queue": {"config": {"drift_response": True}}}},
-            {
-                "review_queue": {"config": {"review_classes": ["threat"], "drift_response": True}},
-                "labeling_tasks": {"config": {"expert_classes": ["threat"]}},
-            },
-        ),
-    ],
-)
-def test_the_moderation_policy_is_merged_under_each_runs_config(job_ops, request_config, expected):
-    from hitl_pipeline.demo.runner import _for_job, _merged
-    from hitl_pipeline.demo.stream import policy_run_config
-
-    class Graph:
-        def has_node_named(self, name: str) -> bool:
-            return name in job_ops
-
-    class Job:
-        graph = Graph()
-
-    merged = _merged(_for_job(policy_run_config("moderation"), Job()), request_config)
-    assert merged.get("ops", {}) == expected
-    assert policy_run_config("tabular") == {}
-
-
 def test_the_new_class_starts_small_then_spreads():
     shares = [(STREAM.batch(i)["label"] == NEW_CLASS).mean() for i in (4, 5, 6)]
     assert 0.005 < shares[0] < 0.05
