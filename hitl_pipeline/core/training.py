@@ -568,8 +568,13 @@ def train_model(
 
 def _slug(variant: str) -> str:
     """A metric-name-safe form of a variant's name: "weight 8" -> "w8", "last 2 days" ->
-    "last2d"."""
-    return variant.replace("weight ", "w").replace("last ", "last").replace(" days", "d")
+    "last2d", "half-life 2 days" -> "halflife2d"."""
+    return (
+        variant.replace("weight ", "w")
+        .replace("last ", "last")
+        .replace("half-life ", "halflife")
+        .replace(" days", "d")
+    )
 
 
 def _window(

@@ -238,6 +238,33 @@ def test_a_window_variant_forgets_stale_labels_when_the_selection_rows_say_so():
     )
 
 
+def test_a_decay_variant_forgets_older_human_labels_when_the_selection_rows_say_so():
+    # the concept changed twice: older human labels (day 0) still follow the seed, the
+    # newest (day 10) follow the new concept; only decayed weights let the newest lead
+    flipped = {"a": "b", "b": "c", "c": "a"}
+    day0 = pd.Timestamp("2026-01-01", tz="UTC")
+    old = make_frame(400, seed=31).assign(label_source="human", labelled_at=day0)
+    new = make_frame(400, seed=33)
+    new = new.assign(
+        label=new["label"].map(flipped),
+        label_source="human",
+        labelled_at=day0 + pd.Timedelta(days=10),
+    )
+    old["item_id"] = old["item_id"] + "-old"
+    new["item_id"] = new["item_id"] + "-new"
+    frame = pd.concat([TRAIN.assign(label_source="seed"), old, new], ignore_index=True)
+    probe = make_frame(300, seed=35)
+    select = probe.assign(label=probe["label"].map(flipped))
+    params = TrainingParams(compare_weight=None, window_days=None, half_life_days=2.0, **QUICK)
+
+    result = train_model(frame, SCHEMA, params, select_on=select)
+
+    assert result.metrics["half_life_days_used"] == 2.0
+    accuracies = {k: v for k, v in result.metrics.items() if k.startswith("select.accuracy")}
+    assert set(accuracies) == {"select.accuracy.w8", "select.accuracy.halflife2d"}
+    assert accuracies["select.accuracy.halflife2d"] > accuracies["select.accuracy.w8"] + 0.2
+
+
 def test_a_window_with_too_few_rows_is_not_tried():
     human = TEST.head(20).assign(
         label_source="human",
