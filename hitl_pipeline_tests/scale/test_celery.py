@@ -136,6 +136,53 @@ def execute(loop: LoopHome, job: str, *, tags: dict[str, str], executor: str) ->
     return new
 
 
+def execute_together(loop: LoopHome, partitions: list[str], *, executor: str) -> set[str]:
+    """Score several batches at once, one ``dagster job execute`` each; their run ids."""
+    before = _run_ids(loop)
+    processes = [
+        loop.spawn(
+            [
+                str(BIN / "dagster"),
+                "job",
+                "execute",
+                "-m",
+                "hitl_pipeline.definitions",
+                "-j",
+                "score_batch_job",
+                "--tags",
+                json.dumps({"dagster/partition": partition, "hitl/trigger": "new_batch"}),
+            ],
+            log_name=f"execute-{partition}",
+        )
+        for partition in partitions
+    ]
+    for process in processes:
+        process.wait(timeout=900)
+    new = _run_ids(loop) - before
+    with dg.DagsterInstance.from_config(str(loop.settings.dagster_home)) as instance:
+        for run_id in new:
+            run = instance.get_run_by_id(run_id)
+            assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(
+                loop.log_tail(f"execute-{p}") for p in partitions
+            )
+    assert len(new) == len(partitions)
+    return new
+
+
+def step_spans(loop: LoopHome, run_ids: set[str], step: str) -> list[tuple[float, float]]:
+    """(start, end) of ``step`` in each run, from its STEP_START and STEP_SUCCESS."""
+    spans = []
+    with dg.DagsterInstance.from_config(str(loop.settings.dagster_home)) as instance:
+        for run_id in run_ids:
+            times = {
+                entry.dagster_event.event_type_value: entry.timestamp
+                for entry in instance.all_logs(run_id)
+                if entry.dagster_event and entry.dagster_event.step_key == step
+            }
+            spans.append((times["STEP_START"], times["STEP_SUCCESS"]))
+    return spans
+
+
 def _run_ids(loop: LoopHome) -> set[str]:
     with dg.DagsterInstance.from_config(str(loop.settings.dagster_home)) as instance:
         return {r.run_id for r in instance.get_runs()}
@@ -191,6 +238,20 @@ def test_jobs_run_on_two_celery_workers_and_on_the_multiprocess_executor(celery_
         taken_by |= {name.split("@")[0] for name in by_worker.values()}
     assert taken_by == set(workers), f"only {taken_by} took steps"
 
+    # two batches scored at once through the workers: the runs overlap, their Label
+    # Studio pushes (pool label_studio_tasks) do not
+    land_batch(loop.settings, stream, 3)
+    land_batch(loop.settings, stream, 4)
+    pair = execute_together(
+        loop, [partition_for(3, stream), partition_for(4, stream)], executor="celery"
+    )
+    with dg.DagsterInstance.from_config(str(loop.settings.dagster_home)) as instance:
+        records = [instance.get_run_record_by_id(run_id) for run_id in pair]
+    (a_start, a_end), (b_start, b_end) = [(r.start_time, r.end_time) for r in records if r]
+    assert a_start < b_end and b_start < a_end, "the two runs did not overlap"
+    (a, b) = sorted(step_spans(loop, pair, "labeling_tasks"))
+    assert a[1] <= b[0], f"labeling_tasks of the two runs overlapped: {a} {b}"
+
     # the same definitions on the multiprocess executor: one process per step
     land_batch(loop.settings, stream, 2)
     multi = execute(
@@ -204,7 +265,7 @@ def test_jobs_run_on_two_celery_workers_and_on_the_multiprocess_executor(celery_
     assert len(set(pids.values())) == len(pids) and run_pid not in pids.values()
     assert not set(pids.values()) & set(workers.values())
 
-    # both scored batches reached Label Studio, each item once, none answered yet
+    # every scored batch reached Label Studio, each item once
     tasks = label_studio_tasks(
         loop.env["HITL_LABEL_STUDIO_URL"],
         loop.env["HITL_LABEL_STUDIO_API_KEY"],
@@ -215,4 +276,4 @@ def test_jobs_run_on_two_celery_workers_and_on_the_multiprocess_executor(celery_
         assert len(items) == len(set(items)), f"duplicate tasks in {tier}"
     assert {
         item[:4] for queue in tasks.values() for task in queue for item in [task.data[ITEM_ID]]
-    } == {"b001", "b002"}
+    } == {"b001", "b002", "b003", "b004"}
