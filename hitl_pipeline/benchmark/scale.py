@@ -147,6 +147,7 @@ def measure(
     drift = drift or DriftPolicy()
     workdir.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
+    peaks: dict[str, float] = {}  # the process's peak RSS after each stage
     with threadpool_limits(limits=threads):
         model, train, holdout = _champion()
         detector = fit_ood_detector(train, schema)
@@ -162,6 +163,7 @@ def measure(
             quarantine_path=workdir / "quarantine.parquet",
         )
         stages["ingest"] = time.perf_counter() - start
+        peaks["ingest"] = _peak_rss_mb()
         bare_before = (
             _bare_predict(model, workdir / "validated.parquet", schema, chunk_rows)
             if bare_before_steps
@@ -181,6 +183,7 @@ def measure(
             chunk_rows=chunk_rows,
         )
         stages["inference"] = time.perf_counter() - start
+        peaks["inference"] = _peak_rss_mb()
 
         start = time.perf_counter()
         sample, _ = drift_sample(
@@ -200,6 +203,7 @@ def measure(
         )
         (workdir / "drift.html").write_text(html, encoding="utf-8")
         stages["monitoring"] = time.perf_counter() - start
+        peaks["monitoring"] = _peak_rss_mb()
         del sample
 
         start = time.perf_counter()
@@ -212,6 +216,7 @@ def measure(
             chunk_rows=chunk_rows,
         )
         stages["selection"] = time.perf_counter() - start
+        peaks["selection"] = _peak_rss_mb()
         pipeline_peak = _peak_rss_mb()
 
         # the same champion's predict_proba on the same rows, read the same way; only
@@ -235,6 +240,7 @@ def measure(
         "bare_predict_rows_per_second": round(rows / bare, 1) if bare else None,
         "ratio_to_bare": round(bare / seconds, 3) if seconds else None,
         "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "peak_rss_mb_after_stage": {k: round(v, 1) for k, v in peaks.items()},
         "quarantined_rows": ingest.quarantined_rows,
         "mean_confidence": round(scored.mean_confidence, 4),
         "drift_share": summary.drift_share,

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import Field
 
-from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, check_chunk_rows
+from hitl_pipeline.core.chunks import DEFAULT_CHUNK_ROWS, check_chunk_rows, open_parquet
 from hitl_pipeline.core.schema import load_schema
 from hitl_pipeline.core.types import BatchSchema
 
@@ -114,7 +113,7 @@ class ProductionSource(dg.ConfigurableResource):
                 )
                 yield from reader
                 return
-            handle = pq.ParquetFile(path)
+            handle = open_parquet(path)
             seen = False
             for batch in handle.iter_batches(batch_size=self.chunk_rows):
                 seen = True
