@@ -138,7 +138,12 @@ def measure(
     from hitl_pipeline.core.loop import drift_reference, escalation_scores
     from hitl_pipeline.core.ood import fit_ood_detector
     from hitl_pipeline.core.routing import RoutingPolicy
-    from hitl_pipeline.core.streaming import route_file, score_file, validate_chunks
+    from hitl_pipeline.core.streaming import (
+        repeated_id_hashes,
+        route_file,
+        score_file,
+        validate_chunks,
+    )
     from hitl_pipeline.demo.stream import DEMO_SCHEMA
 
     chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
@@ -156,9 +161,11 @@ def measure(
         reference = drift_reference(train)
 
         start = time.perf_counter()
+        ids = parquet_chunks(landing, chunk_rows, columns=[schema.id_column])
         ingest = validate_chunks(
             parquet_chunks(landing, chunk_rows),
             schema,
+            repeated_ids=repeated_id_hashes(c[schema.id_column] for c in ids),
             valid_path=workdir / "validated.parquet",
             quarantine_path=workdir / "quarantine.parquet",
         )

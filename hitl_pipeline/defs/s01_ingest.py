@@ -5,9 +5,10 @@ its valid rows are passed on as a Parquet file (``ParquetBatch``), never as one 
 """
 
 import dagster as dg
+import numpy as np
 
 from hitl_pipeline.core.chunks import ParquetBatch
-from hitl_pipeline.core.streaming import validate_chunks
+from hitl_pipeline.core.streaming import repeated_id_hashes, validate_chunks
 from hitl_pipeline.core.types import BatchSchemaError
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.resources.production import BatchNotFound, ProductionSource
@@ -29,9 +30,11 @@ def production_batch(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     staged = production.staging_file(name=f"production_batch-{partition}")
     try:
+        schema = production.schema()
         ingest = validate_chunks(
             production.read_chunks(partition_key=partition),
-            production.schema(),
+            schema,
+            repeated_ids=_repeated_ids(production, partition, schema.id_column),
             valid_path=staged,
             quarantine_path=production.quarantine_file(partition_key=partition),
         )
@@ -57,3 +60,16 @@ def production_batch(
             + "\n".join(f"| {r} | {n} |" for r, n in ingest.quarantine_reasons.items())
         )
     return dg.Output(ParquetBatch.of(staged), metadata=metadata)
+
+
+def _repeated_ids(
+    production: ProductionSource, partition: str, id_column: str
+) -> np.ndarray | None:
+    """Hashes of the ids the batch holds more than once, from its id column alone (a
+    duplicate in a later chunk is caught too); None when the column cannot be read, which
+    the validation then names."""
+    try:
+        ids = production.read_chunks(partition_key=partition, columns=[id_column])
+        return repeated_id_hashes(chunk[id_column] for chunk in ids)
+    except (ValueError, KeyError):
+        return None

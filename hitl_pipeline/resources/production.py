@@ -98,8 +98,11 @@ class ProductionSource(dg.ConfigurableResource):
         except Exception as exc:  # unreadable file: say which file, keep the cause
             raise ValueError(f"cannot read batch file {path}: {exc}") from exc
 
-    def read_chunks(self, *, partition_key: str) -> Iterator[pd.DataFrame]:
-        """One partition's rows as they landed, ``chunk_rows`` at a time.
+    def read_chunks(
+        self, *, partition_key: str, columns: list[str] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """One partition's rows as they landed, ``chunk_rows`` at a time (only ``columns``
+        when given).
 
         Raises:
             ValueError: When the file cannot be read (naming it) or ``chunk_rows`` < 1.
@@ -109,13 +112,17 @@ class ProductionSource(dg.ConfigurableResource):
         try:
             if path.suffix == ".csv":
                 reader = pd.read_csv(
-                    path, dtype={"item_id": str}, encoding="utf-8", chunksize=self.chunk_rows
+                    path,
+                    dtype={"item_id": str},
+                    encoding="utf-8",
+                    chunksize=self.chunk_rows,
+                    usecols=columns,
                 )
                 yield from reader
                 return
             handle = open_parquet(path)
             seen = False
-            for batch in handle.iter_batches(batch_size=self.chunk_rows):
+            for batch in handle.iter_batches(batch_size=self.chunk_rows, columns=columns):
                 seen = True
                 yield batch.to_pandas()
             if not seen:

@@ -228,3 +228,20 @@ def test_drift_on_a_sample_states_its_size(world):
     assert summary.dataset_drift and full.dataset_drift
     with pytest.raises(ValueError, match="sample_rows"):
         DriftPolicy(sample_rows=0)
+
+
+@pytest.mark.parametrize(
+    ("id_chunks", "repeated"),
+    [
+        ([["a", "b"], ["c"]], set()),
+        ([["a", "b"], ["c", "a"]], {"a"}),  # across chunks
+        ([["x", "x"], []], {"x"}),  # within one chunk
+        ([[17.0, "18"], ["17"]], {"17"}),  # canonical ids: 17.0 is the item "17"
+    ],
+)
+def test_repeated_id_hashes_finds_ids_seen_twice_anywhere(id_chunks, repeated):
+    from hitl_pipeline.core.streaming import repeated_id_hashes
+
+    hashes = repeated_id_hashes(pd.Series(chunk, dtype=object) for chunk in id_chunks)
+    expected = pd.util.hash_array(pd.Series(sorted(repeated), dtype=object).to_numpy(object))
+    assert sorted(hashes.tolist()) == sorted(expected.tolist())

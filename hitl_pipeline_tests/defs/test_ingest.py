@@ -143,7 +143,20 @@ def test_unusable_files_are_rejected_naming_the_problem(source, land, expected):
     assert not Path(source.quarantine_dir).exists()
 
 
-def test_duplicate_ids_are_quarantined_not_scored_twice(source):
+@pytest.mark.parametrize(
+    "chunk_rows",
+    [
+        100_000,  # one chunk: the duplicates sit in the same frame as their first rows
+        7,  # many chunks: each duplicate lands several chunks after its first occurrence
+    ],
+)
+def test_duplicate_ids_are_quarantined_not_scored_twice(source, chunk_rows):
+    source = ProductionSource(
+        landing_dir=source.landing_dir,
+        quarantine_dir=source.quarantine_dir,
+        schema_path=source.schema_path,
+        chunk_rows=chunk_rows,
+    )
     frame = _batch()
     _land(source, pd.concat([frame, frame.head(3)], ignore_index=True))
     with dg.instance_for_test() as instance:
