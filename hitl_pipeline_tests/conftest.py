@@ -25,6 +25,24 @@ from hitl_pipeline.resources.label_studio_server import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_defs_state_storage_from_an_earlier_test() -> Iterator[None]:
+    """Each test starts with no "defs state" storage bound.
+
+    Entering a Dagster instance binds its defs-state storage in a context variable that
+    Dagster's definitions loader reads; an instance a test entered and never left keeps
+    it bound after the instance is garbage-collected, and every later load of the
+    definitions in the process then fails with "Attempted to resolve undefined
+    DagsterInstance weakref" (seen in full runs, in whichever tests came after). The
+    project's definitions keep no defs state; a test that enters an instance binds its
+    own storage on top, and whatever it leaves bound is undone when it ends.
+    """
+    from hitl_pipeline.internals import bind_defs_state_storage
+
+    with bind_defs_state_storage(None):
+        yield
+
+
 @dataclass(frozen=True)
 class LabelStudioUnderTest:
     """The session's Label Studio: where it answers and with which admin token."""

@@ -17,6 +17,8 @@ from pydantic import Field
 
 from hitl_pipeline.core.agreement import annotator_quality, latest_votes, summary_metrics
 from hitl_pipeline.core.datasets import SOURCE_HUMAN, resolve_labels, split_out_of_schema
+from hitl_pipeline.core.gate import EDGE_CASES, HUMAN_HOLDOUT
+from hitl_pipeline.core.loop import SELECTION, TRAINING
 from hitl_pipeline.core.loop_health import (
     BatchWarning,
     LoopHealthPolicy,
@@ -238,7 +240,9 @@ def _loop_close(
     if not dataset or not since:
         return None
     stamps = []
-    for name in ("training", "human_holdout"):
+    # every frame the version learnt from or was judged on: training, the rows the
+    # training variant was chosen on (refitted in), the gate's human rows, edge cases
+    for name in (TRAINING, SELECTION, HUMAN_HOLDOUT, EDGE_CASES):
         try:
             frame = store.load(version_id=dataset, name=name)
         except (KeyError, FileNotFoundError):
