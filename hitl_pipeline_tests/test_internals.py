@@ -49,17 +49,16 @@ def test_the_evidently_registry_knows_the_methods_the_drift_policy_names():
     assert hasattr(column_type, "Categorical") and hasattr(column_type, "Numerical")
 
 
-def test_mlflow_uri_globals_read_and_restore_the_raw_values():
+def test_mlflow_uri_globals_read_and_restore_the_raw_values(tmp_path):
     import mlflow
 
+    # MLflow may create a registry's SQLite file when the URI is set: keep it in tmp_path
+    tracking, registry = f"sqlite:///{tmp_path}/tracking.db", f"sqlite:///{tmp_path}/registry.db"
     saved = internals.mlflow_uri_globals()
     try:
-        mlflow.set_tracking_uri("sqlite:///pinned-tracking.db")
-        mlflow.set_registry_uri("sqlite:///pinned-registry.db")
-        assert internals.mlflow_uri_globals() == (
-            "sqlite:///pinned-tracking.db",
-            "sqlite:///pinned-registry.db",
-        )
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(registry)
+        assert internals.mlflow_uri_globals() == (tracking, registry)
         internals.restore_mlflow_uri_globals(None, None)
         assert internals.mlflow_uri_globals() == (None, None)
     finally:
