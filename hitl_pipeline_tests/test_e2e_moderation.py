@@ -54,6 +54,9 @@ def loop(tmp_path_factory, label_studio) -> Iterator[tuple[Settings, dict[str, A
         env.setenv("HITL_LABEL_STUDIO_URL", label_studio.url)
         env.setenv("HITL_LABEL_STUDIO_API_KEY", label_studio.token)
         env.setenv("HITL_REVIEW_OVERLAP", "0")  # one answer a task: half a minute less
+        # queues of its own: the session's Label Studio also holds the tabular e2e test's
+        # projects, whose classes a text project must not take over (that push is refused)
+        env.setenv("HITL_LABEL_STUDIO_PROJECT", f"hitl-moderation-{home.name}")
         settings = Settings.from_env()
         options = DemoOptions(
             stream="moderation",

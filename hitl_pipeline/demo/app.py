@@ -63,6 +63,7 @@ def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
     return ReviewerPool(
         url=settings.label_studio_url,
         api_key=admin_token(settings),
+        project_title=settings.label_studio_project,  # HITL_LABEL_STUDIO_PROJECT's queues
         reviewers=[
             SimulatedReviewer(email="ada@hitl.local", error_rate=rate * 0.5, seed=1),
             SimulatedReviewer(email="grace@hitl.local", error_rate=min(1.0, rate * 4), seed=2),
