@@ -321,7 +321,11 @@ def load_definitions(instance: dg.DagsterInstance) -> dg.Definitions:
     from hitl_pipeline.definitions import defs
     from hitl_pipeline.internals import bind_defs_state_storage
 
-    with bind_defs_state_storage(instance.defs_state_storage):
+    # No storage at all: the project's definitions keep no defs state, and an instance's
+    # own storage can hold a dead weakref too (seen with a PostgreSQL instance entered
+    # after others in one process).
+    del instance  # kept in the signature: callers load against the loop's instance
+    with bind_defs_state_storage(None):
         loaded = defs()
         loaded.get_repository_def()
     return loaded
