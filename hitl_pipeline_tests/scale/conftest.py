@@ -18,9 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import closing, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,37 +29,20 @@ import yaml
 
 from hitl_pipeline.demo.runner import DemoOptions, prepare_home
 from hitl_pipeline.deployment import (
-    DeploymentConfigError,
     PostgresDeployment,
-    PostgresServer,
-    connect,
-    create_databases,
-    drop_databases,
-    parse_postgres_url,
     write_instance_config,
 )
 from hitl_pipeline.settings import DEFAULT_CELERY_BACKEND, DEFAULT_CELERY_BROKER, Settings
 
+# one PostgreSQL check and one per-test deployment for every suite that needs them
+from hitl_pipeline_tests.postgres.conftest import (  # noqa: F401 (fixtures)
+    postgres_deployment,
+    postgres_server,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TEST_POSTGRES_VARIABLE = "HITL_TEST_POSTGRES_URL"
 TEST_BROKER_VARIABLE = "HITL_TEST_CELERY_BROKER"
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> PostgresServer:
-    """The tests' PostgreSQL server; every test using it fails when it is down."""
-    url = os.environ.get(TEST_POSTGRES_VARIABLE) or "postgresql://postgres@127.0.0.1:5432"
-    server = parse_postgres_url(url, variable=TEST_POSTGRES_VARIABLE)
-    try:
-        connect(server, timeout_s=5).close()
-    except DeploymentConfigError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {server.display}: start it, or point "
-            f"{TEST_POSTGRES_VARIABLE} at one (this test is marked postgres). {exc}",
-            pytrace=False,
-        )
-    return server
 
 
 @pytest.fixture(scope="session")
@@ -90,25 +72,6 @@ def _safe(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")
     return url
-
-
-def _databases_with_prefix(server: PostgresServer, prefix: str) -> list[str]:
-    with closing(connect(server)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (f"{prefix}_",)
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
-@pytest.fixture
-def postgres_deployment(postgres_server: PostgresServer) -> Iterator[PostgresDeployment]:
-    """Databases of this test's own (Dagster, MLflow) on the server, dropped afterwards."""
-    deployment = PostgresDeployment(server=postgres_server, prefix=f"s{uuid.uuid4().hex[:12]}")
-    create_databases(deployment)
-    try:
-        yield deployment
-    finally:
-        drop_databases(postgres_server, _databases_with_prefix(postgres_server, deployment.prefix))
 
 
 @dataclass
