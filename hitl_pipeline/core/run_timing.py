@@ -39,10 +39,9 @@ class RunTimes:
 
 
 @dataclass(frozen=True)
-class RunBreakdown:
-    """One run's wall time split into the four parts (seconds)."""
+class TimeParts:
+    """A wall time split into the four parts (seconds)."""
 
-    run_id: str
     job: str
     total: float
     queued: float
@@ -52,9 +51,22 @@ class RunBreakdown:
 
     @property
     def overhead(self) -> float:
-        """What the machinery costs this run: start-up and orchestration (the queue's wait
-        is other runs' time, not this run's cost)."""
+        """What the machinery costs: start-up and orchestration (the queue's wait is other
+        runs' time, not this run's cost)."""
         return self.startup + self.orchestration
+
+    @property
+    def overhead_share(self) -> float:
+        """Share of the run's own time (launch to end) not spent inside a step."""
+        own = self.startup + self.steps + self.orchestration
+        return 0.0 if own <= 0 else self.overhead / own
+
+
+@dataclass(frozen=True)
+class RunBreakdown(TimeParts):
+    """One run's wall time split into the four parts."""
+
+    run_id: str = ""
 
 
 def covered(intervals: Iterable[tuple[float, float]]) -> float:
@@ -89,26 +101,10 @@ def breakdown(run: RunTimes) -> RunBreakdown:
 
 
 @dataclass(frozen=True)
-class JobTiming:
-    """Medians over a job's runs (seconds), and the share of its time that is overhead."""
+class JobTiming(TimeParts):
+    """Medians of the parts over a job's runs."""
 
-    job: str
-    runs: int
-    total: float
-    queued: float
-    startup: float
-    steps: float
-    orchestration: float
-
-    @property
-    def overhead(self) -> float:
-        return self.startup + self.orchestration
-
-    @property
-    def overhead_share(self) -> float:
-        """Share of the run's own time (launch to end) not spent inside a step."""
-        own = self.startup + self.steps + self.orchestration
-        return 0.0 if own <= 0 else self.overhead / own
+    runs: int = 0
 
 
 def per_job(runs: Sequence[RunBreakdown]) -> list[JobTiming]:
