@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from hitl_pipeline.core.schema import save_schema
 from hitl_pipeline.core.types import Annotation, QueueStatus
@@ -35,27 +34,6 @@ Status = asset_check_status()
 
 T0 = datetime(2026, 6, 2, 9, 0, tzinfo=UTC)
 GOOD, FELL = "2026-06-01", "2026-06-08"
-
-
-@pytest.fixture(scope="module")
-def definitions(tmp_path_factory):
-    """The project's real definitions (loading them touches no service)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HITL_HOME", str(tmp_path_factory.mktemp("home")))
-        from hitl_pipeline.definitions import defs
-
-        yield defs()
-
-
-@pytest.fixture
-def tick(definitions):
-    def evaluate(sensor, cursor=None, instance=None, **resources):
-        context = dg.build_sensor_context(
-            cursor=cursor, instance=instance, resources=resources, definitions=definitions
-        )
-        return sensor.evaluate_tick(context)
-
-    return evaluate
 
 
 @dg.asset(name="human_labels")
