@@ -5,10 +5,18 @@ classifier reads it as a TF-IDF bag of words and n-grams (``text_vectorizer``); 
 needs distances and isolation, which mean little in a sparse space of tens of thousands
 of dimensions, so it reads a dense ``TextRepresentation`` instead: TF-IDF reduced with a
 truncated SVD (latent semantic analysis), fitted on the reference rows, and apart from
-it each document's share of words the reference never used. That share is the most
-direct sign of a new topic or a new slang: a post made only of unseen words has an
-all-zero TF-IDF vector, which an SVD alone would place at the origin, among the empty
-posts.
+it two measures of how unfamiliar a document's words are: the share the reference never
+used, and their mean surprisal. Unseen words are the most direct sign of a new topic or
+a new slang: a post made only of them has an all-zero TF-IDF vector, which an SVD alone
+would place at the origin, among the empty posts.
+
+The surprisal of a word is ``log((n + a) / (df + a))``, with ``df`` the reference
+documents that use it among ``n`` and ``a`` a pseudo-count (``smoothing``): a word every
+post uses costs nothing, a rare one a lot, an unseen one most (``log((n + a) / a)``), and
+a document's score is the mean over its distinct words. Unlike the unseen share, it is
+graded among the reference rows too (their words are more or less common), so a new row
+can be ranked among them: one slang word in an otherwise ordinary post raises it a
+little, a post of unseen words a lot.
 
 Everything here is plain scikit-learn plus module-level functions, so fitted objects
 pickle by reference to this module.
@@ -16,7 +24,7 @@ pickle by reference to this module.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,6 +117,42 @@ def oov_share(documents: Sequence[str], vocabulary: Collection[str]) -> np.ndarr
     return out
 
 
+def mean_surprisal(
+    words: Sequence[Collection[str]],
+    frequency: Mapping[str, int],
+    rows: int,
+    *,
+    smoothing: float = 1.0,
+    leave_one_out: bool = False,
+) -> np.ndarray:
+    """Per document, the mean surprisal ``log((n + a) / (df + a))`` of its distinct words.
+
+    Args:
+        words: Each document's words (as the TF-IDF step splits them).
+        frequency: Reference documents using each word (``df``).
+        rows: Reference documents (``n``).
+        smoothing: Pseudo-count ``a`` (> 0): an unseen word costs ``log((n + a) / a)``.
+        leave_one_out: The documents are the reference rows themselves: each is counted
+            out of ``n`` and of its words' ``df`` (a word only it uses counts as unseen).
+
+    Returns:
+        One float >= 0 per document; 0 for a document without words.
+    """
+    if smoothing <= 0:
+        raise ValueError(f"smoothing must be > 0, got {smoothing}")
+    own = 1 if leave_one_out else 0
+    total = np.log(rows - own + smoothing)
+    out = np.zeros(len(words), dtype="float64")
+    for i, found in enumerate(words):
+        distinct = set(found)
+        if distinct:
+            counts = np.fromiter(
+                (frequency.get(w, 0) - own for w in distinct), "float64", len(distinct)
+            )
+            out[i] = total - float(np.mean(np.log(counts + smoothing)))
+    return out
+
+
 def vocabulary_of(documents: Sequence[str]) -> frozenset[str]:
     """Every word used in the documents (as the TF-IDF step splits them)."""
     analyze = TfidfVectorizer(strip_accents="unicode").build_analyzer()
@@ -117,19 +161,22 @@ def vocabulary_of(documents: Sequence[str]) -> frozenset[str]:
 
 class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
     """Dense representation of text columns (TF-IDF -> truncated SVD per column) and
-    each document's share of words the reference never used.
+    how unfamiliar each document's words are to the reference.
 
     Fitted on reference rows (the training data); each component is scaled to unit
     variance on them, so a text column weighs like a few standardised numeric ones in a
-    distance. ``oov`` gives the unseen-word shares, and ``reference_oov_`` the same for
-    the reference rows themselves, counted leave-one-out (a word only that row uses
-    counts as unseen), so a new row's share can be ranked among theirs.
+    distance. ``oov`` gives the unseen-word shares and ``surprisal`` the mean word
+    surprisal (``mean_surprisal``); ``reference_oov_`` and ``reference_surprisal_`` hold
+    the same for the reference rows themselves, counted leave-one-out (a word only that
+    row uses counts as unseen), so a new row can be ranked among them as if it had been
+    one of them.
 
     Args:
         columns: The text columns.
         n_components: SVD components per column (fewer when the vocabulary is smaller).
         max_features: Vocabulary size of the TF-IDF.
         seed: Random state of the SVD.
+        smoothing: Pseudo-count of the word surprisal (``mean_surprisal``).
     """
 
     def __init__(
@@ -139,11 +186,13 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         n_components: int = 20,
         max_features: int = 20_000,
         seed: int = 0,
+        smoothing: float = 1.0,
     ) -> None:
         self.columns = columns
         self.n_components = n_components
         self.max_features = max_features
         self.seed = seed
+        self.smoothing = smoothing
 
     def fit(self, x: pd.DataFrame, y: Any = None) -> TextRepresentation:
         """Fit each column's TF-IDF, SVD and vocabulary on the reference rows."""
@@ -151,6 +200,8 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         self.parts_: list[tuple[str, Any, Any, np.ndarray]] = []
         self.vocabularies_: list[dict[str, int]] = []
         loo: list[np.ndarray] = []
+        surprisal: list[np.ndarray] = []
+        self.reference_rows_ = len(x)
         for column in self.columns:
             documents = to_documents(x[column])
             words = [analyze(d) for d in documents]
@@ -162,6 +213,11 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
             loo.append(
                 np.asarray(
                     [sum(frequency[w] == 1 for w in f) / len(f) if f else 0.0 for f in words]
+                )
+            )
+            surprisal.append(
+                mean_surprisal(
+                    words, frequency, len(x), smoothing=self.smoothing, leave_one_out=True
                 )
             )
             tfidf = TfidfVectorizer(
@@ -180,9 +236,9 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
             scale = svd.fit_transform(matrix).std(axis=0)
             scale[scale == 0] = 1.0
             self.parts_.append((column, tfidf, svd, scale))
-        self.reference_oov_ = (
-            np.column_stack(loo) if loo else np.zeros((len(x), 0), dtype="float64")
-        )
+        empty = np.zeros((len(x), 0), dtype="float64")
+        self.reference_oov_ = np.column_stack(loo) if loo else empty
+        self.reference_surprisal_ = np.column_stack(surprisal) if surprisal else empty
         return self
 
     def transform(self, x: pd.DataFrame) -> np.ndarray:
@@ -205,6 +261,22 @@ class TextRepresentation(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         if not shares:
             return np.zeros((len(x), 0), dtype="float64")
         return np.column_stack(shares)
+
+    def surprisal(self, x: pd.DataFrame) -> np.ndarray:
+        """Per row and text column, the mean surprisal of its words (``mean_surprisal``)."""
+        analyze = TfidfVectorizer(strip_accents="unicode").build_analyzer()
+        values = [
+            mean_surprisal(
+                [analyze(d) for d in to_documents(x[column])],
+                frequency,
+                self.reference_rows_,
+                smoothing=self.smoothing,
+            )
+            for column, frequency in zip(self.columns, self.vocabularies_, strict=True)
+        ]
+        if not values:
+            return np.zeros((len(x), 0), dtype="float64")
+        return np.column_stack(values)
 
 
 def looks_like_text(values: pd.Series) -> bool:

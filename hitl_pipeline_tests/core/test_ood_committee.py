@@ -7,8 +7,10 @@ from sklearn.metrics import roc_auc_score
 
 from hitl_pipeline.core.committee import committee_disagreement, disagreement, fit_committee
 from hitl_pipeline.core.ood import fit_ood_detector, ood_scores
+from hitl_pipeline.core.routing import RoutingPolicy
 from hitl_pipeline.core.training import TrainingParams
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
+from hitl_pipeline.demo.stream import MODERATION_SCHEMA, ModerationStream
 from hitl_pipeline_tests.fixtures.text_data import posts
 
 SCHEMA = BatchSchema(
@@ -103,3 +105,56 @@ def test_posts_in_unseen_vocabulary_rank_as_out_of_distribution():
     assert roc_auc_score([0] * 200 + [1] * 200, np.r_[familiar, unseen]) > 0.75
     assert np.median(unseen) > np.median(familiar) + 0.25
     assert ood_scores(detector, gibberish, TEXT_SCHEMA)[0] > 0.95
+
+
+def _moderation_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seed posts of the moderation demo stream, and a fresh batch from before its drift."""
+    stream = ModerationStream(seed=3, drift_at_batch=5)
+    train, _holdout = stream.seed_sets()
+    return train, pd.concat([stream.batch(i) for i in range(3)], ignore_index=True)
+
+
+def _one_unseen_word(rows: pd.DataFrame) -> pd.DataFrame:
+    # a different made-up slang word in each post, among its ordinary words
+    slang = [f"sl{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}ng" for i in range(len(rows))]
+    return rows.assign(text=[f"{t} {w}" for t, w in zip(rows["text"], slang, strict=True)])
+
+
+def _all_unseen_words(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(text=[f"zorb{i} quibbly{i} frum{i}" for i in range(len(rows))])
+
+
+@pytest.mark.parametrize(
+    ("make_probe", "flagged_min", "flagged_max"),
+    [
+        # fresh posts like the training ones: about 1% above 0.99 (ood_threshold), as
+        # on a schema without text; the max of two percentiles would flag about 2%
+        (lambda fresh: fresh, 0.0, 0.025),
+        # one slang word in every post of a batch: each is a little less familiar, and
+        # the trigger still tells them apart instead of flagging the whole batch
+        (_one_unseen_word, 0.02, 0.5),
+        # posts made of unseen words only: beyond every training row
+        (_all_unseen_words, 1.0, 1.0),
+    ],
+    ids=["in-distribution", "one-slang-word-per-post", "all-unseen-words"],
+)
+def test_text_ood_scores_rank_unfamiliarity(make_probe, flagged_min, flagged_max):
+    train, fresh = _moderation_rows()
+    detector = fit_ood_detector(train, MODERATION_SCHEMA)
+
+    scores = ood_scores(detector, make_probe(fresh), MODERATION_SCHEMA)
+
+    flagged = float(np.mean(scores >= RoutingPolicy().ood_threshold))
+    assert flagged_min <= flagged <= flagged_max
+
+
+def test_one_unseen_word_raises_every_posts_text_score():
+    train, fresh = _moderation_rows()
+    detector = fit_ood_detector(train, MODERATION_SCHEMA)
+
+    before = ood_scores(detector, fresh, MODERATION_SCHEMA)
+    after = ood_scores(detector, _one_unseen_word(fresh), MODERATION_SCHEMA)
+
+    # the forest reads the same known words either way; the surprisal goes up
+    assert np.all(after >= before)
+    assert np.median(after) > np.median(before) + 0.2
