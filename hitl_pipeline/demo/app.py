@@ -43,7 +43,7 @@ from hitl_pipeline.demo.runner import (
     tell,
     use_home,
 )
-from hitl_pipeline.resources.label_studio_server import LabelStudioServerError
+from hitl_pipeline.resources.label_studio_server import LabelStudioServerError, PostgresDatabase
 from hitl_pipeline.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +76,11 @@ def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
         ],
         adjudicators=[SimulatedReviewer(email="hopper@hitl.local", error_rate=rate * 0.25, seed=4)],
         data_dir=settings.label_studio_data if settings.label_studio_is_local else None,
+        postgres=PostgresDatabase(
+            server=settings.postgres.server, name=settings.postgres.label_studio_database
+        )
+        if settings.label_studio_is_local and settings.postgres is not None
+        else None,
     )
 
 

@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -35,6 +35,9 @@ from hitl_pipeline.resources.label_studio import (
     choice_result,
     tier_project_title,
 )
+
+if TYPE_CHECKING:  # the server module loads only for the ``label-studio init`` fallback
+    from hitl_pipeline.resources.label_studio_server import PostgresDatabase
 
 DEFAULT_PROJECT_TITLE = "hitl-pipeline: review"
 DEFAULT_REVIEWER_PASSWORD = "hitl-simulated-reviewer"
@@ -119,6 +122,9 @@ class ReviewerPool:
         seed: fixes which reviewer gets which task.
         data_dir: the local server's data dir, for a ``label-studio init`` fallback when
             sign-up through the invite link is refused.
+        postgres: the local server's PostgreSQL database when it keeps its data there
+            (``HITL_POSTGRES_URL``): the fallback must create the user in it, not in a
+            SQLite file of the data dir the server never reads.
         password: password of every simulated account.
     """
 
@@ -130,6 +136,7 @@ class ReviewerPool:
     seed: int = 0
     adjudicators: Sequence[SimulatedReviewer] = ()
     data_dir: Path | None = None
+    postgres: PostgresDatabase | None = None
     password: str = DEFAULT_REVIEWER_PASSWORD
     timeout_s: float = 120.0
     _tokens: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -365,7 +372,13 @@ class ReviewerPool:
 
         assert self.data_dir is not None
         token = "sim-" + hashlib.sha256(f"{self.url}:{email}".encode()).hexdigest()[:32]
-        add_local_user(self.data_dir, email=email, password=self.password, token=token)
+        add_local_user(
+            self.data_dir,
+            email=email,
+            password=self.password,
+            token=token,
+            postgres=self.postgres,
+        )
         return token
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 
 import pytest
@@ -100,6 +101,48 @@ def test_invalid_settings_are_refused() -> None:
         ReviewerPool(
             url="http://x", api_key="k", reviewers=[SimulatedReviewer("a"), SimulatedReviewer("a")]
         )
+
+
+@pytest.mark.parametrize("on_postgres", [True, False])
+def test_init_fallback_creates_the_user_where_the_server_keeps_its_data(
+    tmp_path, monkeypatch, on_postgres: bool
+) -> None:
+    """The ``label-studio init`` fallback runs with the server's database settings: on
+    PostgreSQL its database (as ``deployment.label_studio_env`` forms them), else none.
+    The command is caught before it runs: no server is touched."""
+    from hitl_pipeline.deployment import PostgresServer
+    from hitl_pipeline.resources import label_studio_server
+
+    ran = []
+
+    def fake_run(command, **kwargs):
+        ran.append((command, kwargs["env"]))
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(label_studio_server.subprocess, "run", fake_run)
+    for name in ("DJANGO_DB", "POSTGRE_NAME"):  # the caller's own settings stay out
+        monkeypatch.delenv(name, raising=False)
+    database = label_studio_server.PostgresDatabase(
+        server=PostgresServer(host="db.example", port=5433, user="loop"), name="hitl_labelstudio"
+    )
+    pool = ReviewerPool(
+        url="http://127.0.0.1:1",
+        api_key="admin",
+        reviewers=[SimulatedReviewer(email="ada@hitl.local")],
+        data_dir=tmp_path,
+        postgres=database if on_postgres else None,
+    )
+    token = pool._init_locally("ada@hitl.local")
+
+    ((command, env),) = ran
+    assert command[1:3] == ["init", "-q"] and "ada@hitl.local" in command
+    assert token.startswith("sim-") and token in command
+    if on_postgres:
+        assert env["DJANGO_DB"] == "default"
+        assert (env["POSTGRE_NAME"], env["POSTGRE_HOST"]) == ("hitl_labelstudio", "db.example")
+        assert (env["POSTGRE_PORT"], env["POSTGRE_USER"]) == ("5433", "loop")
+    else:
+        assert "POSTGRE_NAME" not in env
 
 
 # --- in a real Label Studio ---------------------------------------------------------------
