@@ -5,7 +5,9 @@ trail over a long-running loop took as long as its history. Dataset versions nev
 each version's item ids and labels are kept once, as a small index beside the loop's
 other tables (``$HITL_HOME/cache/trail_index/<version>-<key>.parquet``, the key a hash
 of the frames' md5s), and a frame shared by several versions (the fixed held-out set)
-is read once.
+is read once. Of the routing decisions, only the item's rows and the columns the trail
+shows are read (a Parquet filter on the id), so batches of millions of rows cost a pass
+over their id column, not every decision in memory.
 """
 
 from __future__ import annotations
@@ -14,13 +16,28 @@ import hashlib
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from hitl_pipeline.core.intake import QUARANTINE_REASON
 from hitl_pipeline.core.schema import canonical_text
 from hitl_pipeline.core.trail import DatasetMembership, ModelUse, QueuedTask, item_trail
-from hitl_pipeline.core.types import ITEM_ID, LABEL, TIER, DatasetVersion
+from hitl_pipeline.core.types import (
+    CONFIDENCE,
+    ITEM_ID,
+    LABEL,
+    MODEL_VERSION,
+    PREDICTED_LABEL,
+    REASONS,
+    ROUTE,
+    TIER,
+    DatasetVersion,
+)
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.label_studio import LabelStudioResource, LabelStudioUnavailable
 from hitl_pipeline.resources.local_store import LocalStore
@@ -29,6 +46,9 @@ from hitl_pipeline.resources.mlflow_registry import TAG_DATASET_VERSION, MlflowR
 FRAMES = ("training", "holdout", "human_holdout", "edge_cases")
 INDEX_KIND = "cache/trail_index"
 _FRAME, _MD5 = "frame", "md5"
+DECISIONS_KIND = "decisions"
+# what core.trail.item_trail shows of a routing decision
+DECISION_COLUMNS = (ITEM_ID, ROUTE, REASONS, MODEL_VERSION, PREDICTED_LABEL, CONFIDENCE, TIER)
 
 
 def _frame_md5s(version: DatasetVersion) -> dict[str, str]:
@@ -100,6 +120,41 @@ def memberships(
     return out
 
 
+def item_decisions(item: str, *, local_store: LocalStore) -> pd.DataFrame:
+    """The item's routing decisions in every kept batch, with the batch in a ``table``
+    column; empty when no batch holds it.
+
+    Args:
+        item: The canonical item id (``core.schema.canonical_text``).
+        local_store: Where ``review_queue`` keeps each batch's decisions.
+    """
+    frames = []
+    for name in local_store.table_names(kind=DECISIONS_KIND):
+        rows = _item_rows(local_store.table_path(kind=DECISIONS_KIND, name=name), item)
+        if len(rows):
+            frames.append(rows.assign(table=name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _item_rows(path: Path, item: str) -> pd.DataFrame:
+    """One decisions table's rows of ``item``, in the trail's columns only."""
+    schema = pq.read_schema(path)
+    columns = [c for c in DECISION_COLUMNS if c in schema.names]
+    if ITEM_ID not in columns:
+        return pd.DataFrame()
+    id_type = schema.field(ITEM_ID).type
+    if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+        # validation stores ids as their canonical text: an equality filter finds them
+        return pq.read_table(path, columns=columns, filters=pc.field(ITEM_ID) == item).to_pandas()
+    # ids kept in another type (a table written before ids were canonical): compare as
+    # the trail does, on the id column alone first
+    ids = pq.read_table(path, columns=[ITEM_ID]).column(ITEM_ID).to_pandas()
+    rows = np.flatnonzero(ids.map(lambda v: str(canonical_text(v))).to_numpy() == item)
+    if not len(rows):
+        return pd.DataFrame()
+    return pq.read_table(path, columns=columns).take(pa.array(rows)).to_pandas()
+
+
 def _queued(
     item: str, label_studio: LabelStudioResource | None, pushed: Mapping[str, list[str]]
 ) -> tuple[list[QueuedTask], str | None]:
@@ -143,7 +198,7 @@ def trail_for(
         ]
     return item_trail(
         item,
-        decisions=local_store.read_tables(kind="decisions"),
+        decisions=item_decisions(item, local_store=local_store),
         ledger=every[every[QUARANTINE_REASON] == ""].reset_index(drop=True),
         datasets=datasets,
         models=models,
