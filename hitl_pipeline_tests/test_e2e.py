@@ -17,10 +17,10 @@ from label_studio_sdk import LabelStudio
 from hitl_pipeline.cli import main as cli
 from hitl_pipeline.core.types import ITEM_ID, LABEL_SOURCE
 from hitl_pipeline.defs.resources import build_resources
-from hitl_pipeline.demo.app import reviewer_pool
-from hitl_pipeline.demo.runner import DemoOptions, HeadlessLoop, load_definitions, run_headless
+from hitl_pipeline.demo.runner import DemoOptions, HeadlessLoop, load_definitions
 from hitl_pipeline.resources.mlflow_registry import TAG_DATASET_VERSION
 from hitl_pipeline.settings import Settings
+from hitl_pipeline_tests.fixtures.demo_loop import run_reviewed_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
 
@@ -39,13 +39,7 @@ def loop(tmp_path_factory, label_studio):
         env.setenv("HITL_LABEL_STUDIO_API_KEY", label_studio.token)
         settings = Settings.from_env()
         options = DemoOptions(cycles=CYCLES, rows_per_batch=400, drift_at_batch=DRIFT_AT)
-        pool = reviewer_pool(settings, options)
-        summary = run_headless(
-            settings,
-            options,
-            answer_tasks=lambda truth: pool.answer_open_tasks(truth=truth),
-            log=lambda line: None,
-        )
+        summary = run_reviewed_demo(settings, options)
         yield settings, summary
 
 

@@ -22,10 +22,10 @@ import pytest
 from hitl_pipeline.core.gate import FAIL, NO_EVIDENCE, PASS
 from hitl_pipeline.core.schema import load_schema
 from hitl_pipeline.defs.resources import build_resources
-from hitl_pipeline.demo.app import reviewer_pool
-from hitl_pipeline.demo.runner import DemoOptions, run_headless
+from hitl_pipeline.demo.runner import DemoOptions
 from hitl_pipeline.demo.stream import NEW_CLASS
 from hitl_pipeline.settings import Settings
+from hitl_pipeline_tests.fixtures.demo_loop import run_reviewed_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
 
@@ -65,15 +65,8 @@ def loop(tmp_path_factory, label_studio) -> Iterator[tuple[Settings, dict[str, A
             rows_per_batch=300,
             drift_at_batch=2,
         )
-        pool = reviewer_pool(settings, options)
         started = time.monotonic()
-        summary = run_headless(
-            settings,
-            options,
-            answer_tasks=lambda truth: pool.answer_open_tasks(truth=truth),
-            log=lambda line: None,
-            run_config=RUN_CONFIG,
-        )
+        summary = run_reviewed_demo(settings, options, run_config=RUN_CONFIG)
         yield settings, summary, time.monotonic() - started
 
 

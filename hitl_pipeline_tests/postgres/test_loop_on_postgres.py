@@ -23,11 +23,11 @@ from hitl_pipeline.cli import _local_label_studio
 from hitl_pipeline.cli import main as cli
 from hitl_pipeline.defs.pools import POOLS
 from hitl_pipeline.defs.resources import build_resources
-from hitl_pipeline.demo.app import reviewer_pool
-from hitl_pipeline.demo.runner import DemoOptions, load_definitions, run_headless
+from hitl_pipeline.demo.runner import DemoOptions, load_definitions
 from hitl_pipeline.deployment import PostgresDeployment, connect
 from hitl_pipeline.resources.label_studio_server import free_port
 from hitl_pipeline.settings import Settings
+from hitl_pipeline_tests.fixtures.demo_loop import run_reviewed_demo
 from hitl_pipeline_tests.postgres.conftest import fresh_deployment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -64,13 +64,7 @@ def loop(
         server.start(wait_timeout=300)
         try:
             options = DemoOptions(cycles=CYCLES, rows_per_batch=400, drift_at_batch=DRIFT_AT)
-            pool = reviewer_pool(settings, options)
-            summary = run_headless(
-                settings,
-                options,
-                answer_tasks=lambda truth: pool.answer_open_tasks(truth=truth),
-                log=lambda line: None,
-            )
+            summary = run_reviewed_demo(settings, options)
             # kept beside the home: the wall time of each stage, when a run is slow
             (home / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
             yield settings, summary, deployment
