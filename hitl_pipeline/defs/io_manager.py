@@ -14,6 +14,11 @@ stored as Parquet (``<run id>.parquet``, with ``frames_as_parquet``):
 a scored batch of millions of rows is written by row group and read back without
 pickle's copies; a frame Arrow cannot hold (objects of mixed types) and every other value
 is pickled (``<run id>.pickle``). Either is loaded transparently.
+
+An input may ask for some rows only, with ``rows_where`` in its metadata (``{column:
+value}``, every condition met): a stored frame is then read with a Parquet filter, so
+``labeling_tasks`` reads the review queue's routed rows of a batch of millions, never the
+whole batch.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ UNPARTITIONED = "__all__"
 PARQUET, PICKLE, BATCH = ".parquet", ".pickle", ".batch.parquet"
 STORED_SUFFIXES = (PARQUET, PICKLE)
 PARQUET_ROW_GROUP = 100_000
+ROWS_WHERE = "rows_where"  # input metadata: {column: value}, the rows an input reads
 
 
 class MissingStepOutput(LookupError):
@@ -77,17 +83,19 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     # --- internals -------------------------------------------------------------------
     def _load(self, context: dg.InputContext, partition: str | None) -> Any:
         folder = self._folder(context.asset_key, partition)
+        where = dict(context.definition_metadata.get(ROWS_WHERE) or {})
         for run_id in self._source_runs(context, partition):
             batch = folder / f"{run_id}{BATCH}"
             if batch.is_file():
                 return ParquetBatch.of(batch)
             parquet = folder / f"{run_id}{PARQUET}"
             if parquet.is_file():
-                return pd.read_parquet(parquet)
+                filters = [(column, "==", value) for column, value in where.items()]
+                return pd.read_parquet(parquet, filters=filters or None)
             path = folder / f"{run_id}{PICKLE}"
             if path.is_file():
                 with path.open("rb") as fh:
-                    return pickle.load(fh)
+                    return _rows_where(pickle.load(fh), where)
         where = f" partition {partition}" if partition else ""
         raise MissingStepOutput(
             f"no stored value of {context.asset_key.to_user_string()}{where} under {folder}: "
@@ -157,6 +165,17 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         )
         for old in stored[self.keep_runs :]:
             old.unlink(missing_ok=True)
+
+
+def _rows_where(value: Any, where: dict[str, Any]) -> Any:
+    """A pickled frame's rows meeting every ``{column: value}`` condition (other values
+    as they are)."""
+    if not where or not isinstance(value, pd.DataFrame):
+        return value
+    keep = pd.Series(True, index=value.index)
+    for column, wanted in where.items():
+        keep &= value[column] == wanted
+    return value[keep].reset_index(drop=True)
 
 
 def _as_table(obj: Any) -> pa.Table | None:

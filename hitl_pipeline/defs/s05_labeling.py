@@ -18,6 +18,7 @@ from hitl_pipeline.core.types import (
     LabelingTask,
     PushResult,
 )
+from hitl_pipeline.defs.io_manager import ROWS_WHERE
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.pools import LABEL_STUDIO_POOL
 from hitl_pipeline.defs.preflight import store_failures
@@ -93,6 +94,8 @@ def _plain(value: object) -> object:
     group_name="s05_labeling",
     kinds={"labelstudio"},
     pool=LABEL_STUDIO_POOL,
+    # only the routed rows of the queue are read (it may hold every row of the batch)
+    ins={"review_queue": dg.AssetIn(metadata={ROWS_WHERE: {ROUTE: ROUTE_REVIEW}})},
 )
 def labeling_tasks(
     context: dg.AssetExecutionContext,

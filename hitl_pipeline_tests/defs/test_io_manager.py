@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hitl_pipeline.core.chunks import ParquetBatch, frame_chunks, write_chunks
-from hitl_pipeline.defs.io_manager import RunScopedIOManager
+from hitl_pipeline.defs.io_manager import ROWS_WHERE, RunScopedIOManager
 
 VALUE = {"n": 1}
 
@@ -141,3 +141,28 @@ def test_a_parquet_batch_is_moved_into_its_run_and_loads_as_a_handle(tmp_path):
         f"{first.run_id}.batch.parquet",
         f"{second.run_id}.batch.parquet",
     }
+
+
+@dg.asset
+def routed() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"item_id": [f"i{k}" for k in range(6)], "route": ["review", "auto"] * 3, "x": range(6)}
+    )
+
+
+@dg.asset(ins={"routed": dg.AssetIn(metadata={ROWS_WHERE: {"route": "review"}})})
+def reviewed_only(routed: pd.DataFrame) -> dict:
+    return {"ids": routed["item_id"].tolist(), "index": routed.index.tolist()}
+
+
+@pytest.mark.parametrize("frames_as_parquet", [True, False])
+def test_an_input_reads_only_the_rows_its_metadata_asks_for(tmp_path, frames_as_parquet):
+    io = RunScopedIOManager(base_dir=str(tmp_path), frames_as_parquet=frames_as_parquet)
+    result = dg.materialize([routed, reviewed_only], resources={"io_manager": io})
+    assert result.output_for_node("reviewed_only") == {
+        "ids": ["i0", "i2", "i4"],
+        "index": [0, 1, 2],
+    }
+    # the stored value keeps every row
+    (stored,) = (tmp_path / "routed" / "__all__").iterdir()
+    assert len(pd.read_parquet(stored) if frames_as_parquet else pd.read_pickle(stored)) == 6
