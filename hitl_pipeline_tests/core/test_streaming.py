@@ -10,6 +10,7 @@ from threadpoolctl import threadpool_limits
 from hitl_pipeline.core.chunks import (
     BottomK,
     ParquetSink,
+    bottom_k,
     frame_chunks,
     parquet_chunks,
     parquet_rows,
@@ -212,6 +213,23 @@ def test_bottom_k_sample_does_not_depend_on_chunking():
     everything, _ = drift_sample(frame_chunks(frame, 64), 1000, id_column="item_id")
     pd.testing.assert_frame_equal(everything, frame)
     assert BottomK(3).frame().empty
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 40, 300])
+def test_bottom_k_over_chunks_equals_bottom_k_of_the_whole_batch_with_ties(chunk_rows):
+    # few distinct keys: the sample's largest key is tied across chunks, where a chunk's
+    # rows are dropped before they are kept unless their key can still enter
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 12, size=300).astype("float64")
+    ties = np.asarray([f"t{i:03d}" for i in rng.permutation(300)], dtype=object)
+    frame = pd.DataFrame({"v": range(300)})
+    keeper = BottomK(25)
+    for start in range(0, 300, chunk_rows):
+        part = slice(start, start + chunk_rows)
+        keeper.add(frame.iloc[part], keys[part], ties[part])
+    assert keeper.rows_seen == 300
+    expected = frame.iloc[bottom_k(keys, ties, 25)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(keeper.frame(), expected)
 
 
 def test_drift_on_a_sample_states_its_size(world):
