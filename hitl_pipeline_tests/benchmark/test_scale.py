@@ -26,6 +26,15 @@ def test_benchmark_scale_writes_every_required_figure(tmp_path, capsys):
         20_000 / size["seconds"], rel=0.01
     )
     assert size["bare_predict_rows_per_second"] > 0
+    # the baseline is the fastest bare pass: the one interleaved with scoring, or after
+    assert size["bare_predict_seconds"] == min(
+        size["bare_predict_seconds_interleaved"], size["bare_predict_seconds_after"]
+    )
+    assert size["cpu_seconds"] > 0 and size["bare_predict_cpu_seconds"] > 0
+    assert size["cpu_ratio_to_bare"] == pytest.approx(
+        size["bare_predict_cpu_seconds"] / size["cpu_seconds"], abs=0.02
+    )
+    assert set(size["stage_cpu_seconds"]) == set(size["stage_seconds"])
     assert 100 < size["peak_rss_mb"] < 3000
     assert set(size["stage_seconds"]) == {"ingest", "inference", "monitoring", "selection"}
     # the steps did their work: a drift sample, a full review queue, every row routed
