@@ -69,6 +69,9 @@ class Narrator:
     _after: str | None = field(default=None, init=False)  # runs after this one are told
     _runs: dict[str, _RunState] = field(default_factory=dict, init=False)
     _done: set[str] = field(default_factory=set, init=False)
+    # the last line told per (check, partition): a check re-evaluated with the same
+    # verdict (each annotation pull re-runs the audit check) is told once
+    _checks: dict[tuple[str, str | None], str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         # the run storage's own order (its row id), not creation times (second precision)
@@ -119,7 +122,7 @@ class Narrator:
                         run_id=run.run_id,
                     )
                 queue_changed |= event.kind == "materialization" and event.name in _QUEUE_CHANGERS
-                lines += _told(event)
+                lines += self._unrepeated(event)
             if finished:
                 del self._runs[run.run_id]
                 if settled:
@@ -133,6 +136,16 @@ class Narrator:
                 lines.append(queue_line(self.queue_status()))
             except Exception as exc:  # a down Label Studio costs the line, not the demo
                 lines.append(f"Label Studio queue: not reachable ({type(exc).__name__})")
+        return lines
+
+    def _unrepeated(self, event: LoopEvent) -> list[str]:
+        lines = _told(event)
+        if event.kind != "check" or not lines:
+            return lines
+        key = (event.name, event.partition)
+        if self._checks.get(key) == lines[0]:
+            return []
+        self._checks[key] = lines[0]
         return lines
 
     def _new_events(self, run_id: str, state: _RunState) -> Iterator[LoopEvent]:

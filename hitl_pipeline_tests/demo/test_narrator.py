@@ -146,6 +146,24 @@ def test_runs_told_as_they_progress(instance: dg.DagsterInstance) -> None:
     assert second == ["[2026-01-12] rows scored: 400 by champion v1, mean confidence 0.83"]
 
 
+def test_a_check_re_evaluated_with_the_same_verdict_is_told_once(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Each annotation pull re-runs the audit check of the same batch: one line, not one
+    per pull; the same check on another batch is told."""
+    narrator = Narrator(instance)
+    drift_line = (
+        "[2026-01-12] drift verdict: DRIFT (50% of columns drifted, alert at 50%): x1, x2; "
+        "the drift sensor boosts this batch's review"
+    )
+    dg.materialize([drift_report], instance=instance, partition_key="2026-01-12")
+    assert narrator.poll() == [drift_line]
+    dg.materialize([drift_report], instance=instance, partition_key="2026-01-12")
+    assert narrator.poll() == []
+    dg.materialize([drift_report], instance=instance, partition_key="2026-01-19")
+    assert narrator.poll() == [drift_line.replace("2026-01-12", "2026-01-19")]
+
+
 # --- silencing -------------------------------------------------------------------------
 @pytest.fixture
 def restored_loggers() -> Iterator[None]:
