@@ -349,6 +349,7 @@ def _retrain(
         "gate": "; ".join(decision.reasons)[:300],
         "human_weight_used": trained.metrics.get("human_weight_used", np.nan),
         "window_days_used": trained.metrics.get("window_days_used", np.nan),
+        "window_keeps_seed": trained.metrics.get("window_keeps_seed", np.nan),
         "half_life_days_used": trained.metrics.get("half_life_days_used", np.nan),
     }
     if decision.promote:

@@ -62,6 +62,15 @@ _MISSING_CATEGORY = "__missing__"
 
 
 @dataclass(frozen=True)
+class Window:
+    """A training variant's memory: the human labels of the last ``days`` days, and
+    the seed rows too when ``keep_seed``."""
+
+    days: float
+    keep_seed: bool = False
+
+
+@dataclass(frozen=True)
 class TrainingParams:
     """What the challenger is fitted with; logged with every model.
 
@@ -101,6 +110,13 @@ class TrainingParams:
             days), the full-label oracle's mean accuracy was 0.761 on all rows and
             0.773 / 0.770 / 0.760 / 0.760 with a 2 / 4 / 7 / 10-day window: its source
             changes over the years, and recent rows describe it best.
+        extra_window_days: More windows compared like ``window_days`` (each one more
+            variant), for a stream whose best memory is not known in advance.
+        seed_window_days: Windows that keep the seed rows: also fit on the seed plus
+            the human labels of the last N days (at ``human_weight``; older human
+            labels forgotten), one variant per N. Where labels are few, a window of
+            them alone is a small training set; the seed keeps the model's broad shape
+            while the recent labels correct it.
         min_window_rows: A window variant needs at least this many labelled rows (and
             two classes); otherwise it is not tried.
         half_life_days: When selection rows are given, also fit with every human label's
@@ -139,6 +155,8 @@ class TrainingParams:
     human_weight: float = 8.0
     compare_weight: float | None = 1.0
     window_days: float | None = 2.0
+    extra_window_days: tuple[float, ...] = ()
+    seed_window_days: tuple[float, ...] = ()
     min_window_rows: int = 100
     half_life_days: float | None = None
     select_days: float | None = 7.0
@@ -155,6 +173,12 @@ class TrainingParams:
                 f"unknown estimator {self.estimator!r} (training parameter estimator: one of "
                 f"{', '.join(ESTIMATORS)})"
             )
+        # given as text (a command line, MLflow's params: "(4.0, 8.0)"), typed here
+        for name in ("extra_window_days", "seed_window_days"):
+            days = tuple(float(d) for d in (str(v).strip("() ") for v in getattr(self, name)) if d)
+            object.__setattr__(self, name, days)
+            if any(not d > 0 for d in days):
+                raise ValueError(f"{name} must all be > 0, got {days} (training parameter {name})")
         if self.half_life_days is not None and not self.half_life_days > 0:
             raise ValueError(
                 f"half_life_days must be > 0 or None, got {self.half_life_days} (training "
@@ -172,14 +196,16 @@ class TrainingParams:
             return self.estimator
         return "logistic_regression" if schema.text_features else "hist_gradient_boosting"
 
-    def variants(self) -> list[tuple[str, TrainingParams, float | None]]:
+    def variants(self) -> list[tuple[str, TrainingParams, Window | None]]:
         """The training variants compared on selection rows, the default first.
 
         Returns:
-            ``(name, params, window_days)`` per variant: each human weight
-            (``human_weight``, ``compare_weight``) on all rows, then the window of recent
-            labels (one variant: inside it every row is a human label, so the weight
-            changes nothing), then the decayed human weights (``half_life_days``). Only
+            ``(name, params, window)`` per variant: each human weight (``human_weight``,
+            ``compare_weight``) on all rows (window None), then each window of recent
+            labels (``window_days``, ``extra_window_days``: inside one every row is a
+            human label, so the weight changes nothing), then each window that keeps the
+            seed rows (``seed_window_days``), then the decayed human weights
+            (``half_life_days``). Only
             the decay variant's params keep ``half_life_days`` (``sample_weights``
             applies it).
         """
@@ -187,11 +213,14 @@ class TrainingParams:
         weights = [self.human_weight]
         if self.compare_weight is not None and self.compare_weight != self.human_weight:
             weights.append(self.compare_weight)
-        out: list[tuple[str, TrainingParams, float | None]] = [
+        out: list[tuple[str, TrainingParams, Window | None]] = [
             (f"weight {w:g}", replace(plain, human_weight=w), None) for w in weights
         ]
-        if self.window_days is not None:
-            out.append((f"last {self.window_days:g} days", plain, self.window_days))
+        windows = [] if self.window_days is None else [self.window_days]
+        for days in dict.fromkeys([*windows, *self.extra_window_days]):
+            out.append((f"last {days:g} days", plain, Window(days)))
+        for days in dict.fromkeys(self.seed_window_days):
+            out.append((f"seed and last {days:g} days", plain, Window(days, keep_seed=True)))
         if self.half_life_days is not None:
             out.append((f"half-life {self.half_life_days:g} days", self, None))
         return out
@@ -533,6 +562,7 @@ def train_model(
         ``TrainingResult`` with the fitted pipeline, ``params.to_dict()`` and training
         metrics (``train_rows``, ``train_human_rows``, ``train_accuracy``; with a
         comparison also ``human_weight_used``, ``window_days_used`` (0: all rows),
+        ``window_keeps_seed`` (1: the window kept the seed rows),
         ``half_life_days_used`` (0: no decay),
         ``select_rows`` and ``select.accuracy.<variant>`` per variant, e.g. ``w8``, ``last2d``).
 
@@ -548,21 +578,22 @@ def train_model(
     fit_rows = frame if select_fit is None else select_fit
     scores: dict[str, float] = {}
     best: tuple[float, int] | None = None
-    for index, (name, variant, days) in enumerate(variants):
-        rows = _window(fit_rows, days, schema, params.min_window_rows)
+    for index, (name, variant, window) in enumerate(variants):
+        rows = _window(fit_rows, window, schema, params.min_window_rows)
         if rows is None:
             continue
         model = _fit(rows, schema, variant).model
         scores[name] = evaluate_model(model, selection, schema)["accuracy"]
         if best is None or scores[name] > best[0]:
             best = (scores[name], index)
-    _, chosen, days = variants[best[1] if best is not None else 0]
-    rows = _window(frame, days, schema, params.min_window_rows)
+    _, chosen, window = variants[best[1] if best is not None else 0]
+    rows = _window(frame, window, schema, params.min_window_rows)
     result = _fit(frame if rows is None else rows, schema, chosen)
     metrics = {
         **result.metrics,
         "human_weight_used": float(chosen.human_weight),
-        "window_days_used": float(days or 0.0),
+        "window_days_used": float(window.days if window is not None else 0.0),
+        "window_keeps_seed": float(window is not None and window.keep_seed),
         "half_life_days_used": float(chosen.half_life_days or 0.0),
         "select_rows": float(len(selection)),
         **{f"select.accuracy.{_slug(name)}": value for name, value in scores.items()},
@@ -572,9 +603,10 @@ def train_model(
 
 def _slug(variant: str) -> str:
     """A metric-name-safe form of a variant's name: "weight 8" -> "w8", "last 2 days" ->
-    "last2d", "half-life 2 days" -> "halflife2d"."""
+    "last2d", "seed and last 4 days" -> "seedlast4d", "half-life 2 days" -> "halflife2d"."""
     return (
-        variant.replace("weight ", "w")
+        variant.replace("seed and last ", "seedlast")
+        .replace("weight ", "w")
         .replace("last ", "last")
         .replace("half-life ", "halflife")
         .replace(" days", "d")
@@ -582,19 +614,22 @@ def _slug(variant: str) -> str:
 
 
 def _window(
-    frame: pd.DataFrame, days: float | None, schema: BatchSchema, min_rows: int
+    frame: pd.DataFrame, window: Window | None, schema: BatchSchema, min_rows: int
 ) -> pd.DataFrame | None:
-    """Rows labelled within ``days`` of the newest label; None when too few to fit."""
-    if days is None:
+    """Human rows labelled within ``window.days`` of the newest label (with the seed
+    rows when ``window.keep_seed``); None when too few recent labels to fit."""
+    if window is None:
         return frame
     if LABELLED_AT not in frame:
         return None
     stamps = pd.to_datetime(frame[LABELLED_AT], utc=True)
-    rows = frame[(stamps >= stamps.max() - pd.Timedelta(days=days)).to_numpy()]
-    labels = rows[schema.target].dropna()
+    recent = (stamps >= stamps.max() - pd.Timedelta(days=window.days)).to_numpy()
+    labels = frame.loc[recent, schema.target].dropna()
     if len(labels) < min_rows or labels.nunique() < 2:
         return None
-    return rows
+    if window.keep_seed and LABEL_SOURCE in frame:
+        recent |= (frame[LABEL_SOURCE] != "human").to_numpy()
+    return frame[recent]
 
 
 def _fit(frame: pd.DataFrame, schema: BatchSchema, params: TrainingParams) -> TrainingResult:

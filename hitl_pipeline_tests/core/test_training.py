@@ -265,6 +265,52 @@ def test_a_decay_variant_forgets_older_human_labels_when_the_selection_rows_say_
     assert accuracies["select.accuracy.halflife2d"] > accuracies["select.accuracy.w8"] + 0.2
 
 
+def test_a_seed_window_keeps_the_seed_and_forgets_older_human_labels():
+    # older human labels (day 0) still follow the seed's concept, the newest (day 10)
+    # follow a new one; the seed plus the newest labels follows the new concept
+    flipped = {"a": "b", "b": "c", "c": "a"}
+    day0 = pd.Timestamp("2026-01-01", tz="UTC")
+    old = make_frame(400, seed=41).assign(label_source="human", labelled_at=day0)
+    new = make_frame(200, seed=43)
+    new = new.assign(
+        label=new["label"].map(flipped),
+        label_source="human",
+        labelled_at=day0 + pd.Timedelta(days=10),
+    )
+    old["item_id"] = old["item_id"] + "-old"
+    new["item_id"] = new["item_id"] + "-new"
+    frame = pd.concat([TRAIN.assign(label_source="seed"), old, new], ignore_index=True)
+    probe = make_frame(300, seed=45)
+    select = probe.assign(label=probe["label"].map(flipped))
+    params = TrainingParams(
+        compare_weight=None, window_days=None, seed_window_days=(2.0,), human_weight=8.0, **QUICK
+    )
+
+    result = train_model(frame, SCHEMA, params, select_on=select)
+
+    assert [name for name, _, _ in params.variants()] == ["weight 8", "seed and last 2 days"]
+    assert result.metrics["window_days_used"] == 2.0
+    assert result.metrics["window_keeps_seed"] == 1.0
+    assert result.metrics["train_rows"] == len(TRAIN) + len(new)  # seed kept, day 0 dropped
+    accuracies = {k: v for k, v in result.metrics.items() if k.startswith("select.accuracy")}
+    assert accuracies["select.accuracy.seedlast2d"] > accuracies["select.accuracy.w8"] + 0.2
+
+
+def test_extra_windows_are_variants_of_their_own_and_settings_parse_from_text():
+    params = TrainingParams(window_days=2.0, extra_window_days=("4", "2", "8"))
+
+    assert params.extra_window_days == (4.0, 2.0, 8.0)
+    names = [name for name, _, _ in params.variants()]
+    assert names == ["weight 8", "weight 1", "last 2 days", "last 4 days", "last 8 days"]
+    # MLflow hands a tuple back as its text
+    assert TrainingParams.from_dict({"seed_window_days": "(4.0, 8.0)"}).seed_window_days == (
+        4.0,
+        8.0,
+    )
+    with pytest.raises(ValueError, match="seed_window_days must all be > 0"):
+        TrainingParams(seed_window_days=(0.0,))
+
+
 def test_a_window_with_too_few_rows_is_not_tried():
     human = TEST.head(20).assign(
         label_source="human",
