@@ -9,6 +9,7 @@ upgrade that test says which one moved.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -102,12 +103,22 @@ def mlflow_uri_globals() -> tuple[str | None, str | None]:
 
 def restore_mlflow_uri_globals(tracking: str | None, registry: str | None) -> None:
     """Put back what ``mlflow_uri_globals`` returned (None means unset, as MLflow's own
-    ``_use_tracking_uri`` restores it)."""
+    ``_use_tracking_uri`` restores it).
+
+    Setting a URI also exports it (``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``) for
+    subprocesses, and a registry URI exported by an earlier block outlives a restored
+    global: every later client of the process would read that registry. The exported
+    registry URI is made to match the restored one.
+    """
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
 
-    mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]
+    mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]  # exports or unsets it
     registry_utils._registry_uri = registry
+    if registry is None:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    else:
+        os.environ["MLFLOW_REGISTRY_URI"] = registry
 
 
 # --- Evidently -------------------------------------------------------------------------

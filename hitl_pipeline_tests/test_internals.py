@@ -4,6 +4,7 @@ When an upgrade moves one of them, this is the test that says which; re-check th
 names against the new release and update ``CHECKED_VERSIONS``.
 """
 
+import os
 from datetime import UTC, datetime
 from importlib.metadata import version
 
@@ -61,6 +62,9 @@ def test_mlflow_uri_globals_read_and_restore_the_raw_values(tmp_path):
         assert internals.mlflow_uri_globals() == (tracking, registry)
         internals.restore_mlflow_uri_globals(None, None)
         assert internals.mlflow_uri_globals() == (None, None)
+        # nothing exported is left behind for a later client to read
+        assert "MLFLOW_REGISTRY_URI" not in os.environ
+        assert "MLFLOW_TRACKING_URI" not in os.environ
     finally:
         internals.restore_mlflow_uri_globals(*saved)
     assert internals.mlflow_uri_globals() == saved
