@@ -350,12 +350,15 @@ def refit_threshold(
     *,
     audited_ids: set[str] | frozenset[str] = frozenset(),
     model_version: str = "",
+    batch_confidence: np.ndarray | None = None,
 ) -> ThresholdChoice | None:
     """The cost-minimising confidence threshold for a new champion.
 
     Its confidence is calibrated on the human held-out rows (audited items weighted by
     the inverse of the audit rate, as the unbiased sample of the auto-accepted they are)
-    and the threshold chosen on ``batch`` (the latest routed batch) re-scored by it.
+    and the threshold chosen on ``batch`` (the latest routed batch) re-scored by it, or
+    on ``batch_confidence``, that batch's confidences under it when the caller scored
+    them in chunks (``core.inference.batch_confidence``; ``batch`` is then unused).
 
     Returns:
         The choice, or None when no human held-out labels exist yet (the configured
@@ -372,10 +375,14 @@ def refit_threshold(
     audited = scored[ITEM_ID].astype(str).isin(audited_ids).to_numpy()
     weights = np.where(audited, 1.0 / max(policy.audit_rate, 1e-6), 1.0)
     calibration = calibrate(scored[CONFIDENCE].to_numpy(), correct, weights=weights)
-    source = batch if len(batch) else labelled
-    confidence = score_batch(champion, source, schema, model_version=model_version)[CONFIDENCE]
+    if batch_confidence is not None and len(batch_confidence):
+        confidence = np.asarray(batch_confidence, dtype="float64")
+    else:
+        source = batch if len(batch) else labelled
+        rescored = score_batch(champion, source, schema, model_version=model_version)
+        confidence = rescored[CONFIDENCE].to_numpy()
     return choose_threshold(
-        confidence.to_numpy(),
+        confidence,
         cost_wrong_accept=policy.cost_wrong_accept,
         cost_review=policy.cost_review,
         capacity=policy.review_capacity,

@@ -13,7 +13,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from hitl_pipeline.core.chunks import ParquetBatch, batch_chunks
+from hitl_pipeline.core.chunks import ParquetBatch, batch_chunks, parquet_chunks
+from hitl_pipeline.core.inference import batch_confidence
 from hitl_pipeline.core.loop import refit_threshold
 from hitl_pipeline.core.routing import REASON_AUDIT, RoutingPolicy
 from hitl_pipeline.core.streaming import route_chunks
@@ -147,18 +148,31 @@ def routing_threshold(
         else set()
     )
     # the batch the threshold is chosen on: the latest routed batch, re-scored by the
-    # new champion (its confidence distribution is the one the next batch will resemble)
+    # new champion (its confidence distribution is the one the next batch will resemble),
+    # chunk by chunk and reading its features only: it may hold millions of rows
     names = local_store.table_names(kind="decisions")
-    latest = local_store.read_table(kind="decisions", name=names[-1]) if names else None
-    batch = latest if latest is not None else held_out.iloc[0:0]
+    latest = (
+        batch_confidence(
+            model,
+            parquet_chunks(
+                local_store.table_path(kind="decisions", name=names[-1]),
+                production.chunk_rows,
+                columns=schema.feature_names,
+            ),
+            schema,
+        )
+        if names
+        else None
+    )
     choice = refit_threshold(
         model,
         held_out,
-        batch[[c for c in batch.columns if c != MODEL_VERSION]],
+        held_out.iloc[0:0],
         schema,
         config.to_settings(),
         audited_ids=audited_ids,
         model_version=champion_model.version,
+        batch_confidence=latest,
     )
     if choice is None:
         # nothing came back yet: the configured threshold stays in force

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from hitl_pipeline.core.inference import score_batch, uncertainty
+from hitl_pipeline.core.inference import batch_confidence, score_batch, uncertainty
 from hitl_pipeline.core.types import BatchSchema, FeatureSpec
 
 SCHEMA = BatchSchema(
@@ -125,3 +125,18 @@ def test_a_real_model_trained_on_two_of_three_classes():
     sums = scored[["proba__cat", "proba__dog", "proba__fox"]].sum(axis=1)
     assert sums.to_numpy() == pytest.approx([1.0, 1.0])
     assert scored["entropy"].between(0.0, 1.0).all()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 50])
+def test_batch_confidence_over_chunks_is_score_batchs_confidence(chunk_rows):
+    x = pd.DataFrame({"x": np.linspace(0.0, 12.0, 17)})
+    model = LogisticRegression().fit(x, (["cat"] * 6 + ["dog"] * 5 + ["fox"] * 6))
+    schema = BatchSchema(features=(FeatureSpec("x", "numeric"),), classes=SCHEMA.classes)
+    batch = pd.DataFrame({"item_id": [f"i{k}" for k in range(17)], "x": x["x"] + 0.3})
+    chunks = (batch.iloc[s : s + chunk_rows][["x"]] for s in range(0, 17, chunk_rows))
+
+    got = batch_confidence(model, chunks, schema)
+
+    expected = score_batch(model, batch, schema, model_version="1")["confidence"].to_numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert batch_confidence(model, [], schema).shape == (0,)

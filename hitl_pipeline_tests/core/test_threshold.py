@@ -74,3 +74,38 @@ def test_audit_weights_make_the_calibration_unbiased():
 def test_invalid_costs_are_refused():
     with pytest.raises(ValueError):
         choose_threshold(np.array([0.5]), cost_wrong_accept=0, cost_review=1, capacity=1)
+
+
+def test_refit_on_a_batch_scored_in_chunks_equals_refit_on_the_whole_batch():
+    """``routing_threshold`` re-scores a large batch chunk by chunk and passes only its
+    confidences: the threshold is the one the whole frame gives."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from hitl_pipeline.core.chunks import frame_chunks
+    from hitl_pipeline.core.inference import batch_confidence
+    from hitl_pipeline.core.loop import refit_threshold
+    from hitl_pipeline.core.routing import RoutingPolicy
+    from hitl_pipeline.core.types import BatchSchema, FeatureSpec
+
+    schema = BatchSchema(features=(FeatureSpec("x", "numeric"),), classes=("a", "b"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    labels = np.where(x + rng.normal(scale=0.8, size=400) > 0, "b", "a")
+    model = LogisticRegression().fit(pd.DataFrame({"x": x}), labels)
+    held_out = pd.DataFrame({"item_id": [f"h{i}" for i in range(400)], "x": x, "label": labels})
+    batch = pd.DataFrame({"item_id": [f"b{i}" for i in range(900)], "x": rng.normal(size=900)})
+    policy = RoutingPolicy(review_capacity=60)
+
+    whole = refit_threshold(model, held_out, batch, schema, policy)
+    chunked = refit_threshold(
+        model,
+        held_out,
+        batch.iloc[0:0],
+        schema,
+        policy,
+        batch_confidence=batch_confidence(model, frame_chunks(batch, 128), schema),
+    )
+
+    assert whole is not None and chunked == whole
+    assert 0 < whole.reviews <= 60
