@@ -90,8 +90,10 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
                 return ParquetBatch.of(batch)
             parquet = folder / f"{run_id}{PARQUET}"
             if parquet.is_file():
+                if not where or pq.ParquetFile(parquet).metadata.num_rows == 0:
+                    return pd.read_parquet(parquet)  # (an empty frame may have no columns)
                 filters = [(column, "==", value) for column, value in where.items()]
-                return pd.read_parquet(parquet, filters=filters or None)
+                return pd.read_parquet(parquet, filters=filters)
             path = folder / f"{run_id}{PICKLE}"
             if path.is_file():
                 with path.open("rb") as fh:
@@ -170,7 +172,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 def _rows_where(value: Any, where: dict[str, Any]) -> Any:
     """A pickled frame's rows meeting every ``{column: value}`` condition (other values
     as they are)."""
-    if not where or not isinstance(value, pd.DataFrame):
+    if not where or not isinstance(value, pd.DataFrame) or value.empty:
         return value
     keep = pd.Series(True, index=value.index)
     for column, wanted in where.items():

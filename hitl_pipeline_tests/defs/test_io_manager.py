@@ -152,7 +152,8 @@ def routed() -> pd.DataFrame:
 
 @dg.asset(ins={"routed": dg.AssetIn(metadata={ROWS_WHERE: {"route": "review"}})})
 def reviewed_only(routed: pd.DataFrame) -> dict:
-    return {"ids": routed["item_id"].tolist(), "index": routed.index.tolist()}
+    ids = routed["item_id"].tolist() if "item_id" in routed else []
+    return {"ids": ids, "index": routed.index.tolist()}
 
 
 @pytest.mark.parametrize("frames_as_parquet", [True, False])
@@ -166,3 +167,15 @@ def test_an_input_reads_only_the_rows_its_metadata_asks_for(tmp_path, frames_as_
     # the stored value keeps every row
     (stored,) = (tmp_path / "routed" / "__all__").iterdir()
     assert len(pd.read_parquet(stored) if frames_as_parquet else pd.read_pickle(stored)) == 6
+
+
+@dg.asset(name="routed")
+def nothing_routed() -> pd.DataFrame:
+    return pd.DataFrame()
+
+
+@pytest.mark.parametrize("frames_as_parquet", [True, False])
+def test_an_empty_frame_is_read_whatever_rows_an_input_asks_for(tmp_path, frames_as_parquet):
+    io = RunScopedIOManager(base_dir=str(tmp_path), frames_as_parquet=frames_as_parquet)
+    result = dg.materialize([nothing_routed, reviewed_only], resources={"io_manager": io})
+    assert result.output_for_node("reviewed_only") == {"ids": [], "index": []}
