@@ -428,6 +428,28 @@ def test_recent_gains_outweigh_a_fixed_holdout_regression_only_when_asked_and_ah
     assert stale.promote is False and "overall[holdout]" in failed_checks(stale)
 
 
+def test_recent_gains_outweigh_an_old_regime_calibration_failure_only_when_ahead():
+    # on the old regime's rows the challenger (new concept) is confidently wrong on a
+    # third: ECE 0.29 against the champion's 0.0; its accuracy there is no regression
+    fixed = _overconfident(300, champion_confidence=0.7)
+    ahead = paired(both=80, challenger_only=12, champion_only=3, neither=5)
+    behind = paired(both=80, challenger_only=3, champion_only=5, neither=12)
+
+    kept = decide(
+        evidence={"holdout": fixed, "human_holdout": ahead},
+        policy=GatePolicy(recent_outweighs_fixed=False),
+    )
+    assert kept.promote is False and failed_checks(kept) == ["calibration[holdout]"]
+
+    moved = decide(evidence={"holdout": fixed, "human_holdout": ahead}, policy=POLICY)
+    assert moved.promote is True, moved.reasons
+    check = next(c for c in moved.checks if c.name == "calibration[holdout]")
+    assert "outweighed by recent evidence" in check.reason and check.figures["outweighed"] == 1
+
+    stale = decide(evidence={"holdout": fixed, "human_holdout": behind}, policy=POLICY)
+    assert "calibration[holdout]" in failed_checks(stale)
+
+
 def test_a_class_recall_trade_on_the_uncertain_human_rows_is_judged_on_the_fixed_set():
     # on the routed (borderline) rows the challenger gives up recall of "a" for more of
     # "b", and is ahead overall there: +10 of 160 rows
