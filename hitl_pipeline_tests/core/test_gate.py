@@ -449,6 +449,15 @@ def test_recent_gains_outweigh_an_old_regime_calibration_failure_only_when_ahead
     stale = decide(evidence={"holdout": fixed, "human_holdout": behind}, policy=POLICY)
     assert "calibration[holdout]" in failed_checks(stale)
 
+    # lost accuracy and calibration on the random sample: one guard stands
+    broken = _overconfident(300, champion_confidence=0.7).assign(
+        **{CHALLENGER_PRED: ["zz"] * 150 + ["a"] * 150}
+    )
+    lost = decide(evidence={"holdout": broken, "human_holdout": ahead}, policy=POLICY)
+    assert lost.promote is False and failed_checks(lost) == ["calibration[holdout]"]
+    check = next(c for c in lost.checks if c.name == "overall[holdout]")
+    assert check.figures["outweighed"] == 1.0
+
 
 def test_a_class_recall_trade_on_the_uncertain_human_rows_is_judged_on_the_fixed_set():
     # on the routed (borderline) rows the challenger gives up recall of "a" for more of
