@@ -35,12 +35,16 @@ class TierConfig(dg.Config):
     expert_reasons: list[str] = Field(default_factory=lambda: list(EXPERT_REASONS))
     # rules as "column op value", e.g. "amount > 5000" or 'plan in ["gold"]'
     expert_rules: list[str] = Field(default_factory=list)
+    # at most this share of a batch's reviewed items goes to experts for being out of
+    # distribution alone (most unfamiliar first); None: no cap
+    max_unfamiliar_share: float | None = TierPolicy.max_unfamiliar_share
 
     def policy(self) -> TierPolicy:
         return TierPolicy(
             expert_classes=tuple(self.expert_classes),
             expert_reasons=tuple(self.expert_reasons),
             expert_rules=tuple(FeatureRule.parse(r) for r in self.expert_rules),
+            max_unfamiliar_share=self.max_unfamiliar_share,
         )
 
 
