@@ -45,8 +45,10 @@ RoutingConfig = config_class(
         # set by the drift and audit sensors: route as the drift response
         "drift_response": (bool, False),
         # the asset's value holds every routed row (off: only the review queue; every
-        # row's decision is in the decisions table either way)
-        "output_every_row": (bool, True),
+        # row's decision is in the decisions table either way). Unset: every row when the
+        # batch has at most max_candidates rows (routed exactly, and small), else the
+        # review queue alone, so a batch of millions of rows is never read back whole
+        "output_every_row": (bool | None, None),
     },
     doc="Routing tunables, generated from core.routing.RoutingPolicy (see its docs); "
     "use_fitted_threshold, drift_response and output_every_row are the wiring's own.",
@@ -75,8 +77,9 @@ def review_queue(
 
     The predictions are routed in two passes over their chunks (``BatchRouter`` keeps
     only the candidates the decisions need); every row's decision is written, chunk by
-    chunk, to the ``decisions`` table. With ``output_every_row`` off the asset's value
-    is the review queue alone, so a batch of millions of rows is never one frame.
+    chunk, to the ``decisions`` table. With ``output_every_row`` off, or unset and a
+    batch of more than ``max_candidates`` rows, the asset's value is the review queue
+    alone, so a batch of millions of rows is never one frame.
     """
     # The drift alert is acted on by the drift sensor (a second, boosted review run), so
     # the regular run routes the same way whatever the drift report says.
@@ -103,7 +106,10 @@ def review_queue(
     )
     rows = routed.plan.rows
     to_review = routed.plan.to_review
-    value = pd.read_parquet(target) if config.output_every_row else routed.review
+    every_row = config.output_every_row
+    if every_row is None:
+        every_row = rows <= config.max_candidates
+    value = pd.read_parquet(target) if every_row else routed.review
     return dg.Output(
         value,
         metadata={

@@ -495,12 +495,15 @@ def cycle_summary(
 
 
 def _routed_by_reason(records: list[RunRecord]) -> dict[str, int]:
-    queues = [r.outputs["review_queue"] for r in records if "review_queue" in r.outputs]
-    if not queues:
-        return {}
-    last = queues[-1]  # the drift response re-routes the same batch with more capacity
-    counts = last["reasons"].str.split(";").explode().value_counts()
-    return {str(k): int(v) for k, v in counts.items()}
+    """Rows per reason code of the batch's last routing (the drift response re-routes
+    the same batch with more capacity), from the asset's metadata: its value may hold
+    the review queue alone."""
+    counts = [
+        r.materializations["review_queue"]["reasons"]
+        for r in records
+        if "reasons" in r.materializations.get("review_queue", {})
+    ]
+    return {str(k): int(v) for k, v in counts[-1].items()} if counts else {}
 
 
 def _gate(retrains: list[RunRecord]) -> str | None:

@@ -114,3 +114,17 @@ def test_a_batch_goes_from_landing_to_review_queue_as_parquet_files(loop):
     review = expected[expected[ROUTE] == ROUTE_REVIEW].reset_index(drop=True)
     pd.testing.assert_frame_equal(queue, review)
     assert len(queue) == RoutingPolicy().review_capacity
+
+    # unset, a batch larger than max_candidates keeps only its review queue as well
+    large = dg.materialize(
+        [review_queue, predictions.to_source_asset(), drift_report.to_source_asset()],
+        partition_key=PARTITION,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"review_queue": {"config": {"max_candidates": 200}}}},
+    )
+    queue = large.output_for_node("review_queue")
+    (mat,) = large.asset_materializations_for_node("review_queue")
+    assert set(queue[ROUTE]) == {ROUTE_REVIEW}
+    assert len(queue) == mat.metadata["to_review"].value == mat.metadata["output_rows"].value
+    assert mat.metadata["rows"].value == 300
