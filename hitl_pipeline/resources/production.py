@@ -38,12 +38,23 @@ class BatchFile:
     fingerprint: str  # content hash: a corrected file re-dropped gets a new one
 
 
+# content hashes by (path, size, modification time): the landing sensor lists every
+# batch each tick, and hashing a file of millions of rows each time would read it whole
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
 def _fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if len(_FINGERPRINTS) > 4096:  # bounded: a long-running daemon sees many files
+            _FINGERPRINTS.clear()
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 class ProductionSource(dg.ConfigurableResource):
@@ -60,6 +71,9 @@ class ProductionSource(dg.ConfigurableResource):
 
     def list_batches(self) -> list[BatchFile]:
         """Every well-named batch file, oldest partition first."""
+        return [BatchFile(key, path, _fingerprint(path)) for key, path in self._named_files()]
+
+    def _named_files(self) -> list[tuple[str, Path]]:
         landing = Path(self.landing_dir)
         if not landing.is_dir():
             return []
@@ -72,25 +86,29 @@ class ProductionSource(dg.ConfigurableResource):
                 date.fromisoformat(match.group(1))
             except ValueError:
                 continue
-            files.append(BatchFile(match.group(1), path, _fingerprint(path)))
+            files.append((match.group(1), path))
         return files
 
     def batch_file(self, *, partition_key: str) -> BatchFile:
         """The file of one partition; a clear error when it is missing or ambiguous."""
-        found = [b for b in self.list_batches() if b.partition_key == partition_key]
+        path = self._batch_path(partition_key)
+        return BatchFile(partition_key, path, _fingerprint(path))
+
+    def _batch_path(self, partition_key: str) -> Path:
+        found = [path for key, path in self._named_files() if key == partition_key]
         if not found:
             raise BatchNotFound(
                 f"no batch for partition {partition_key}: expected "
                 f"{Path(self.landing_dir) / (partition_key + '.parquet')} (or .csv)"
             )
         if len(found) > 1:
-            names = ", ".join(b.path.name for b in found)
+            names = ", ".join(path.name for path in found)
             raise ValueError(f"partition {partition_key} has several files ({names}); keep one")
         return found[0]
 
     def read_batch(self, *, partition_key: str) -> pd.DataFrame:
         """Read one partition's rows as they landed (validation happens in ``core``)."""
-        path = self.batch_file(partition_key=partition_key).path
+        path = self._batch_path(partition_key)
         try:
             if path.suffix == ".csv":
                 return pd.read_csv(path, dtype={"item_id": str}, encoding="utf-8")
@@ -108,7 +126,7 @@ class ProductionSource(dg.ConfigurableResource):
             ValueError: When the file cannot be read (naming it) or ``chunk_rows`` < 1.
         """
         check_chunk_rows(self.chunk_rows)
-        path = self.batch_file(partition_key=partition_key).path
+        path = self._batch_path(partition_key)
         try:
             if path.suffix == ".csv":
                 reader = pd.read_csv(
