@@ -86,10 +86,15 @@ def test_the_selection_rows_are_training_rows_apart_from_the_gates(frames):
 
     assert selection <= ids(frames[TRAINING])  # refitted into the chosen variant
     assert not selection & ids(frames[HUMAN_HOLDOUT])
-    # the shares are about what the policy says (hash splits of 400 - 16 rows)
-    human_rows = 400 - 16
-    assert 0.15 * human_rows < len(frames[HUMAN_HOLDOUT]) < 0.35 * human_rows
-    assert 0.1 * 0.75 * human_rows < len(selection) < 0.3 * 0.75 * human_rows
+    # the shares are what the policy says, up to a hash split's binomial spread (4 sd)
+    policy, human_rows = DatasetPolicy(), 400 - 16
+
+    def about(got: int, share: float, n: int) -> bool:
+        return abs(got - share * n) < 4 * (n * share * (1 - share)) ** 0.5
+
+    assert about(len(frames[HUMAN_HOLDOUT]), policy.human_holdout_fraction, human_rows)
+    rest = human_rows - len(frames[HUMAN_HOLDOUT])
+    assert about(len(selection), policy.selection_fraction, rest)
 
 
 def test_every_human_label_lands_in_exactly_one_place(frames):
