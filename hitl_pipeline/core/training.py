@@ -111,12 +111,21 @@ class TrainingParams:
             0.773 / 0.770 / 0.760 / 0.760 with a 2 / 4 / 7 / 10-day window: its source
             changes over the years, and recent rows describe it best.
         extra_window_days: More windows compared like ``window_days`` (each one more
-            variant), for a stream whose best memory is not known in advance.
+            variant), for a stream whose best memory is not known in advance. Off by
+            default: on the rainfall replay (repeat 0) 1/4/8 more days gave the default
+            0.742 / 0.749 at 5 / 10% budgets against 0.733 / 0.752 without, and made the
+            full-label oracle pick a 1-day window its gate then kept out (0.726 against
+            0.770): more variants on the same selection rows is more chance to pick a
+            lucky one.
         seed_window_days: Windows that keep the seed rows: also fit on the seed plus
             the human labels of the last N days (at ``human_weight``; older human
             labels forgotten), one variant per N. Where labels are few, a window of
             them alone is a small training set; the seed keeps the model's broad shape
-            while the recent labels correct it.
+            while the recent labels correct it. Off by default: with random 10% labels
+            and no gate, the seed plus the last 4 or 8 batches' labels at weight 8 was
+            the best fixed recipe on the rainfall stream (0.747-0.749 against 0.733-0.748
+            for all labels), but as one more variant in the loop (4 days, repeat 0) it
+            gave 0.746 / 0.754 at 5 / 10% against 0.746 / 0.752 without.
         min_window_rows: A window variant needs at least this many labelled rows (and
             two classes); otherwise it is not tried.
         half_life_days: When selection rows are given, also fit with every human label's
