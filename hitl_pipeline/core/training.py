@@ -122,9 +122,10 @@ class TrainingParams:
             labels forgotten), one variant per N. Where labels are few, a window of
             them alone is a small training set; the seed keeps the model's broad shape
             while the recent labels correct it. Off by default: with random 10% labels
-            and no gate, the seed plus the last 4 or 8 batches' labels at weight 8 was
-            the best fixed recipe on the rainfall stream (0.747-0.749 against 0.733-0.748
-            for all labels), but as one more variant in the loop (4 days, repeat 0) it
+            and no gate, the seed plus the last 2-8 batches' labels at weight 8 was
+            among the best fixed recipes on the rainfall stream (0.743-0.749 over two
+            samples, against 0.731-0.748 for all labels at weight 1 or 8), but as one
+            more variant in the loop (4 days, repeat 0) it
             gave 0.746 / 0.754 at 5 / 10% against 0.746 / 0.752 without.
         min_window_rows: A window variant needs at least this many labelled rows (and
             two classes); otherwise it is not tried.
