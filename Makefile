@@ -53,6 +53,7 @@ repro: setup
 lint: setup
 	.venv/bin/ruff check hitl_pipeline hitl_pipeline_tests
 	.venv/bin/ruff format --check hitl_pipeline hitl_pipeline_tests
+	.venv/bin/mypy hitl_pipeline
 
 # The demo driven in a real browser: screenshots of the three UIs in ui-check/, with the
 # time to each UI and to the first retrained champion. Needs Debian's chromium package.

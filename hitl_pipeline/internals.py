@@ -114,7 +114,7 @@ def restore_mlflow_uri_globals(tracking: str | None, registry: str | None) -> No
     from mlflow.tracking._model_registry import utils as registry_utils
 
     mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]  # exports or unsets it
-    registry_utils._registry_uri = registry
+    registry_utils._registry_uri = registry  # type: ignore[assignment]
     if registry is None:
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
     else:

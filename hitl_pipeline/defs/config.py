@@ -39,6 +39,20 @@ def _config_type(hint: Any) -> Any:
     return hint
 
 
+class SettingsConfig(dg.Config):
+    """What a type checker knows of a generated config class: its fields are those of a
+    dataclass, read as attributes, and ``to_settings`` turns it back into that dataclass.
+    (The fields are added at run time by ``config_class``, which no checker can follow.)
+    """
+
+    def to_settings(self, **overrides: Any) -> Any:
+        raise NotImplementedError  # replaced on every generated class
+
+    if typing.TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
 def config_class(
     source: type,
     name: str,
@@ -46,8 +60,8 @@ def config_class(
     exclude: tuple[str, ...] = (),
     extra: Mapping[str, tuple[Any, Any]] | None = None,
     doc: str | None = None,
-) -> type[dg.Config]:
-    """A ``dg.Config`` subclass with one field per field of the dataclass ``source``.
+) -> type[SettingsConfig]:
+    """A ``SettingsConfig`` subclass with one field per field of the dataclass ``source``.
 
     Args:
         source: A frozen dataclass of settings with defaults.
@@ -77,17 +91,17 @@ def config_class(
         fields[key] = (kind, default)
     own = tuple(extra or {})
 
-    def to_settings(self: dg.Config, **overrides: Any) -> Any:
+    def to_settings(self: SettingsConfig, **overrides: Any) -> Any:
         values = {k: v for k, v in self.model_dump().items() if k not in own}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return source(**{**values, **overrides})
 
     model = create_model(  # type: ignore[call-overload]
         name,
-        __base__=dg.Config,
+        __base__=SettingsConfig,
         __doc__=doc or source.__doc__,
         __module__=__name__,
         **fields,
     )
-    model.to_settings = to_settings  # type: ignore[attr-defined]
+    model.to_settings = to_settings  # type: ignore[method-assign]
     return model

@@ -98,9 +98,9 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
             if path.is_file():
                 with path.open("rb") as fh:
                     return _rows_where(pickle.load(fh), where)
-        where = f" partition {partition}" if partition else ""
+        which = f" partition {partition}" if partition else ""
         raise MissingStepOutput(
-            f"no stored value of {context.asset_key.to_user_string()}{where} under {folder}: "
+            f"no stored value of {context.asset_key.to_user_string()}{which} under {folder}: "
             "materialize it first (or re-run the run that produced it)"
         )
 

@@ -78,7 +78,7 @@ def predictions(
         extra=extra,
     )
 
-    metadata = {
+    metadata: dict[str, Any] = {
         "rows": summary.rows,
         "model_version": champion.version,
         "mean_confidence": summary.mean_confidence,

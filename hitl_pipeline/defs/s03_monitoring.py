@@ -5,7 +5,7 @@ The ``no_dataset_drift`` check failing is the drift alert that the drift sensor 
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -14,7 +14,7 @@ from hitl_pipeline.core.drift import DriftPolicy, compute_drift, drift_columns, 
 from hitl_pipeline.core.inference import score_batch
 from hitl_pipeline.core.loop import drift_reference
 from hitl_pipeline.core.types import MODEL_VERSION, DriftSummary
-from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.config import SettingsConfig, config_class
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
@@ -24,12 +24,15 @@ from hitl_pipeline.resources.production import ProductionSource
 DATASET_VERSION_TAG = "hitl.dataset_version"
 NO_DRIFT_CHECK = "no_dataset_drift"
 
-DriftConfig = config_class(
-    DriftPolicy,
-    "DriftConfig",
-    doc="The drift alert's policy, generated from core.drift.DriftPolicy (see its docs): "
-    "Evidently stattest names (empty: Evidently's size-dependent choice) and thresholds.",
-)
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    DriftConfig = SettingsConfig
+else:
+    DriftConfig = config_class(
+        DriftPolicy,
+        "DriftConfig",
+        doc="The drift alert's policy, generated from core.drift.DriftPolicy (see its docs): "
+        "Evidently stattest names (empty: Evidently's size-dependent choice) and thresholds.",
+    )
 
 
 with warnings.catch_warnings():

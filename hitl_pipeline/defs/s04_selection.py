@@ -8,7 +8,7 @@ are), and the threshold minimising the expected cost of the latest batch is stor
 """
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -25,7 +25,7 @@ from hitl_pipeline.core.types import (
     DriftSummary,
     ModelRef,
 )
-from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.config import SettingsConfig, config_class
 from hitl_pipeline.defs.partitions import BATCH_PARTITIONS
 from hitl_pipeline.defs.pools import CHAMPION_ALIAS_POOL
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
@@ -35,24 +35,27 @@ from hitl_pipeline.resources.production import ProductionSource
 
 THRESHOLD_KIND, THRESHOLD_NAME = "routing", "threshold"
 
-RoutingConfig = config_class(
-    RoutingPolicy,
-    "RoutingConfig",
-    extra={
-        # use the threshold routing_threshold fitted for the scoring champion, when there
-        # is one, instead of confidence_threshold
-        "use_fitted_threshold": (bool, True),
-        # set by the drift and audit sensors: route as the drift response
-        "drift_response": (bool, False),
-        # the asset's value holds every routed row (off: only the review queue; every
-        # row's decision is in the decisions table either way). Unset: every row when the
-        # batch has at most max_candidates rows (routed exactly, and small), else the
-        # review queue alone, so a batch of millions of rows is never read back whole
-        "output_every_row": (bool | None, None),
-    },
-    doc="Routing tunables, generated from core.routing.RoutingPolicy (see its docs); "
-    "use_fitted_threshold, drift_response and output_every_row are the wiring's own.",
-)
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    RoutingConfig = SettingsConfig
+else:
+    RoutingConfig = config_class(
+        RoutingPolicy,
+        "RoutingConfig",
+        extra={
+            # use the threshold routing_threshold fitted for the scoring champion, when there
+            # is one, instead of confidence_threshold
+            "use_fitted_threshold": (bool, True),
+            # set by the drift and audit sensors: route as the drift response
+            "drift_response": (bool, False),
+            # the asset's value holds every routed row (off: only the review queue; every
+            # row's decision is in the decisions table either way). Unset: every row when the
+            # batch has at most max_candidates rows (routed exactly, and small), else the
+            # review queue alone, so a batch of millions of rows is never read back whole
+            "output_every_row": (bool | None, None),
+        },
+        doc="Routing tunables, generated from core.routing.RoutingPolicy (see its docs); "
+        "use_fitted_threshold, drift_response and output_every_row are the wiring's own.",
+    )
 
 
 def fitted_threshold(local_store: LocalStore, model_version: str) -> float | None:
@@ -204,7 +207,7 @@ def routing_threshold(
     return dg.Output(
         record,
         metadata={
-            **{k: v for k, v in record.items() if k != "fitted_at"},
+            **{k: v for k, v in record.items() if k != "fitted_at"},  # type: ignore[misc]
             "table": dg.MetadataValue.path(str(path)),
         },
     )

@@ -3,7 +3,7 @@ them to labels, send disagreements to adjudication, and check the audit of auto-
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -28,7 +28,7 @@ from hitl_pipeline.core.loop_health import (
 from hitl_pipeline.core.routing import REASON_AUDIT, REASON_REVIEWERS_DISAGREED
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION
 from hitl_pipeline.core.types import ITEM_ID, TIER, LabelingTask, PushResult
-from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.config import SettingsConfig, config_class
 from hitl_pipeline.defs.pools import LABEL_LEDGER_POOL, LABEL_STUDIO_POOL
 from hitl_pipeline.defs.preflight import store_failures
 from hitl_pipeline.defs.s05_labeling import labeling_tasks
@@ -39,12 +39,15 @@ from hitl_pipeline.resources.production import ProductionSource
 
 REASON_DISAGREEMENT = REASON_REVIEWERS_DISAGREED
 AUDIT_CHECK = "audit_pass_rate_holds"
-AuditConfig = config_class(
-    AuditPolicy,
-    "AuditConfig",
-    doc="When the audit raises the concept-drift alert; generated from "
-    "core.loop_health.AuditPolicy (see its docs).",
-)
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    AuditConfig = SettingsConfig
+else:
+    AuditConfig = config_class(
+        AuditPolicy,
+        "AuditConfig",
+        doc="When the audit raises the concept-drift alert; generated from "
+        "core.loop_health.AuditPolicy (see its docs).",
+    )
 # The newest audited batch, in the check's metadata: the batch the concept-drift sensor
 # sends to the boosted review when the check fails.
 AUDIT_PARTITION = "audit_partition"

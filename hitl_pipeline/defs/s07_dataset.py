@@ -1,5 +1,7 @@
 """Dataset: seed data plus human-verified labels, versioned with DVC."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 import pandas as pd
 
@@ -7,7 +9,7 @@ from hitl_pipeline.core.datasets import edge_case_items
 from hitl_pipeline.core.gate import EDGE_CASES, HUMAN_HOLDOUT
 from hitl_pipeline.core.loop import SELECTION, TRAINING, DatasetPolicy, assemble_dataset
 from hitl_pipeline.core.types import LABEL_SOURCE, DatasetVersion
-from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.config import SettingsConfig, config_class
 from hitl_pipeline.defs.pools import DATASET_REPO_POOL
 from hitl_pipeline.defs.preflight import require_stores
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
@@ -15,12 +17,15 @@ from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.mlflow_registry import MlflowRegistryResource
 from hitl_pipeline.resources.production import ProductionSource
 
-DatasetConfig = config_class(
-    DatasetPolicy,
-    "DatasetConfig",
-    doc="How human labels are split (training, variant selection, the gate's held-out "
-    "rows); generated from core.loop.DatasetPolicy (see its docs).",
-)
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    DatasetConfig = SettingsConfig
+else:
+    DatasetConfig = config_class(
+        DatasetPolicy,
+        "DatasetConfig",
+        doc="How human labels are split (training, variant selection, the gate's held-out "
+        "rows); generated from core.loop.DatasetPolicy (see its docs).",
+    )
 
 
 @dg.asset(group_name="s07_dataset", kinds={"dvc"}, pool=DATASET_REPO_POOL)

@@ -7,7 +7,7 @@ UI (check metadata) and logged to the candidate's MLflow run and model version.
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -17,7 +17,7 @@ from hitl_pipeline.core.loop import SELECTION, TRAINING, judge_challenger, train
 from hitl_pipeline.core.routing import RoutingPolicy
 from hitl_pipeline.core.training import TrainingParams, evaluate_frames, model_factory_version
 from hitl_pipeline.core.types import DatasetVersion, GateDecision, ModelRef
-from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.config import SettingsConfig, config_class
 from hitl_pipeline.defs.s03_monitoring import DATASET_VERSION_TAG
 from hitl_pipeline.faults import fault_point
 from hitl_pipeline.resources.dvc_store import DATA_DIR, DvcDatasetStore
@@ -28,16 +28,22 @@ from hitl_pipeline.resources.mlflow_registry import (
 )
 from hitl_pipeline.resources.production import ProductionSource
 
-TrainingConfig = config_class(
-    TrainingParams,
-    "TrainingConfig",
-    doc="Training tunables, generated from core.training.TrainingParams (see its docs).",
-)
-GateConfig = config_class(
-    GatePolicy,
-    "GateConfig",
-    doc="Gate tunables, generated from core.gate.GatePolicy (see its docs).",
-)
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    TrainingConfig = SettingsConfig
+else:
+    TrainingConfig = config_class(
+        TrainingParams,
+        "TrainingConfig",
+        doc="Training tunables, generated from core.training.TrainingParams (see its docs).",
+    )
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    GateConfig = SettingsConfig
+else:
+    GateConfig = config_class(
+        GatePolicy,
+        "GateConfig",
+        doc="Gate tunables, generated from core.gate.GatePolicy (see its docs).",
+    )
 ROUTING_ASSET = dg.AssetKey("review_queue")
 # the user's model: which factory built it and the version of its code
 TAG_MODEL_FACTORY = "hitl.model_factory"

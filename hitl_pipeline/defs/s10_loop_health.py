@@ -9,7 +9,7 @@ evaluated by ``loop_metrics`` itself, so they never wait on a run that does not 
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -36,7 +36,7 @@ from hitl_pipeline.core.loop_health import (
 )
 from hitl_pipeline.core.tiers import TIER_ADJUDICATION, TIER_EXPERT, TIER_GENERAL
 from hitl_pipeline.core.types import LABEL_SOURCE, LABELLED_AT, PREDICTED_LABEL, TIER
-from hitl_pipeline.defs.config import config_class
+from hitl_pipeline.defs.config import SettingsConfig, config_class
 from hitl_pipeline.resources.dvc_store import DvcDatasetStore
 from hitl_pipeline.resources.local_store import LocalStore
 from hitl_pipeline.resources.mlflow_registry import (
@@ -50,26 +50,29 @@ DRIFT_KEY = dg.AssetKey("drift_report")
 CORRECTION_BAND_CHECK = "correction_rate_in_band"
 AUDIT_FALL_CHECK = "audit_pass_rate_not_falling"
 
-LoopHealthConfig = config_class(
-    LoopHealthPolicy,
-    "LoopHealthConfig",
-    extra={
-        # prices of one answer per review tier (any currency), for the cost figures
-        "price_per_label": (
-            dict[str, float],
-            Field(
-                default_factory=lambda: {
-                    TIER_GENERAL: 0.10,
-                    TIER_EXPERT: 1.00,
-                    TIER_ADJUDICATION: 0.50,
-                }
+if TYPE_CHECKING:  # a type checker reads the fields through SettingsConfig
+    LoopHealthConfig = SettingsConfig
+else:
+    LoopHealthConfig = config_class(
+        LoopHealthPolicy,
+        "LoopHealthConfig",
+        extra={
+            # prices of one answer per review tier (any currency), for the cost figures
+            "price_per_label": (
+                dict[str, float],
+                Field(
+                    default_factory=lambda: {
+                        TIER_GENERAL: 0.10,
+                        TIER_EXPERT: 1.00,
+                        TIER_ADJUDICATION: 0.50,
+                    }
+                ),
             ),
-        ),
-        "default_price": (float, 0.10),
-    },
-    doc="Prices per review tier for the cost figures, and when loop health warns "
-    "(generated from core.loop_health.LoopHealthPolicy, see its docs).",
-)
+            "default_price": (float, 0.10),
+        },
+        doc="Prices per review tier for the cost figures, and when loop health warns "
+        "(generated from core.loop_health.LoopHealthPolicy, see its docs).",
+    )
 
 
 @dg.asset(

@@ -154,7 +154,7 @@ class ProductionSource(dg.ConfigurableResource):
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{name}-{uuid.uuid4().hex[:12]}.parquet"
 
-    def schema(self) -> BatchSchema:
+    def schema(self) -> BatchSchema:  # type: ignore[override]  # pydantic's is deprecated
         """The declared batch schema."""
         path = Path(self.schema_path)
         if not path.is_file():
