@@ -238,13 +238,14 @@ def test_a_window_variant_forgets_stale_labels_when_the_selection_rows_say_so():
     )
 
 
-def test_a_decay_variant_forgets_older_human_labels_when_the_selection_rows_say_so():
-    # the concept changed twice: older human labels (day 0) still follow the seed, the
-    # newest (day 10) follow the new concept; only decayed weights let the newest lead
+def _concept_changed(*, new_rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seed rows, 400 older human labels (day 0) that still follow the seed's concept and
+    ``new_rows`` newest ones (day 10) that follow a new one; and selection rows of the new
+    concept."""
     flipped = {"a": "b", "b": "c", "c": "a"}
     day0 = pd.Timestamp("2026-01-01", tz="UTC")
-    old = make_frame(400, seed=31).assign(label_source="human", labelled_at=day0)
-    new = make_frame(400, seed=33)
+    old = make_frame(400, seed=seed).assign(label_source="human", labelled_at=day0)
+    new = make_frame(new_rows, seed=seed + 2)
     new = new.assign(
         label=new["label"].map(flipped),
         label_source="human",
@@ -253,8 +254,13 @@ def test_a_decay_variant_forgets_older_human_labels_when_the_selection_rows_say_
     old["item_id"] = old["item_id"] + "-old"
     new["item_id"] = new["item_id"] + "-new"
     frame = pd.concat([TRAIN.assign(label_source="seed"), old, new], ignore_index=True)
-    probe = make_frame(300, seed=35)
-    select = probe.assign(label=probe["label"].map(flipped))
+    probe = make_frame(300, seed=seed + 4)
+    return frame, probe.assign(label=probe["label"].map(flipped))
+
+
+def test_a_decay_variant_forgets_older_human_labels_when_the_selection_rows_say_so():
+    # only decayed weights let the newest labels lead
+    frame, select = _concept_changed(new_rows=400, seed=31)
     params = TrainingParams(compare_weight=None, window_days=None, half_life_days=2.0, **QUICK)
 
     result = train_model(frame, SCHEMA, params, select_on=select)
@@ -266,22 +272,8 @@ def test_a_decay_variant_forgets_older_human_labels_when_the_selection_rows_say_
 
 
 def test_a_seed_window_keeps_the_seed_and_forgets_older_human_labels():
-    # older human labels (day 0) still follow the seed's concept, the newest (day 10)
-    # follow a new one; the seed plus the newest labels follows the new concept
-    flipped = {"a": "b", "b": "c", "c": "a"}
-    day0 = pd.Timestamp("2026-01-01", tz="UTC")
-    old = make_frame(400, seed=41).assign(label_source="human", labelled_at=day0)
-    new = make_frame(200, seed=43)
-    new = new.assign(
-        label=new["label"].map(flipped),
-        label_source="human",
-        labelled_at=day0 + pd.Timedelta(days=10),
-    )
-    old["item_id"] = old["item_id"] + "-old"
-    new["item_id"] = new["item_id"] + "-new"
-    frame = pd.concat([TRAIN.assign(label_source="seed"), old, new], ignore_index=True)
-    probe = make_frame(300, seed=45)
-    select = probe.assign(label=probe["label"].map(flipped))
+    # the seed plus the newest labels follows the new concept
+    frame, select = _concept_changed(new_rows=200, seed=41)
     params = TrainingParams(
         compare_weight=None, window_days=None, seed_window_days=(2.0,), human_weight=8.0, **QUICK
     )
@@ -291,7 +283,7 @@ def test_a_seed_window_keeps_the_seed_and_forgets_older_human_labels():
     assert [name for name, _, _ in params.variants()] == ["weight 8", "seed and last 2 days"]
     assert result.metrics["window_days_used"] == 2.0
     assert result.metrics["window_keeps_seed"] == 1.0
-    assert result.metrics["train_rows"] == len(TRAIN) + len(new)  # seed kept, day 0 dropped
+    assert result.metrics["train_rows"] == len(TRAIN) + 200  # seed kept, day 0 dropped
     accuracies = {k: v for k, v in result.metrics.items() if k.startswith("select.accuracy")}
     assert accuracies["select.accuracy.seedlast2d"] > accuracies["select.accuracy.w8"] + 0.2
 
