@@ -17,7 +17,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import dagster as dg
 from pydantic import Field, create_model
@@ -40,13 +40,20 @@ def _config_type(hint: Any) -> Any:
 
 
 class SettingsConfig(dg.Config):
-    """What a type checker knows of a generated config class: its fields are those of a
-    dataclass, read as attributes, and ``to_settings`` turns it back into that dataclass.
-    (The fields are added at run time by ``config_class``, which no checker can follow.)
-    """
+    """The base of every generated config class: its fields are those of a settings
+    dataclass (added by ``config_class``, which no type checker can follow, so a checker
+    reads them as attributes), and ``to_settings`` turns it back into that dataclass."""
+
+    # set by config_class: the dataclass, and the fields that are the wiring's own
+    settings_source: ClassVar[type]
+    wiring_fields: ClassVar[tuple[str, ...]] = ()
 
     def to_settings(self, **overrides: Any) -> Any:
-        raise NotImplementedError  # replaced on every generated class
+        """The dataclass filled from this config (lists back to tuples; the wiring's own
+        fields are not passed), with ``overrides`` on top."""
+        values = {k: v for k, v in self.model_dump().items() if k not in self.wiring_fields}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return self.settings_source(**{**values, **overrides})
 
     if typing.TYPE_CHECKING:
 
@@ -89,13 +96,6 @@ def config_class(
             fields[field.name] = (kind, default)
     for key, (kind, default) in (extra or {}).items():
         fields[key] = (kind, default)
-    own = tuple(extra or {})
-
-    def to_settings(self: SettingsConfig, **overrides: Any) -> Any:
-        values = {k: v for k, v in self.model_dump().items() if k not in own}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return source(**{**values, **overrides})
-
     model = create_model(  # type: ignore[call-overload]
         name,
         __base__=SettingsConfig,
@@ -103,5 +103,6 @@ def config_class(
         __module__=__name__,
         **fields,
     )
-    model.to_settings = to_settings  # type: ignore[method-assign]
+    model.settings_source = source
+    model.wiring_fields = tuple(extra or {})
     return model
