@@ -208,29 +208,61 @@ def edge_case_items(annotations: pd.DataFrame, flag: str = "edge case") -> list[
 
 # --- holdout ---------------------------------------------------------------------------
 def split_holdout(
-    frame: pd.DataFrame, *, fraction: float, salt: str
+    frame: pd.DataFrame,
+    *,
+    fraction: float,
+    salt: str,
+    start_fraction: float = 0.0,
+    start_rows: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split rows into a holdout and the rest by a salted hash of the item id.
 
     An item always falls on the same side for a given salt, whatever else is in the
     frame, so a label once used for evaluation never leaks into training later.
 
+    With ``start_fraction`` the holdout starts larger: rows of a ``partition`` (batch)
+    are held out at ``start_fraction`` until the earlier partitions hold ``start_rows``
+    rows below it, and at ``fraction`` from then on. Until that point every partition
+    was held out at ``start_fraction``, so the count is the holdout's own; and as labels
+    arrive the count only grows, so a partition can only move from the start share to
+    ``fraction``: a row leaves the holdout for training, never the other way. Rows
+    without a partition are held out at ``fraction``.
+
     Args:
         frame: Rows with an ``item_id`` column.
         fraction: Expected share of items in the holdout, in [0, 1].
         salt: Keys the hash; a different salt gives an independent split.
+        start_fraction: The share while the holdout fills; 0: off. At least
+            ``fraction`` when set.
+        start_rows: How many held-out rows end the start share.
 
     Returns:
         ``(holdout, rest)``, both in the input's row order with the index reset.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if start_fraction and not fraction <= start_fraction <= 1.0:
+        raise ValueError(f"start_fraction must be 0 or in [fraction, 1], got {start_fraction}")
     ids = frame[ITEM_ID].map(canonical_text).astype(str)
-    in_holdout = stable_uniform(ids, f"holdout:{salt}") < fraction
+    uniform = stable_uniform(ids, f"holdout:{salt}")
+    share = np.full(len(frame), fraction)
+    if start_fraction and start_rows > 0 and PARTITION in frame and len(frame):
+        share[_filling(frame[PARTITION], uniform < start_fraction, start_rows)] = start_fraction
+    in_holdout = uniform < share
     return (
         frame.loc[in_holdout].reset_index(drop=True),
         frame.loc[~in_holdout].reset_index(drop=True),
     )
+
+
+def _filling(partitions: pd.Series, held: np.ndarray, rows: int) -> np.ndarray:
+    """Rows of the partitions before whose turn fewer than ``rows`` were ``held``."""
+    known = partitions.notna().to_numpy()
+    keys = partitions.astype(str).to_numpy()
+    per_partition = pd.Series(held[known]).groupby(keys[known]).sum().sort_index()
+    before = per_partition.cumsum() - per_partition
+    filling = set(before.index[before < rows])
+    return known & np.isin(keys, list(filling))
 
 
 # --- the canonical dataset -------------------------------------------------------------

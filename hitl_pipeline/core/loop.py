@@ -83,6 +83,13 @@ class DatasetPolicy:
             gate's 30 rows in 12 batches, and at 5% the default fell from 0.972 to
             0.965: the loop learns nothing until the gate can judge, so the larger
             share stays the default.
+        start_holdout_fraction: The gate's share while its held-out set fills: labels
+            of a batch are held out at this share until the earlier batches gave the
+            gate ``start_holdout_rows`` rows, and at ``human_holdout_fraction`` from then
+            on (``core.datasets.split_holdout``: a label can only leave the held-out set
+            for training, never the reverse). 0: off, one share throughout.
+        start_holdout_rows: How many held-out labels end the start share; keep it at
+            ``GatePolicy.min_eval_rows``, the rows the gate needs to judge at all.
         holdout_salt: Keys the hash that splits them: an item stays on its side forever.
         selection_fraction: Share of the remaining human labels on which the training
             variants are compared (they are fitted without these rows, and the chosen
@@ -92,14 +99,23 @@ class DatasetPolicy:
     """
 
     human_holdout_fraction: float = 0.25
+    start_holdout_fraction: float = 0.0
+    start_holdout_rows: int = 30
     holdout_salt: str = "hitl-holdout-v1"
     selection_fraction: float = 0.2
     exclude_edge_cases: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("human_holdout_fraction", "selection_fraction"):
+        for name in ("human_holdout_fraction", "selection_fraction", "start_holdout_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
+        if (
+            self.start_holdout_fraction
+            and self.start_holdout_fraction < self.human_holdout_fraction
+        ):
+            raise ValueError("start_holdout_fraction must be 0 or at least human_holdout_fraction")
+        if self.start_holdout_rows < 0:
+            raise ValueError("start_holdout_rows must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -265,7 +281,11 @@ def assemble_dataset(
     """
     flagged = {str(i) for i in edge_case_ids}
     human_holdout, rest = split_holdout(
-        human_labels, fraction=policy.human_holdout_fraction, salt=policy.holdout_salt
+        human_labels,
+        fraction=policy.human_holdout_fraction,
+        salt=policy.holdout_salt,
+        start_fraction=policy.start_holdout_fraction,
+        start_rows=policy.start_holdout_rows,
     )
     edge = human_labels[human_labels[ITEM_ID].astype(str).isin(flagged)]
     if policy.exclude_edge_cases and flagged:

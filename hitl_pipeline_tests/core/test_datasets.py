@@ -154,6 +154,59 @@ def test_salt_changes_the_split():
     assert set(a["item_id"]) != set(b["item_id"])
 
 
+def batches_frame(batches: int, per_batch: int, prefix: str = "item") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": [f"{prefix}-{k}" for k in range(batches * per_batch)],
+            "partition": [f"{k // per_batch:05d}" for k in range(batches * per_batch)],
+        }
+    )
+
+
+def test_start_share_fills_the_holdout_then_falls_to_the_fraction():
+    frame = batches_frame(40, 20)
+
+    holdout, _ = split_holdout(frame, fraction=0.1, salt="s", start_fraction=0.6, start_rows=30)
+    plain, _ = split_holdout(frame, fraction=0.1, salt="s")
+
+    per_batch = (
+        holdout.groupby("partition").size().reindex(sorted(set(frame.partition)), fill_value=0)
+    )
+    filled_by = int((per_batch.cumsum() >= 30).to_numpy().argmax())  # the batch that filled it
+    assert 1 <= filled_by <= 5  # about 12 a batch at 0.6
+    assert per_batch.iloc[: filled_by + 1].sum() >= 30
+    # afterwards the plain fraction: the same rows as without the start share
+    later = set(holdout.loc[holdout.partition > per_batch.index[filled_by], "item_id"])
+    assert later == set(plain.loc[plain.partition > per_batch.index[filled_by], "item_id"])
+    assert set(plain["item_id"]) <= set(holdout["item_id"])
+
+
+def test_new_labels_only_move_rows_out_of_the_start_holdout():
+    frame = batches_frame(10, 10)
+    before, _ = split_holdout(frame, fraction=0.1, salt="s", start_fraction=0.5, start_rows=20)
+    late = batches_frame(1, 60, prefix="late")  # late labels of the first batch
+    grown = pd.concat([frame, late], ignore_index=True)
+
+    after, _ = split_holdout(grown, fraction=0.1, salt="s", start_fraction=0.5, start_rows=20)
+
+    old_after = set(after["item_id"]) - set(late["item_id"])
+    assert old_after <= set(before["item_id"])  # no trained-on row joins the holdout
+    assert old_after < set(before["item_id"])  # the filled holdout let some go to training
+
+
+def test_rows_without_a_partition_get_the_plain_fraction():
+    frame = ids_frame(400).assign(partition=None)
+
+    holdout, _ = split_holdout(frame, fraction=0.1, salt="s", start_fraction=0.9, start_rows=10**6)
+
+    assert 0.05 < len(holdout) / 400 < 0.15
+
+
+def test_start_share_below_the_fraction_is_refused():
+    with pytest.raises(ValueError, match="start_fraction"):
+        split_holdout(ids_frame(10), fraction=0.3, salt="s", start_fraction=0.2, start_rows=5)
+
+
 # --- merge -----------------------------------------------------------------------------
 def labelled(rows: list[tuple], source: str | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["item_id", "x", "colour", "label", "labelled_at"])
