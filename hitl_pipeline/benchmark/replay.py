@@ -211,7 +211,11 @@ def replay(
             record["reviewed_ids"] = sorted(batch[ITEM_ID].astype(str).to_numpy()[picks])
         if len(picks):
             got = batch.iloc[picks].assign(
-                **{LABEL_SOURCE: "human", LABELLED_AT: EPOCH + pd.Timedelta(days=b)}
+                **{
+                    LABEL_SOURCE: "human",
+                    LABELLED_AT: EPOCH + pd.Timedelta(days=b),
+                    PARTITION: f"{b:05d}",
+                }
             )
             human = pd.concat([human, got], ignore_index=True)
             record.update(

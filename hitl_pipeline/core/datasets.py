@@ -226,7 +226,7 @@ def split_holdout(
     was held out at ``start_fraction``, so the count is the holdout's own; and as labels
     arrive the count only grows, so a partition can only move from the start share to
     ``fraction``: a row leaves the holdout for training, never the other way. Rows
-    without a partition are held out at ``fraction``.
+    without a partition (null or empty) are held out at ``fraction``.
 
     Args:
         frame: Rows with an ``item_id`` column.
@@ -257,8 +257,8 @@ def split_holdout(
 
 def _filling(partitions: pd.Series, held: np.ndarray, rows: int) -> np.ndarray:
     """Rows of the partitions before whose turn fewer than ``rows`` were ``held``."""
-    known = partitions.notna().to_numpy()
-    keys = partitions.astype(str).to_numpy()
+    keys = partitions.fillna("").astype(str).to_numpy()
+    known = keys != ""
     per_partition = pd.Series(held[known]).groupby(keys[known]).sum().sort_index()
     before = per_partition.cumsum() - per_partition
     filling = set(before.index[before < rows])
