@@ -116,6 +116,19 @@ def test_a_label_stays_on_its_side_when_more_labels_arrive():
     assert ids(before[SELECTION]) <= ids(after[SELECTION])
 
 
+def test_the_gate_fills_first_and_a_trained_on_label_never_joins_it():
+    policy = DatasetPolicy()  # a start share until the gate has its rows
+    batches = human(400).assign(partition=[f"{i // 20:05d}" for i in range(400)])
+    first = assemble_dataset(rows(50, "s", 0), rows(20, "f", 2), batches.head(60), SCHEMA, policy)
+    later = assemble_dataset(rows(50, "s", 0), rows(20, "f", 2), batches, SCHEMA, policy)
+
+    # three batches of 20 at the start share give the gate its rows sooner
+    assert len(first[HUMAN_HOLDOUT]) > 60 * policy.human_holdout_fraction + 10
+    assert not (ids(first[TRAINING]) - ids(rows(50, "s", 0))) & ids(later[HUMAN_HOLDOUT])
+    later_share = len(later[HUMAN_HOLDOUT]) / 400
+    assert later_share < (policy.start_holdout_fraction + policy.human_holdout_fraction) / 2
+
+
 def test_the_gate_says_what_its_evidence_was(frames):
     quick = TrainingParams(estimator="logistic_regression")
     challenger = train_challenger(frames, SCHEMA, quick)
