@@ -109,7 +109,8 @@ def labels_asset(labelled: dict[str, pd.DataFrame]) -> dg.AssetsDefinition:
                 }
             )
         )
-        return frame.drop(columns=[REASONS, PREDICTED_LABEL, PARTITION])
+        # as resolve_labels returns them: each label with its batch's partition
+        return frame.drop(columns=[REASONS, PREDICTED_LABEL])
 
     return human_labels
 
