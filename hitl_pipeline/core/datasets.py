@@ -257,12 +257,11 @@ def split_holdout(
 
 def _filling(partitions: pd.Series, held: np.ndarray, rows: int) -> np.ndarray:
     """Rows of the partitions before whose turn fewer than ``rows`` were ``held``."""
-    keys = partitions.fillna("").astype(str).to_numpy()
-    known = keys != ""
-    per_partition = pd.Series(held[known]).groupby(keys[known]).sum().sort_index()
+    keys = partitions.fillna("").astype(str).reset_index(drop=True)
+    known = (keys != "").to_numpy()
+    per_partition = pd.Series(held[known]).groupby(keys[known].to_numpy()).sum().sort_index()
     before = per_partition.cumsum() - per_partition
-    filling = set(before.index[before < rows])
-    return known & np.isin(keys, list(filling))
+    return known & (keys.map(before) < rows).to_numpy()  # no partition: NaN, not filling
 
 
 # --- the canonical dataset -------------------------------------------------------------
