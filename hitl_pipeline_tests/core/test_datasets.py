@@ -165,20 +165,19 @@ def batches_frame(batches: int, per_batch: int, prefix: str = "item") -> pd.Data
 
 def test_start_share_fills_the_holdout_then_falls_to_the_fraction():
     frame = batches_frame(40, 20)
-
-    holdout, _ = split_holdout(frame, fraction=0.1, salt="s", start_fraction=0.6, start_rows=30)
+    at_start, _ = split_holdout(frame, fraction=0.6, salt="s")
     plain, _ = split_holdout(frame, fraction=0.1, salt="s")
+    first_three = sorted(set(frame.partition))[:3]
+    rows = int(at_start.partition.isin(first_three).sum())  # held by the first three at 0.6
 
-    per_batch = (
-        holdout.groupby("partition").size().reindex(sorted(set(frame.partition)), fill_value=0)
+    holdout, _ = split_holdout(frame, fraction=0.1, salt="s", start_fraction=0.6, start_rows=rows)
+
+    # the first three batches at the start share (the fourth's predecessors hold exactly
+    # start_rows: it is past the start), the plain fraction from then on
+    expected = set(at_start.loc[at_start.partition.isin(first_three), "item_id"]) | set(
+        plain.loc[~plain.partition.isin(first_three), "item_id"]
     )
-    filled_by = int((per_batch.cumsum() >= 30).to_numpy().argmax())  # the batch that filled it
-    assert 1 <= filled_by <= 5  # about 12 a batch at 0.6
-    assert per_batch.iloc[: filled_by + 1].sum() >= 30
-    # afterwards the plain fraction: the same rows as without the start share
-    later = set(holdout.loc[holdout.partition > per_batch.index[filled_by], "item_id"])
-    assert later == set(plain.loc[plain.partition > per_batch.index[filled_by], "item_id"])
-    assert set(plain["item_id"]) <= set(holdout["item_id"])
+    assert set(holdout["item_id"]) == expected
 
 
 def test_new_labels_only_move_rows_out_of_the_start_holdout():
@@ -198,8 +197,9 @@ def test_rows_without_a_partition_get_the_plain_fraction():
     frame = ids_frame(400).assign(partition=None)
 
     holdout, _ = split_holdout(frame, fraction=0.1, salt="s", start_fraction=0.9, start_rows=10**6)
+    plain, _ = split_holdout(frame, fraction=0.1, salt="s")
 
-    assert 0.05 < len(holdout) / 400 < 0.15
+    assert len(holdout) and set(holdout["item_id"]) == set(plain["item_id"])
 
 
 def test_start_share_below_the_fraction_is_refused():
