@@ -102,12 +102,13 @@ class PostgresDeployment:
     def dagster_instance_config(self) -> dict[str, Any]:
         """The ``dagster.yaml`` of the loop's instance on this server (see module doc).
 
-        Telemetry off and one run at a time, like the embedded instance; the run
-        monitoring and the pools' default limit are added by ``demo.runner.use_home``,
-        which checks them on every instance file.
+        Telemetry and the first-visit dialog off and one run at a time, like the embedded
+        instance; the run monitoring and the pools' default limit are added by
+        ``demo.runner.use_home``, which checks them on every instance file.
         """
         return {
             "telemetry": {"enabled": False},
+            "nux": {"enabled": False},
             "storage": {"postgres": self.dagster_storage_config()},
             "concurrency": {"runs": {"max_concurrent_runs": 1}},
         }

@@ -47,6 +47,8 @@ def test_a_new_home_gets_run_monitoring(settings: Settings) -> None:
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_start_timeout_seconds == 300
         assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
+        # no "join the community" dialog over the UI on a newcomer's first visit
+        assert not instance.nux_enabled
 
 
 def test_an_older_home_gains_it_and_keeps_what_the_user_wrote(settings: Settings) -> None:

@@ -109,6 +109,7 @@ def test_the_instance_file_is_written_once_and_a_sqlite_one_is_refused(tmp_path:
         "scheme": "postgresql+psycopg2",
     }
     assert config["telemetry"] == {"enabled": False}
+    assert config["nux"] == {"enabled": False}
     assert config["concurrency"]["runs"] == {"max_concurrent_runs": 1}
     # kept as it is (edits included) when run again, also for another prefix
     path.write_text(path.read_text(encoding="utf-8") + "# mine\n", encoding="utf-8")
