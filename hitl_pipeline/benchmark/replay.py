@@ -39,7 +39,13 @@ import numpy as np
 import pandas as pd
 
 from hitl_pipeline.benchmark.config import BUDGET_FREE, STRATEGIES, BenchmarkConfig
-from hitl_pipeline.benchmark.report import labels_for_gain, summarise, write_outputs
+from hitl_pipeline.benchmark.report import (
+    CORRECT,
+    labels_for_gain,
+    pair_with_none,
+    summarise,
+    write_outputs,
+)
 from hitl_pipeline.benchmark.strategies import CHOOSERS, ChooserState
 from hitl_pipeline.benchmark.stream import TARGET, load_stream, split_stream
 from hitl_pipeline.core.committee import fit_committee
@@ -146,8 +152,9 @@ def replay(
         keep_ids: Add ``reviewed_ids`` (the labelled item ids, sorted) to each record.
 
     Returns:
-        Records with the batch's accuracy at scoring, labels spent, the alarms, whether
-        the drift response ran, the gate's verdict and whether it promoted.
+        Records with the batch's accuracy at scoring (and ``correct``, per row, for
+        ``report.pair_with_none``), labels spent, the alarms, whether the drift response
+        ran, the gate's verdict and whether it promoted.
     """
     settings = run_settings(
         config.settings, budget=budget, batch_rows=config.batch_rows, repeat=repeat
@@ -198,6 +205,7 @@ def replay(
             "batch": b,
             "rows": len(batch),
             "accuracy": float(np.mean(predicted == truth)),
+            CORRECT: predicted == truth,  # paired with never retraining, then dropped
             "macro_f1": _macro_f1(truth, predicted),
             "champion": champion.version,
             "labels": len(picks),
@@ -450,7 +458,7 @@ def _run(config: BenchmarkConfig) -> BenchmarkResult:
             spent[(budget, repeat)] = [r["labels"] for r in run]
         records += run
     bar.close()
-    per_batch = pd.DataFrame.from_records(records)
+    per_batch = pd.DataFrame.from_records(pair_with_none(records, config.settings.gate))
     summary = summarise(per_batch, config.budgets)
     gain_table = labels_for_gain(summary)
     files = write_outputs(config, per_batch, summary, gain_table)

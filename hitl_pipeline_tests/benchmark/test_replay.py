@@ -13,8 +13,9 @@ import pytest
 
 from hitl_pipeline.benchmark.config import BenchmarkConfig
 from hitl_pipeline.benchmark.replay import run_benchmark
-from hitl_pipeline.benchmark.report import labels_for_gain, summarise, targets
+from hitl_pipeline.benchmark.report import labels_for_gain, pair_with_none, summarise, targets
 from hitl_pipeline.benchmark.stream import infer_schema
+from hitl_pipeline.core.gate import GatePolicy
 from hitl_pipeline.core.loop import LoopSettings
 
 
@@ -103,6 +104,15 @@ def test_per_batch_records_the_alarms_and_promotions_as_booleans(result):
         assert run["champion"].tolist() == expected.tolist()
     summary = res.summary
     assert {"strategy", "budget", "accuracy", "gain_share", "worst_vs_none"} <= set(summary)
+    # each batch paired with never retraining on the same rows; the rows themselves dropped
+    assert "correct" not in per_batch
+    assert per_batch["below_never_retrained"].map(type).eq(bool).all()
+    none = per_batch[per_batch["strategy"] == "none"]
+    assert (none["vs_none"] == 0).all() and not none["below_never_retrained"].any()
+    runs = per_batch[per_batch["strategy"] == "default"].groupby(["budget", "repeat"])
+    expected = runs["below_never_retrained"].sum().groupby("budget").mean()
+    got = summary[summary["strategy"] == "default"].set_index("budget")["batches_below_none"]
+    assert got.to_dict() == expected.astype(float).to_dict()
 
 
 def test_label_counts_are_consistent(result):
@@ -153,6 +163,7 @@ def test_targets_judge_the_default_against_the_spread_of_the_repeats():
             "label_share": budget,
             "gain_over_none": 0.04,
             "worst_vs_none": -0.005,
+            "batches_below_none": 1.0 if strategy == "random" else 0.0,
         }
 
     summary = pd.DataFrame(
@@ -173,6 +184,47 @@ def test_targets_judge_the_default_against_the_spread_of_the_repeats():
     assert figures["vs_random"]["0.1"].startswith("ahead")
     assert figures["at_5pct_above_every_other_strategy"] is False
     assert figures["no_batch_more_than_1pt_below_never_retrained"] is True
+    assert figures["no_batch_beyond_noise_more_than_1pt_below_never_retrained"] is True
+
+
+def test_a_batch_is_below_never_retraining_when_the_drop_is_material_and_not_noise():
+    gate = GatePolicy()
+    n = 1000
+
+    def record(strategy, correct):
+        return {"strategy": strategy, "repeat": 0, "batch": 3, "correct": correct}
+
+    def flips(lost, won):
+        # right where never retraining was wrong on ``won`` rows, wrong where it was right
+        # on ``lost`` others; never retraining is right on every row but the first 200
+        none = np.arange(n) >= 200
+        mine = none.copy()
+        mine[200 : 200 + lost] = False
+        mine[:won] = True
+        return none, mine
+
+    none, clear = flips(lost=50, won=0)  # 5 points worse on every row it changed
+    _, small = flips(lost=5, won=0)  # worse beyond noise, but by half a point
+    _, noisy = flips(lost=100, won=80)  # 2 points worse, in 180 changed rows each way
+    records = [
+        record("none", none),
+        record("a", clear),
+        record("b", small),
+        record("c", noisy),
+        {**record("d", clear), "repeat": 1},  # no never-retrained run of repeat 1
+    ]
+
+    paired = {r["strategy"]: r for r in pair_with_none(records, gate)}
+
+    assert all("correct" not in r for r in paired.values())
+    assert paired["none"]["vs_none"] == 0 and not paired["none"]["below_never_retrained"]
+    assert paired["a"]["vs_none"] == pytest.approx(-0.05)
+    assert paired["a"]["below_never_retrained"] and paired["a"]["vs_none_ci_high"] < 0
+    assert paired["b"]["vs_none"] == pytest.approx(-0.005)
+    assert paired["b"]["vs_none_ci_high"] < 0 and not paired["b"]["below_never_retrained"]
+    assert paired["c"]["vs_none"] == pytest.approx(-0.02)
+    assert paired["c"]["vs_none_ci_high"] > 0 and not paired["c"]["below_never_retrained"]
+    assert "below_never_retrained" not in paired["d"]
 
 
 def test_labels_for_gain_interpolates_from_zero():
@@ -223,6 +275,7 @@ def test_gain_share_spread_is_taken_over_repeats_against_each_repeats_own_baseli
             "labels": 0,
             "rows": 100,
             "promoted": False,
+            "below_never_retrained": False,
         }
 
     per_batch = pd.DataFrame(
