@@ -157,6 +157,9 @@ class GatePolicy:
             (whose human rows are all borderline) promote a model 45 points worse on the
             fixed rows (0.375 against 0.820) for being 23 points ahead on 65 borderline
             rows.
+        outweigh_needs_significance: With ``recent_outweighs_fixed``, outweigh only when
+            the challenger is ahead on the recent human rows beyond noise (the lower bound
+            of its interval there above zero), not merely by its point estimate.
         representative_class_check: A class-recall regression on the recent human rows
             does not block when the challenger passes and is ahead overall on those rows
             and the same class's recall on the fixed held-out set (a random sample, not
@@ -195,6 +198,7 @@ class GatePolicy:
     seed: int = 0
     max_recent_drop: float | None = None
     recent_outweighs_fixed: bool = True
+    outweigh_needs_significance: bool = False
     representative_class_check: bool = False
 
     def __post_init__(self) -> None:
@@ -702,7 +706,7 @@ def decide(
     if policy.representative_class_check:
         checks = _outweigh_biased_class_slices(checks)
     if policy.recent_outweighs_fixed:
-        checks = _outweigh_fixed(checks)
+        checks = _outweigh_fixed(checks, proven=policy.outweigh_needs_significance)
     failed = [c for c in checks if c.status == FAIL]
     blocking_gaps = [c for c in checks if c.name.startswith("overall[") and c.status == NO_EVIDENCE]
     promote = not failed and not blocking_gaps
@@ -724,13 +728,16 @@ def decide(
 OUTWEIGHED = "outweighed by recent evidence"
 
 
-def _outweigh_fixed(checks: list[GateCheckResult]) -> list[GateCheckResult]:
-    """Fixed-holdout failures pass when the recent human rows show a clear improvement:
-    overall and slice regressions; the calibration failure only when the challenger's
-    accuracy there held (``overall[holdout]`` passed on its own), so a model that lost
-    both its accuracy and its calibration on the random sample is still kept out."""
+def _outweigh_fixed(checks: list[GateCheckResult], *, proven: bool) -> list[GateCheckResult]:
+    """Fixed-holdout failures pass when the recent human rows show an improvement (with
+    ``proven``, one whose interval is above zero): overall and slice regressions; the
+    calibration failure only when the challenger's accuracy there held
+    (``overall[holdout]`` passed on its own), so a model that lost both its accuracy and
+    its calibration on the random sample is still kept out."""
     recent = next((c for c in checks if c.name == f"overall[{HUMAN_HOLDOUT}]"), None)
-    if recent is None or recent.status != PASS or not recent.figures.get("diff", 0.0) > 0:
+    if recent is None or recent.status != PASS:
+        return checks
+    if not recent.figures.get("ci_low" if proven else "diff", 0.0) > 0:
         return checks
     fixed = next((c for c in checks if c.name == f"overall[{HOLDOUT}]"), None)
     accuracy_held = fixed is None or fixed.status != FAIL

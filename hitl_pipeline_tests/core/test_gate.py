@@ -428,6 +428,29 @@ def test_recent_gains_outweigh_a_fixed_holdout_regression_only_when_asked_and_ah
     assert stale.promote is False and "overall[holdout]" in failed_checks(stale)
 
 
+def test_with_significance_asked_only_a_recent_gain_beyond_noise_outweighs():
+    # employment-ma, 10% labels: a challenger 9 points worse on the fixed set (interval
+    # below zero) was let through for +0.03 on 122 recent rows (interval -0.07 to +0.13)
+    fixed = paired(both=540, champion_only=30, neither=30)  # -0.05, CI < 0: a regression
+    clear = paired(both=80, challenger_only=12, champion_only=3, neither=5)  # +0.09
+    slight = paired(both=80, challenger_only=6, champion_only=4, neither=10)  # +0.02
+    proven = GatePolicy(max_ece=1.0, outweigh_needs_significance=True)
+
+    recent = overall_check("human_holdout", slight, proven)
+    assert recent.status == PASS and recent.figures["diff"] > 0 > recent.figures["ci_low"]
+    noise = decide(evidence={"holdout": fixed, "human_holdout": slight}, policy=proven)
+    assert noise.promote is False and failed_checks(noise) == ["overall[holdout]"]
+    # without the setting the point estimate alone outweighs
+    loose = decide(
+        evidence={"holdout": fixed, "human_holdout": slight}, policy=GatePolicy(max_ece=1.0)
+    )
+    assert loose.promote is True
+
+    assert overall_check("human_holdout", clear, proven).figures["ci_low"] > 0
+    moved = decide(evidence={"holdout": fixed, "human_holdout": clear}, policy=proven)
+    assert moved.promote is True, moved.reasons
+
+
 def test_recent_gains_outweigh_an_old_regime_calibration_failure_only_when_ahead():
     # on the old regime's rows the challenger (new concept) is confidently wrong on a
     # third: ECE 0.29 against the champion's 0.0; its accuracy there is no regression
