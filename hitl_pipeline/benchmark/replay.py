@@ -38,7 +38,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hitl_pipeline.benchmark.config import BUDGET_FREE, STRATEGIES, BenchmarkConfig
+from hitl_pipeline.benchmark.config import (
+    BUDGET_FREE,
+    ORACLE_WINDOW_DAYS,
+    STRATEGIES,
+    BenchmarkConfig,
+)
 from hitl_pipeline.benchmark.report import (
     CORRECT,
     labels_for_gain,
@@ -79,6 +84,15 @@ from hitl_pipeline.core.types import (
 )
 
 EPOCH = pd.Timestamp("2000-01-01", tz="UTC")  # labels of batch b are "labelled" on day b
+
+
+def oracle_settings(settings: LoopSettings) -> LoopSettings:
+    """The oracle's settings: the pipeline's, plus a window of recent labels among its
+    training variants when they have none (``config.ORACLE_WINDOW_DAYS``)."""
+    if settings.training.window_days is not None:
+        return settings
+    training = dataclasses.replace(settings.training, window_days=ORACLE_WINDOW_DAYS)
+    return dataclasses.replace(settings, training=training)
 
 
 def run_settings(
@@ -159,6 +173,8 @@ def replay(
     settings = run_settings(
         config.settings, budget=budget, batch_rows=config.batch_rows, repeat=repeat
     )
+    if strategy == "oracle":
+        settings = oracle_settings(settings)
     alarms = alarms or DriftAlarms(schema, config.drift_check, settings.drift)
     human = seed_train.iloc[0:0].assign(**{LABEL_SOURCE: pd.Series(dtype=object)})
     # the first champion as the retrain job trains it before any label exists

@@ -4,6 +4,7 @@ Fast (a small logistic regression, two batches, one repeat, no Evidently); the r
 figures come from running the benchmark itself on real streams, not from this test.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hitl_pipeline.benchmark.config import BenchmarkConfig
-from hitl_pipeline.benchmark.replay import run_benchmark
+from hitl_pipeline.benchmark.config import ORACLE_WINDOW_DAYS, BenchmarkConfig
+from hitl_pipeline.benchmark.replay import oracle_settings, run_benchmark
 from hitl_pipeline.benchmark.report import labels_for_gain, pair_with_none, summarise, targets
 from hitl_pipeline.benchmark.stream import infer_schema
 from hitl_pipeline.core.gate import GatePolicy
@@ -225,6 +226,27 @@ def test_a_batch_is_below_never_retraining_when_the_drop_is_material_and_not_noi
     assert paired["c"]["vs_none"] == pytest.approx(-0.02)
     assert paired["c"]["vs_none_ci_high"] > 0 and not paired["c"]["below_never_retrained"]
     assert "below_never_retrained" not in paired["d"]
+
+
+def test_the_oracle_compares_a_window_of_its_labels_whatever_the_pipeline_default():
+    pipeline = LoopSettings()
+    assert pipeline.training.window_days is None  # routed labels alone: no window
+    oracle = oracle_settings(pipeline)
+    assert oracle.training.window_days == ORACLE_WINDOW_DAYS
+    assert [name for name, _, _ in oracle.training.variants()] == [
+        "weight 8",
+        "weight 1",
+        f"last {ORACLE_WINDOW_DAYS:g} days",
+    ]
+    # everything else is the pipeline's, and a window the settings give is kept
+    assert dataclasses.replace(oracle.training, window_days=None) == pipeline.training
+    assert (oracle.routing, oracle.gate, oracle.dataset) == (
+        pipeline.routing,
+        pipeline.gate,
+        pipeline.dataset,
+    )
+    own = pipeline.with_overrides({"training.window_days": "4"})
+    assert oracle_settings(own) == own
 
 
 def test_labels_for_gain_interpolates_from_zero():
