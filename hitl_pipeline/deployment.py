@@ -102,16 +102,11 @@ class PostgresDeployment:
     def dagster_instance_config(self) -> dict[str, Any]:
         """The ``dagster.yaml`` of the loop's instance on this server (see module doc).
 
-        Telemetry and the first-visit dialog off and one run at a time, like the embedded
-        instance; the run monitoring and the pools' default limit are added by
-        ``demo.runner.use_home``, which checks them on every instance file.
+        ``INSTANCE_DEFAULTS`` and the storage; the run monitoring and the pools' default
+        limit are added by ``demo.runner.use_home``, which checks them on every instance
+        file.
         """
-        return {
-            "telemetry": {"enabled": False},
-            "nux": {"enabled": False},
-            "storage": {"postgres": self.dagster_storage_config()},
-            "concurrency": {"runs": {"max_concurrent_runs": 1}},
-        }
+        return {**INSTANCE_DEFAULTS, "storage": {"postgres": self.dagster_storage_config()}}
 
     def dagster_storage_config(self) -> dict[str, Any]:
         """The ``storage: postgres:`` block: run, event-log and schedule storage."""
@@ -131,6 +126,16 @@ class PostgresDeployment:
             POSTGRES_URL_VARIABLE: self.server.display,
             DB_PREFIX_VARIABLE: self.prefix,
         }
+
+
+# Every new instance file of the loop, embedded or on Postgres: no telemetry, no
+# first-visit dialog over the UI (nux), and one run at a time (on a small machine parallel
+# runs only slow each other down, and the loop's stages read as a sequence in the UI).
+INSTANCE_DEFAULTS: dict[str, Any] = {
+    "telemetry": {"enabled": False},
+    "nux": {"enabled": False},
+    "concurrency": {"runs": {"max_concurrent_runs": 1}},
+}
 
 
 def label_studio_env(server: PostgresServer, database: str) -> dict[str, str]:

