@@ -99,12 +99,26 @@ def run_settings(
     settings: LoopSettings, *, budget: float, batch_rows: int, repeat: int
 ) -> LoopSettings:
     """The pipeline's settings for one run: the budget as the review capacity, the
-    repeat as the training and routing seed; everything else as given."""
+    repeat as the training, routing and gate seed and as a new split of the human
+    labels; everything else as given.
+
+    Repeat 0 is the pipeline's own split (``dataset.holdout_salt`` as set). A repeat
+    that kept it would give a deterministic strategy such as least confidence the same
+    gate rows, training rows and so the same promotions every time: its spread would
+    show only the training seed, while which labels end up judging decides a run
+    (which challenger passes around a change). Every strategy gets the same split in
+    the same repeat, so the runs of one repeat stay paired.
+    """
     capacity = math.floor(budget * batch_rows + 0.5)
+    salt = settings.dataset.holdout_salt
     return dataclasses.replace(
         settings,
         routing=dataclasses.replace(settings.routing, review_capacity=capacity, seed=repeat),
         training=dataclasses.replace(settings.training, seed=repeat),
+        gate=dataclasses.replace(settings.gate, seed=settings.gate.seed + repeat),
+        dataset=dataclasses.replace(
+            settings.dataset, holdout_salt=salt if repeat == 0 else f"{salt}:repeat-{repeat}"
+        ),
     )
 
 

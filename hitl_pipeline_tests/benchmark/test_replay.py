@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from hitl_pipeline.benchmark.config import ORACLE_WINDOW_DAYS, BenchmarkConfig
-from hitl_pipeline.benchmark.replay import oracle_settings, run_benchmark
+from hitl_pipeline.benchmark.replay import oracle_settings, run_benchmark, run_settings
 from hitl_pipeline.benchmark.report import labels_for_gain, pair_with_none, summarise, targets
 from hitl_pipeline.benchmark.stream import infer_schema
+from hitl_pipeline.core.datasets import split_holdout
 from hitl_pipeline.core.gate import GatePolicy
 from hitl_pipeline.core.loop import LoopSettings
 
@@ -247,6 +248,28 @@ def test_the_oracle_compares_a_window_of_its_labels_whatever_the_pipeline_defaul
     )
     own = pipeline.with_overrides({"training.window_days": "4"})
     assert oracle_settings(own) == own
+
+
+def test_each_repeat_splits_the_human_labels_anew_and_repeat_0_is_the_pipelines_split():
+    pipeline = LoopSettings()
+    runs = [run_settings(pipeline, budget=0.05, batch_rows=1000, repeat=r) for r in range(3)]
+    assert runs[0].dataset == pipeline.dataset
+    assert [run.routing.review_capacity for run in runs] == [50, 50, 50]
+    assert [run.gate.seed for run in runs] == [0, 1, 2]
+    ids = pd.DataFrame({"item_id": [f"item-{i}" for i in range(2000)]})
+    held = [
+        set(split_holdout(ids, fraction=0.15, salt=run.dataset.holdout_salt)[0]["item_id"])
+        for run in runs
+    ]
+    assert held[0] == set(
+        split_holdout(ids, fraction=0.15, salt=pipeline.dataset.holdout_salt)[0]["item_id"]
+    )
+    # three different splits of the same labels, each about 15% held out
+    assert held[0] != held[1] and held[1] != held[2] and held[0] != held[2]
+    assert all(250 <= len(h) <= 350 for h in held)
+    # the same repeat gives the same split whatever the strategy or budget
+    again = run_settings(pipeline, budget=0.1, batch_rows=1000, repeat=2)
+    assert again.dataset.holdout_salt == runs[2].dataset.holdout_salt
 
 
 def test_labels_for_gain_interpolates_from_zero():
