@@ -68,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategies", default=",".join(STRATEGY_NAMES), help="comma-separated, of: %(default)s"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="seeds per strategy and budget")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per strategy and budget, each with its own seeds and split of the human labels",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark-out"), help="output folder")
     parser.add_argument("--max-rows", type=int, default=None, help="replay at most N rows")
     parser.add_argument(

@@ -54,7 +54,9 @@ class BenchmarkConfig:
             all are compared at the same labels (``labels`` and ``label_share`` in the
             outputs say what was spent).
         strategies: Which strategies to run (``STRATEGIES``).
-        repeats: Repeats with different seeds (training, routing samples).
+        repeats: Repeats with different seeds (training, routing samples, the gate's
+            bootstrap) and a different split of the human labels between training,
+            variant choice and the gate (repeat 0: the pipeline's own split).
         out: Output folder.
         max_rows: Use at most this many rows of the file (after sorting).
         settings: The pipeline's loop settings (``LoopSettings()``: the defaults of the
