@@ -408,6 +408,41 @@ def test_a_recent_point_drop_fails_only_with_the_point_rule():
     assert overall_check("holdout", frame, strict).status == PASS
 
 
+def test_a_fixed_point_drop_fails_with_its_rule_and_is_outweighed_by_a_recent_lead():
+    # -0.02 on 400 rows of the fixed set: not a significant regression
+    fixed = paired(both=360, challenger_only=6, champion_only=14, neither=20)
+    ahead = paired(both=80, challenger_only=12, champion_only=3, neither=5)
+    level = paired(both=80, challenger_only=4, champion_only=4, neither=12)
+    lenient = GatePolicy(max_ece=1.0)
+    strict = GatePolicy(max_ece=1.0, max_fixed_drop=0.01)
+
+    assert overall_check("holdout", fixed, lenient).status == PASS
+    check = overall_check("holdout", fixed, strict)
+    assert check.status == FAIL and check.figures["regressed"] == 0
+    assert "trails the champion by more than 0.0100 on the fixed held-out set" in check.reason
+    # the rule is for the fixed set only: the recent rows keep the regression rule
+    assert overall_check("human_holdout", fixed, strict).status == PASS
+
+    kept = decide(evidence={"holdout": fixed, "human_holdout": level}, policy=strict)
+    assert kept.promote is False and failed_checks(kept) == ["overall[holdout]"]
+    assert decide(evidence={"holdout": fixed, "human_holdout": level}, policy=lenient).promote
+    moved = decide(evidence={"holdout": fixed, "human_holdout": ahead}, policy=strict)
+    assert moved.promote is True, moved.reasons
+
+
+def test_trailing_on_the_fixed_set_is_not_the_regression_that_keeps_calibration_standing():
+    fixed = paired(both=360, challenger_only=6, champion_only=14, neither=20)
+    ahead = paired(both=80, challenger_only=12, champion_only=3, neither=5)
+    # a miscalibrated challenger on the fixed set: confident on every row
+    fixed = fixed.assign(challenger_confidence=0.999, champion_confidence=0.9)
+    policy = GatePolicy(max_ece=0.05, ece_tolerance=0.0, max_fixed_drop=0.01)
+
+    moved = decide(evidence={"holdout": fixed, "human_holdout": ahead}, policy=policy)
+    calibration = next(c for c in moved.checks if c.name == "calibration[holdout]")
+    assert "outweighed by recent evidence" in calibration.reason
+    assert moved.promote is True, moved.reasons
+
+
 def test_recent_gains_outweigh_a_fixed_holdout_regression_only_when_asked_and_ahead():
     fixed = paired(both=540, champion_only=30, neither=30)  # -0.05, CI < 0: a regression
     ahead = paired(both=80, challenger_only=12, champion_only=3, neither=5)
