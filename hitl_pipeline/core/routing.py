@@ -17,7 +17,8 @@ triggers (policy categories) are reviewed first; the other wanted items are rank
 and, under drift, by drifted segment) and the review capacity takes the picks; the rest
 are auto-accepted with ``over_capacity`` recorded. Under drift capacity left over goes
 to a random sample of the untriggered items (``drift_sample``): that is where
-confidently wrong predictions of a changed segment hide; without drift, with
+confidently wrong predictions of a changed segment hide (``drift_sample_share`` of it;
+the rest, with ``fill_capacity``, to the ranking's next items); without drift, with
 ``fill_capacity``, to the next items of the ranking (``capacity_fill``), and a reserved
 ``explore_share`` of the capacity to a random sample (``explore``). On top of that, a
 small uniform audit sample of the auto-accepted items goes to review, so the accuracy
@@ -138,6 +139,10 @@ class RoutingPolicy:
             ``explore_share``, which stays a random sample. Replayed on drifting
             streams, a ranked fill learnt more per label than a random one, so it is
             on by default: the budget is spent.
+        drift_sample_share: Under drift, share of the capacity left after the triggered
+            items that goes to the random ``drift_sample``; the rest, with
+            ``fill_capacity``, to the next items of the ranking (``capacity_fill``). 1:
+            all of it random.
         explore_share: Share of the capacity kept for that random sample even when
             triggered items could fill it (a hedge against confidently wrong segments,
             and representative labels for the gate's held-out set).
@@ -168,6 +173,7 @@ class RoutingPolicy:
     stratify: bool = True
     drift_weight: float = 3.0
     fill_capacity: bool = True
+    drift_sample_share: float = 1.0
     explore_share: float = 0.0
     cost_wrong_accept: float = 10.0
     cost_review: float = 1.0
@@ -190,6 +196,8 @@ class RoutingPolicy:
             raise ValueError("max_audit_share must be in [0, 1]")
         if not 0.0 <= self.explore_share <= 1.0:
             raise ValueError("explore_share must be in [0, 1]")
+        if not 0.0 <= self.drift_sample_share <= 1.0:
+            raise ValueError("drift_sample_share must be in [0, 1]")
         if self.disagreement_weight < 0 or self.ood_weight < 0 or self.drift_weight < 0:
             raise ValueError("weights must be >= 0")
         if self.cost_wrong_accept <= 0 or self.cost_review < 0:
@@ -547,15 +555,26 @@ class BatchRouter:
             rank[pool[picks]] = np.arange(1, len(picks) + 1)
 
         # capacity the triggered items leave: under drift a random sample (confidently
-        # wrong items of a changed segment hide among the confident); otherwise, with
-        # fill_capacity, the next most informative items by the same ranking, keeping the
-        # explore share random
+        # wrong items of a changed segment hide among the confident), its
+        # drift_sample_share of it; otherwise, with fill_capacity, the next most
+        # informative items by the same ranking, keeping the explore share random
         spare = capacity - int(review.sum())
+        keep_random = reserved
+        if drift:
+            keep_random = max(reserved, math.ceil(policy.drift_sample_share * max(spare, 0)))
         filled = np.zeros(len(out), dtype=bool)
-        if policy.fill_capacity and not drift and spare > reserved:
+        if policy.fill_capacity and spare > keep_random:
             rest = np.flatnonzero(~review & out[_IN_REST].to_numpy(dtype=bool))
             picks = _rank(
-                out, id_array, rest, priority, spare - reserved, policy, schema, (), False
+                out,
+                id_array,
+                rest,
+                priority,
+                spare - keep_random,
+                policy,
+                schema,
+                drifted_columns,
+                drift,
             )
             filled[rest[picks]] = True
             rank[rest[picks]] = np.nanmax(rank, initial=0) + np.arange(1, len(picks) + 1)

@@ -426,6 +426,32 @@ def test_drift_fills_with_a_random_sample_not_the_ranking():
     assert not (routed["reasons"] == "capacity_fill").any()
 
 
+@pytest.mark.parametrize(("share", "sampled"), [(1.0, 8), (0.5, 4), (0.0, 0)])
+def test_drift_sample_share_splits_the_spare_capacity_between_sample_and_ranking(share, sampled):
+    # 2 uncertain items, then confident ones of falling confidence: the ranking fills
+    # with the least confident of them
+    frame = scores([0.5] * 2 + [0.99 - 0.005 * k for k in range(28)])
+    policy = RoutingPolicy(
+        review_capacity=10,
+        audit_rate=0.0,
+        fill_capacity=True,
+        drift_capacity_multiplier=1.0,
+        drift_sample_share=share,
+    )
+
+    routed = route_predictions(frame, policy, drift=True)
+
+    assert (routed["route"] == "review").sum() == 10
+    assert (routed["reasons"] == "drift_sample").sum() == sampled
+    filled = routed[routed["reasons"] == "capacity_fill"]
+    assert len(filled) == 8 - sampled
+    # the fill is the ranking's next items: the least confident of the untriggered
+    untriggered = routed.iloc[2:]
+    assert set(filled["item_id"]) == set(
+        untriggered.nsmallest(len(filled), "confidence")["item_id"]
+    )
+
+
 def test_explore_share_keeps_part_of_the_capacity_for_a_random_sample():
     frame = scores([0.5] * 30 + [0.95] * 30)  # more uncertain items than capacity
     policy = RoutingPolicy(review_capacity=10, audit_rate=0.0, explore_share=0.4)
