@@ -502,6 +502,7 @@ def overall_check(eval_set: str, frame: pd.DataFrame, policy: GatePolicy) -> Gat
         )
     p = _bootstrap(frame, policy)
     tol = policy.overall_tolerance(eval_set)
+    figures = {**_figures(p), "tol": tol}
     head = (
         f"{name}: challenger accuracy {p.challenger:.4f} vs champion {p.champion:.4f} on "
         f"{n} rows, difference {p.diff:+.4f} ({policy.confidence:.0%} CI {p.low:+.4f} to "
@@ -519,9 +520,8 @@ def overall_check(eval_set: str, frame: pd.DataFrame, policy: GatePolicy) -> Gat
             passed = False
             where = "recent rows" if eval_set == HUMAN_HOLDOUT else "fixed held-out set"
             reason = f"{head}; trails the champion by more than {drop:.4f} on the {where}"
-        figures = {**_figures(p), "tol": tol, "regressed": float(regressed)}
-        return GateCheckResult(name, PASS if passed else FAIL, reason, figures)
-    return GateCheckResult(name, PASS if passed else FAIL, reason, {**_figures(p), "tol": tol})
+        figures["regressed"] = float(regressed)
+    return GateCheckResult(name, PASS if passed else FAIL, reason, figures)
 
 
 def slice_checks(
