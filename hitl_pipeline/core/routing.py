@@ -142,7 +142,9 @@ class RoutingPolicy:
         drift_sample_share: Under drift, share of the capacity left after the triggered
             items that goes to the random ``drift_sample``; the rest, with
             ``fill_capacity``, to the next items of the ranking (``capacity_fill``). 1:
-            all of it random.
+            all of it random. Replayed on every registered stream, 0 (all of it ranked)
+            was ahead or inside the repeats' spread (README, "Two settings"), so it is
+            the default; the audit still samples the auto-accepted items at random.
         explore_share: Share of the capacity kept for that random sample even when
             triggered items could fill it (a hedge against confidently wrong segments,
             and representative labels for the gate's held-out set).
@@ -173,7 +175,7 @@ class RoutingPolicy:
     stratify: bool = True
     drift_weight: float = 3.0
     fill_capacity: bool = True
-    drift_sample_share: float = 1.0
+    drift_sample_share: float = 0.0
     explore_share: float = 0.0
     cost_wrong_accept: float = 10.0
     cost_review: float = 1.0

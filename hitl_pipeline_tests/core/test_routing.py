@@ -192,7 +192,9 @@ def test_drift_fills_spare_capacity_with_a_random_sample_of_confident_items():
             "margin": [0.1] * 3 + [0.9] * 17,
         }
     )
-    policy = triggers_only(review_capacity=5, drift_capacity_multiplier=2.0, audit_rate=0.0)
+    policy = triggers_only(
+        review_capacity=5, drift_capacity_multiplier=2.0, audit_rate=0.0, drift_sample_share=1.0
+    )
     calm = route_predictions(scores, policy, drift=False)
     drifted = route_predictions(scores, policy, drift=True)
     assert (calm["route"] == "review").sum() == 3  # only the uncertain ones
@@ -414,16 +416,26 @@ def test_fill_capacity_keeps_the_explore_share_random():
     assert (routed["reasons"] == "explore").sum() == 3
 
 
-def test_drift_fills_with_a_random_sample_not_the_ranking():
+@pytest.mark.parametrize(
+    ("share", "reason"),
+    [(1.0, "drift_sample"), (RoutingPolicy().drift_sample_share, "capacity_fill")],
+)
+def test_under_drift_the_spare_capacity_goes_to_the_sample_or_the_ranking(share, reason):
+    # the default (0) ranks all of it; 1 samples all of it at random
     frame = scores([0.5] * 2 + [0.95] * 18)
     policy = RoutingPolicy(
-        review_capacity=5, audit_rate=0.0, fill_capacity=True, drift_capacity_multiplier=1.0
+        review_capacity=5,
+        audit_rate=0.0,
+        fill_capacity=True,
+        drift_capacity_multiplier=1.0,
+        drift_sample_share=share,
     )
 
     routed = route_predictions(frame, policy, drift=True)
 
-    assert (routed["reasons"] == "drift_sample").sum() == 3
-    assert not (routed["reasons"] == "capacity_fill").any()
+    assert (routed["reasons"] == reason).sum() == 3
+    other = {"drift_sample", "capacity_fill"} - {reason}
+    assert not routed["reasons"].isin(other).any()
 
 
 @pytest.mark.parametrize(("share", "sampled"), [(1.0, 8), (0.5, 4), (0.0, 0)])
