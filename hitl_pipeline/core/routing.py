@@ -130,11 +130,6 @@ class RoutingPolicy:
             as ``pandas.DataFrame.eval`` expressions (e.g. ``"monthly_spend > 1500"``).
         disagreement_weight: Weight of ``disagreement`` in the priority.
         ood_weight: Weight of how far beyond ``ood_threshold`` an item is, in the priority.
-            Both are 0 by default: disagreeing and out-of-distribution items are still
-            triggered (and reviewed while capacity allows, or all of them when the
-            capacity is larger than the triggers), but ranked by their uncertainty like
-            the others. Replayed at a 2% budget on ``rainfall``, the earlier weights (1
-            and 0.5) cost 0.4 points (README, "Ranking by uncertainty").
         diversity: Rank picks by uncertainty x diversity rather than uncertainty alone.
         stratify: Guarantee a pick per predicted class and, under drift, per drifted
             segment.
@@ -174,8 +169,8 @@ class RoutingPolicy:
     ood_threshold: float = 0.99
     review_classes: tuple[str, ...] = ()
     review_rules: tuple[str, ...] = ()
-    disagreement_weight: float = 0.0
-    ood_weight: float = 0.0
+    disagreement_weight: float = 1.0
+    ood_weight: float = 0.5
     diversity: bool = True
     stratify: bool = True
     drift_weight: float = 3.0
