@@ -15,12 +15,12 @@ A trigger whose column is absent or that is not configured never fires. Mandator
 triggers (policy categories) are reviewed first; the other wanted items are ranked by
 ``core.selection.select_diverse`` (uncertainty x diversity, stratified by predicted class
 and, under drift, by drifted segment) and the review capacity takes the picks; the rest
-are auto-accepted with ``over_capacity`` recorded. Under drift capacity left over goes
-to a random sample of the untriggered items (``drift_sample``): that is where
-confidently wrong predictions of a changed segment hide (``drift_sample_share`` of it;
-the rest, with ``fill_capacity``, to the ranking's next items); without drift, with
-``fill_capacity``, to the next items of the ranking (``capacity_fill``), and a reserved
-``explore_share`` of the capacity to a random sample (``explore``). On top of that, a
+are auto-accepted with ``over_capacity`` recorded. Capacity left over goes, with
+``fill_capacity``, to the next items of the ranking (``capacity_fill``), except a
+reserved ``explore_share`` of the capacity, which goes to a random sample (``explore``),
+and, under drift, ``drift_sample_share`` of it (0 by default), which goes to a random
+sample of the untriggered items (``drift_sample``): that is where confidently wrong
+predictions of a changed segment hide. On top of that, a
 small uniform audit sample of the auto-accepted items goes to review, so the accuracy
 of what nobody looked at can be measured without bias (and the cost-aware threshold
 re-calibrated, see ``core.threshold``).
@@ -556,10 +556,10 @@ class BatchRouter:
             review[pool[picks]] = True
             rank[pool[picks]] = np.arange(1, len(picks) + 1)
 
-        # capacity the triggered items leave: under drift a random sample (confidently
-        # wrong items of a changed segment hide among the confident), its
-        # drift_sample_share of it; otherwise, with fill_capacity, the next most
-        # informative items by the same ranking, keeping the explore share random
+        # capacity the triggered items leave: with fill_capacity, the next most
+        # informative items by the same ranking, keeping the explore share random and,
+        # under drift, drift_sample_share of it (confidently wrong items of a changed
+        # segment hide among the confident)
         spare = capacity - int(review.sum())
         keep_random = reserved
         if drift:

@@ -417,28 +417,10 @@ def test_fill_capacity_keeps_the_explore_share_random():
 
 
 @pytest.mark.parametrize(
-    ("share", "reason"),
-    [(1.0, "drift_sample"), (RoutingPolicy().drift_sample_share, "capacity_fill")],
+    ("share", "sampled"),
+    [(1.0, 8), (0.5, 4), (0.0, 0), (RoutingPolicy().drift_sample_share, 0)],
+    ids=["all-sampled", "half", "all-ranked", "default-ranks"],
 )
-def test_under_drift_the_spare_capacity_goes_to_the_sample_or_the_ranking(share, reason):
-    # the default (0) ranks all of it; 1 samples all of it at random
-    frame = scores([0.5] * 2 + [0.95] * 18)
-    policy = RoutingPolicy(
-        review_capacity=5,
-        audit_rate=0.0,
-        fill_capacity=True,
-        drift_capacity_multiplier=1.0,
-        drift_sample_share=share,
-    )
-
-    routed = route_predictions(frame, policy, drift=True)
-
-    assert (routed["reasons"] == reason).sum() == 3
-    other = {"drift_sample", "capacity_fill"} - {reason}
-    assert not routed["reasons"].isin(other).any()
-
-
-@pytest.mark.parametrize(("share", "sampled"), [(1.0, 8), (0.5, 4), (0.0, 0)])
 def test_drift_sample_share_splits_the_spare_capacity_between_sample_and_ranking(share, sampled):
     # 2 uncertain items, then confident ones of falling confidence: the ranking fills
     # with the least confident of them
