@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 
 from hitl_pipeline.demo.narrator import (
     Narrator,
@@ -52,6 +53,22 @@ MLFLOW_PORT = 5000
 # how long a UI may take to answer before the demo says so (the Dagster web server took
 # about 35 s on a loaded 2-core machine)
 UI_TIMEOUT_S = 180.0
+
+
+def answer_while_reachable(pool: ReviewerPool, truth: Mapping[str, str]) -> int:
+    """The simulated reviewers' answers, or 0 with a clear line when Label Studio does not
+    answer (stopped or restarting): the demo keeps the loop running and tries again on
+    its next turn instead of ending with a traceback."""
+    try:
+        return pool.answer_open_tasks(truth=truth)
+    except httpx.TransportError as exc:
+        print(
+            f"{time.strftime('%H:%M:%S')} Label Studio at {pool.url} does not answer "
+            f"({exc}); the simulated reviewers try again in a few seconds "
+            "(`hitl-pipeline labelstudio start` starts it again)",
+            file=sys.stderr,
+        )
+        return 0
 
 
 def reviewer_pool(settings: Settings, options: DemoOptions) -> ReviewerPool:
@@ -319,7 +336,7 @@ def _run_with_ui(
                 )
                 cycle += 1
             if (settings.demo / "truth.parquet").is_file():
-                answered = pool.answer_open_tasks(truth=read_truth(settings))
+                answered = answer_while_reachable(pool, read_truth(settings))
                 pacer.answered(answered)
                 if answered:
                     print(
