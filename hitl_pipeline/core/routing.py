@@ -143,8 +143,8 @@ class RoutingPolicy:
             items that goes to the random ``drift_sample``; the rest, with
             ``fill_capacity``, to the next items of the ranking (``capacity_fill``). 1:
             all of it random. Replayed on every registered stream, 0 (all of it ranked)
-            was ahead or inside the repeats' spread (README, "Two settings"), so it is
-            the default; the audit still samples the auto-accepted items at random.
+            was ahead or inside the repeats' spread (``docs/benchmark-results.md``), so
+            it is the default; the audit still samples the auto-accepted items at random.
         explore_share: Share of the capacity kept for that random sample even when
             triggered items could fill it (a hedge against confidently wrong segments,
             and representative labels for the gate's held-out set).
