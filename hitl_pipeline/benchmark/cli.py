@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-drift-check", action="store_true", help="skip Evidently")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=1, help="threads per model fit")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="replay everything; by default the replays an interrupted run finished in "
+        "--out (same data, settings and code) are loaded instead of replayed",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
@@ -148,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         drift_check=not args.no_drift_check,
         progress=not args.no_progress,
         threads=args.threads,
+        fresh=getattr(args, "fresh", False),
     )
 
 
@@ -231,7 +238,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         return 2
     from hitl_pipeline.benchmark.replay import run_from_args
 
-    return run_from_args(resolved)
+    try:
+        return run_from_args(resolved)
+    except KeyboardInterrupt:
+        print(
+            f"hitl-pipeline benchmark: interrupted; the finished replays are kept in "
+            f"{Path(resolved.out) / 'runs'}, and the same command resumes from them",
+            file=sys.stderr,
+        )
+        return 130
 
 
 # --- benchmark-data -------------------------------------------------------------------

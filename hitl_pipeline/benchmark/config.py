@@ -67,6 +67,9 @@ class BenchmarkConfig:
             ``default`` strategy answers an alarm as the pipeline's drift sensor does.
         progress: Show a progress bar.
         threads: Threads per model fit (OpenMP / BLAS).
+        fresh: Replay everything, ignoring the finished replays kept in ``out`` from an
+            earlier run (``benchmark.checkpoint``); otherwise those with the same data,
+            settings and code are loaded, so an interrupted run resumes.
     """
 
     data: Path
@@ -86,6 +89,7 @@ class BenchmarkConfig:
     drift_check: bool = True
     progress: bool = True
     threads: int = 1
+    fresh: bool = False
 
 
 def overrides_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import hashlib
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hitl_pipeline.benchmark.checkpoint import ReplayStore
 from hitl_pipeline.benchmark.config import (
     BUDGET_FREE,
     ORACLE_WINDOW_DAYS,
@@ -469,21 +471,34 @@ def _run(config: BenchmarkConfig) -> BenchmarkResult:
     )
     alarms = DriftAlarms(schema, config.drift_check, config.settings.drift)
     records: list[dict[str, Any]] = []
+    store = ReplayStore(config)
+    finished = store.finished(runs)
+    if finished:
+        print(
+            f"resuming: {finished} of {len(runs)} replays already finished in "
+            f"{store.folder} are loaded, not replayed (--fresh replays them all)",
+            file=sys.stderr,
+        )
     for strategy, budget, repeat in runs:
         bar.set_postfix_str(f"{strategy} {budget:g} #{repeat}")
-        run = replay(
-            strategy,
-            budget,
-            repeat,
-            schema=schema,
-            seed_train=seed_train,
-            fixed_holdout=fixed,
-            batches=batches,
-            config=config,
-            alarms=alarms,
-            picks_per_batch=spent.get((budget, repeat)) if strategy in CHOOSERS else None,
-            tick=lambda: bar.update(1),
-        )
+        run = store.load(strategy, budget, repeat)
+        if run is None:
+            run = replay(
+                strategy,
+                budget,
+                repeat,
+                schema=schema,
+                seed_train=seed_train,
+                fixed_holdout=fixed,
+                batches=batches,
+                config=config,
+                alarms=alarms,
+                picks_per_batch=spent.get((budget, repeat)) if strategy in CHOOSERS else None,
+                tick=lambda: bar.update(1),
+            )
+            store.save(strategy, budget, repeat, run)
+        else:
+            bar.update(len(batches))
         if strategy == "default":
             spent[(budget, repeat)] = [r["labels"] for r in run]
         records += run
