@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -25,20 +24,13 @@ from typing import Any
 import numpy as np
 
 from hitl_pipeline.benchmark.config import BenchmarkConfig
+from hitl_pipeline.benchmark.datasets import file_sha256, written_beside
 from hitl_pipeline.benchmark.report import CORRECT
 
 RUNS_FOLDER = "runs"
 # libraries whose version can change a replay's figures
 _LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "evidently")
 _PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _source_digest() -> str:
@@ -72,7 +64,7 @@ def run_key(config: BenchmarkConfig) -> str:
         fresh=False,
     )
     parts = {
-        "data": _file_digest(config.data),
+        "data": file_sha256(config.data),
         "config": repr(what),
         "source": _source_digest(),
         "versions": _versions(),
@@ -105,7 +97,6 @@ class ReplayStore:
         self.key = run_key(config)
         self.folder = Path(config.out) / RUNS_FOLDER / self.key
         self.fresh = config.fresh
-        self.loaded = 0
 
     def _path(self, strategy: str, budget: float, repeat: int) -> Path:
         return self.folder / f"{strategy}-{budget:g}-{repeat}.json"
@@ -125,13 +116,11 @@ class ReplayStore:
             return None  # a file cut short by a crash: replay it again
         if not isinstance(records, list):
             return None
-        self.loaded += 1
         return [_from_json(record) for record in records]
 
     def save(self, strategy: str, budget: float, repeat: int, records: list[dict]) -> None:
         """Keep a finished replay (written whole, then renamed into place)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(strategy, budget, repeat)
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(records, default=_to_json), encoding="utf-8")
-        os.replace(partial, path)
+        with written_beside(path, "w") as out:
+            json.dump(records, out, default=_to_json)

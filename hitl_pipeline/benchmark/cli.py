@@ -154,7 +154,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         drift_check=not args.no_drift_check,
         progress=not args.no_progress,
         threads=args.threads,
-        fresh=getattr(args, "fresh", False),
+        fresh=args.fresh,
     )
 
 

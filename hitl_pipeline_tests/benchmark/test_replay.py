@@ -47,24 +47,32 @@ def drifting_csv(path: Path, n: int = 700, seed: int = 0) -> Path:
     return path
 
 
+def small_config(data: Path, out: Path, **changes) -> BenchmarkConfig:
+    """The small replay these tests share: batches of 200 after 300 seed rows, random,
+    least confidence and the default at 10%, one repeat, a logistic regression, no drift
+    check and no progress bar; ``changes`` replace any of it."""
+    base = {
+        "data": data,
+        "target": "y",
+        "time_column": "t",
+        "drop": ("row_id",),
+        "seed_rows": 300,
+        "batch_rows": 200,
+        "budgets": (0.1,),
+        "strategies": ("random", "least_confidence", "default"),
+        "repeats": 1,
+        "out": out,
+        "settings": LoopSettings().with_overrides({"training.estimator": "logistic_regression"}),
+        "drift_check": False,
+        "progress": False,
+    }
+    return BenchmarkConfig(**{**base, **changes})
+
+
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
-    config = BenchmarkConfig(
-        data=drifting_csv(folder),
-        target="y",
-        time_column="t",
-        drop=("row_id",),
-        seed_rows=300,
-        batch_rows=200,
-        budgets=(0.05, 0.2),
-        strategies=("random", "least_confidence", "default"),
-        repeats=1,
-        out=folder / "out",
-        settings=LoopSettings().with_overrides({"training.estimator": "logistic_regression"}),
-        drift_check=False,
-        progress=False,
-    )
+    config = small_config(drifting_csv(folder), folder / "out", budgets=(0.05, 0.2))
     return config, run_benchmark(config)
 
 
@@ -344,22 +352,14 @@ def test_gain_share_spread_is_taken_over_repeats_against_each_repeats_own_baseli
 def test_baselines_label_as_many_items_as_the_default_did_in_each_batch(tmp_path):
     # the drift check on: where it alarms, the default answers with the drift response
     # (more labels); random and least confidence then get the same number in that batch
-    config = BenchmarkConfig(
-        data=drifting_csv(tmp_path, n=900),
-        target="y",
-        time_column="t",
-        drop=("row_id",),
-        seed_rows=300,
-        batch_rows=200,
-        budgets=(0.1,),
-        strategies=("random", "least_confidence", "default"),
-        repeats=1,
-        out=tmp_path / "out",
+    config = small_config(
+        drifting_csv(tmp_path, n=900),
+        tmp_path / "out",
         # one drifted column of three is enough here
         settings=LoopSettings().with_overrides(
             {"training.estimator": "logistic_regression", "drift.drift_share": 0.3}
         ),
-        progress=False,
+        drift_check=True,
     )
 
     per_batch = run_benchmark(config).per_batch
