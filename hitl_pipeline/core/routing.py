@@ -129,6 +129,9 @@ class RoutingPolicy:
         review_rules: Rules over the features that always send an item to a person,
             as ``pandas.DataFrame.eval`` expressions (e.g. ``"monthly_spend > 1500"``).
         disagreement_weight: Weight of ``disagreement`` in the priority.
+        disagreement_min_share: The disagreement weight counts only when the capacity
+            is at least this share of the batch's rows; below it, disputed items are
+            still triggered but ranked by their uncertainty alone. 0: always counts.
         ood_weight: Weight of how far beyond ``ood_threshold`` an item is, in the priority.
         diversity: Rank picks by uncertainty x diversity rather than uncertainty alone.
         stratify: Guarantee a pick per predicted class and, under drift, per drifted
@@ -170,6 +173,7 @@ class RoutingPolicy:
     review_classes: tuple[str, ...] = ()
     review_rules: tuple[str, ...] = ()
     disagreement_weight: float = 1.0
+    disagreement_min_share: float = 0.0
     ood_weight: float = 0.5
     diversity: bool = True
     stratify: bool = True
@@ -200,6 +204,8 @@ class RoutingPolicy:
             raise ValueError("explore_share must be in [0, 1]")
         if not 0.0 <= self.drift_sample_share <= 1.0:
             raise ValueError("drift_sample_share must be in [0, 1]")
+        if not 0.0 <= self.disagreement_min_share <= 1.0:
+            raise ValueError("disagreement_min_share must be in [0, 1]")
         if self.disagreement_weight < 0 or self.ood_weight < 0 or self.drift_weight < 0:
             raise ValueError("weights must be >= 0")
         if self.cost_wrong_accept <= 0 or self.cost_review < 0:
@@ -212,6 +218,14 @@ class RoutingPolicy:
         if not drift:
             return self.review_capacity
         return math.floor(self.review_capacity * self.drift_capacity_multiplier + 0.5)
+
+    def disagreement_weight_for(self, *, drift: bool, rows: int | None) -> float:
+        """``disagreement_weight``, or 0 when the capacity is below
+        ``disagreement_min_share`` of a batch of ``rows`` (unknown ``rows``: the weight)."""
+        if not self.disagreement_min_share or not rows:
+            return self.disagreement_weight
+        share = self.capacity(drift=drift) / rows
+        return self.disagreement_weight if share >= self.disagreement_min_share - 1e-9 else 0.0
 
 
 @dataclass(frozen=True)
@@ -279,16 +293,20 @@ DEFAULT_TRIGGERS: tuple[Trigger, ...] = (
 )
 
 
-def review_priority(scores: pd.DataFrame, policy: RoutingPolicy) -> np.ndarray:
+def review_priority(
+    scores: pd.DataFrame, policy: RoutingPolicy, *, drift: bool = False, rows: int | None = None
+) -> np.ndarray:
     """Urgency of reviewing each item: higher first.
 
-    ``1 - margin``, plus ``disagreement_weight * disagreement`` and ``ood_weight`` times
-    how far the ``ood_score`` is beyond ``ood_threshold`` (scaled to [0, 1]) when those
-    columns are present.
+    ``1 - margin``, plus the disagreement weight (``disagreement_weight_for`` the capacity
+    and the batch's ``rows``) times ``disagreement`` and ``ood_weight`` times how far the
+    ``ood_score`` is beyond ``ood_threshold`` (scaled to [0, 1]) when those columns are
+    present.
     """
     priority = 1.0 - scores[MARGIN].astype("float64").to_numpy()
-    if DISAGREEMENT in scores:
-        priority += policy.disagreement_weight * scores[DISAGREEMENT].fillna(0.0).to_numpy()
+    weight = policy.disagreement_weight_for(drift=drift, rows=rows)
+    if DISAGREEMENT in scores and weight:
+        priority += weight * scores[DISAGREEMENT].fillna(0.0).to_numpy()
     if OOD_SCORE in scores and policy.ood_threshold < 1.0:
         excess = (scores[OOD_SCORE].fillna(0.0).to_numpy() - policy.ood_threshold) / (
             1.0 - policy.ood_threshold
@@ -479,7 +497,7 @@ class BatchRouter:
         chunk = out.assign(
             **{
                 _ROW: np.arange(self.rows, self.rows + n),
-                _PRIO: review_priority(out, policy),
+                _PRIO: review_priority(out, policy, drift=self.drift, rows=self.total_rows),
                 _WANTED: wanted,
                 _MANDATORY: mandatory,
                 _DRIFT_DRAW: stable_uniform(ids, f"drift:{policy.seed}"),
@@ -615,6 +633,7 @@ class BatchRouter:
             audit_rows=rows[audit],
             ranked_rows=rows[ranked],
             ranks=rank[ranked],
+            batch_rows=self.total_rows,
         )
 
 
@@ -630,6 +649,8 @@ class RoutingPlan:
         filled_rows, explore_rows, audit_rows: Rows taken by ``capacity_fill``, by the
             drift/explore sample and by the audit.
         ranked_rows, ranks: Rows given a ``review_rank``, and the ranks.
+        batch_rows: The batch size the router ranked with (``BatchRouter.total_rows``),
+            so the priority written is the one ranked on.
     """
 
     policy: RoutingPolicy
@@ -643,6 +664,7 @@ class RoutingPlan:
     audit_rows: np.ndarray
     ranked_rows: np.ndarray
     ranks: np.ndarray
+    batch_rows: int | None = None
 
     @property
     def to_review(self) -> int:
@@ -700,7 +722,9 @@ class RoutingPlan:
 
         out[ROUTE] = np.where(review | audit, ROUTE_REVIEW, ROUTE_AUTO)
         out[REASONS] = list(reasons)
-        out[PRIORITY] = review_priority(out, policy) if n else np.zeros(0)
+        out[PRIORITY] = (
+            review_priority(out, policy, drift=self.drift, rows=self.batch_rows) if n else np.zeros(0)
+        )
         out[REVIEW_RANK] = rank
         out[THRESHOLD] = policy.confidence_threshold
         out[TIER] = DEFAULT_TIER

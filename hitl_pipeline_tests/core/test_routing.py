@@ -287,6 +287,25 @@ def test_priority_adds_disagreement_and_ood_excess():
     assert routed["priority"].tolist() == pytest.approx([0.1, 0.5, 0.1 + 0.5 * 0.5])
 
 
+def test_disagreement_counts_only_from_its_share_of_the_batch():
+    # 50 rows: item 0 confident but disputed, item 1 uncertain and undisputed
+    frame = scores([0.9, 0.5] + [0.95] * 48, [0.6, 0.1] + [0.9] * 48)
+    frame["disagreement"] = [0.6] + [0.0] * 49
+    policy = triggers_only(review_capacity=1, audit_rate=0.0, disagreement_min_share=0.03)
+
+    small = route_predictions(frame, policy)  # 1 of 50 rows: 2%, below the share
+    always = route_predictions(frame, triggers_only(review_capacity=1, audit_rate=0.0))
+    doubled = route_predictions(frame, policy, drift=True)  # 2 of 50: 4%
+
+    assert small["route"].tolist()[:2] == ["auto_accept", "review"]
+    assert small["priority"].tolist()[:2] == pytest.approx([0.4, 0.9])
+    assert has_reason(small["reasons"], "committee_disagreement").tolist()[:2] == [True, False]
+    assert always["route"].tolist()[:2] == ["review", "auto_accept"]
+    assert doubled["priority"].tolist()[:2] == pytest.approx([1.0, 0.9])
+    with pytest.raises(ValueError, match="disagreement_min_share"):
+        RoutingPolicy(disagreement_min_share=1.5)
+
+
 SCHEMA = BatchSchema(
     features=(FeatureSpec("x", "numeric"), FeatureSpec("segment", "categorical")),
     classes=("a", "b", "c"),
