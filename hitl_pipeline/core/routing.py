@@ -722,9 +722,8 @@ class RoutingPlan:
 
         out[ROUTE] = np.where(review | audit, ROUTE_REVIEW, ROUTE_AUTO)
         out[REASONS] = list(reasons)
-        out[PRIORITY] = (
-            review_priority(out, policy, drift=self.drift, rows=self.batch_rows) if n else np.zeros(0)
-        )
+        rows = self.batch_rows
+        out[PRIORITY] = review_priority(out, policy, drift=self.drift, rows=rows) if n else []
         out[REVIEW_RANK] = rank
         out[THRESHOLD] = policy.confidence_threshold
         out[TIER] = DEFAULT_TIER
