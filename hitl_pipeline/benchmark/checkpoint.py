@@ -6,9 +6,10 @@ small machine. Each finished replay (one strategy, budget and repeat) is written
 matching key loads it instead of replaying it again. The key covers everything a
 replay's records depend on: the data file's bytes, every setting of the run except
 which strategies, budgets and repeats are asked for (a replay does not depend on the
-others beside it), the source of ``hitl_pipeline`` itself and the versions of the
-libraries that fit and check the models. Change any of them and the old replays are
-not used; ``--fresh`` ignores them all.
+others beside it) and how many run at once (``--jobs``), the source of
+``hitl_pipeline`` itself and the versions of the libraries that fit and check the
+models. Change any of them and the old replays are not used; ``--fresh`` ignores them
+all.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def run_key(config: BenchmarkConfig) -> str:
         repeats=0,
         out=Path(),
         progress=False,
+        jobs=1,
         fresh=False,
     )
     parts = {

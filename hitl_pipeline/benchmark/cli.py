@@ -104,6 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=1, help="threads per model fit")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="replays run in N worker processes, with the same results; each fit still uses "
+        "--threads",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="replay everything; by default the replays an interrupted run finished in "
@@ -154,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         drift_check=not args.no_drift_check,
         progress=not args.no_progress,
         threads=args.threads,
+        jobs=args.jobs,
         fresh=args.fresh,
     )
 

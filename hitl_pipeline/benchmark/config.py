@@ -67,6 +67,9 @@ class BenchmarkConfig:
             ``default`` strategy answers an alarm as the pipeline's drift sensor does.
         progress: Show a progress bar.
         threads: Threads per model fit (OpenMP / BLAS).
+        jobs: Replays run at once, each in a worker process (``benchmark.parallel``);
+            each fit there still uses ``threads``. The records are the same for any
+            number, so it is not part of what a kept replay depends on.
         fresh: Replay everything, ignoring the finished replays kept in ``out`` from an
             earlier run (``benchmark.checkpoint``); otherwise those with the same data,
             settings and code are loaded, so an interrupted run resumes.
@@ -89,7 +92,14 @@ class BenchmarkConfig:
     drift_check: bool = True
     progress: bool = True
     threads: int = 1
+    jobs: int = 1
     fresh: bool = False
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(
+                f"--jobs must be at least 1 (replays run in N worker processes), got {self.jobs}"
+            )
 
 
 def overrides_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:

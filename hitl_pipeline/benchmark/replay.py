@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -85,6 +85,9 @@ from hitl_pipeline.core.types import (
     BatchSchema,
 )
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 EPOCH = pd.Timestamp("2000-01-01", tz="UTC")  # labels of batch b are "labelled" on day b
 
 
@@ -125,7 +128,8 @@ def run_settings(
 
 
 class DriftAlarms:
-    """The drift alarm per batch and reference, computed once and shared by the runs.
+    """The drift alarm per batch and reference, computed once and shared by the runs
+    (those of one process: with ``--jobs``, each worker keeps its own).
 
     The reference is ``drift_reference`` of the champion's training rows, as in the
     ``drift_report`` asset (its seed rows), so the runs share the alarms.
@@ -447,20 +451,111 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         return _run(config)
 
 
-def _run(config: BenchmarkConfig) -> BenchmarkResult:
-    schema, frame = load_stream(config)
-    seed_train, fixed, batches = split_stream(frame, config)
-    # the default first: the baselines then label as many items per batch as it did
+Run = tuple[str, float, int]  # one replay: strategy, budget, repeat
+Records = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Replayer:
+    """What every replay of one benchmark shares: the split stream, the config and the
+    drift alarms. Built once; with ``--jobs`` each worker process receives it once."""
+
+    schema: BatchSchema
+    seed_train: pd.DataFrame
+    fixed_holdout: pd.DataFrame
+    batches: list[pd.DataFrame]
+    config: BenchmarkConfig
+    alarms: DriftAlarms
+
+    def __call__(
+        self,
+        run: Run,
+        picks_per_batch: Sequence[int] | None,
+        tick: Callable[[], None] = lambda: None,
+    ) -> Records:
+        """``replay`` of ``run`` on the shared stream."""
+        strategy, budget, repeat = run
+        return replay(
+            strategy,
+            budget,
+            repeat,
+            schema=self.schema,
+            seed_train=self.seed_train,
+            fixed_holdout=self.fixed_holdout,
+            batches=self.batches,
+            config=self.config,
+            alarms=self.alarms,
+            picks_per_batch=picks_per_batch,
+            tick=tick,
+        )
+
+
+def default_for(run: Run) -> Run | None:
+    """The ``default`` replay a baseline labels as many items per batch as (same budget
+    and repeat); None for the strategies that depend on no other replay."""
+    strategy, budget, repeat = run
+    return ("default", budget, repeat) if strategy in CHOOSERS else None
+
+
+def baseline_picks(run: Run, done: dict[Run, Records]) -> list[int] | None:
+    """The labels per batch of ``run``'s default, from its finished records; None when
+    ``run`` is not a baseline or no default is replayed (then it spends its budget)."""
+    default = default_for(run)
+    if default is None or default not in done:
+        return None
+    return [record["labels"] for record in done[default]]
+
+
+def replay_and_keep(
+    replayer: Replayer,
+    store: ReplayStore,
+    run: Run,
+    picks_per_batch: Sequence[int] | None,
+    tick: Callable[[], None] = lambda: None,
+) -> Records:
+    """Replay ``run`` and keep it in ``store`` at once, so that a stop later loses none of
+    it."""
+    records = replayer(run, picks_per_batch, tick)
+    store.save(*run, records)
+    return records
+
+
+def _runs(config: BenchmarkConfig) -> list[Run]:
+    """Every replay, in the order their records are reported: the default before the
+    baselines (which label as many items per batch as it did)."""
     strategies = list(dict.fromkeys(["none", "default", *config.strategies, "oracle"]))
     if "default" not in config.strategies:
         strategies.remove("default")
-    runs = [
+    return [
         (s, b if s not in BUDGET_FREE else 0.0, r)
         for s in strategies
         for b in (config.budgets if s not in BUDGET_FREE else (0.0,))
         for r in range(config.repeats)
     ]
-    spent: dict[tuple[float, int], list[int]] = {}
+
+
+def _replay_in_turn(
+    runs: list[Run], replayer: Replayer, store: ReplayStore, bar: tqdm
+) -> dict[Run, Records]:
+    """Each replay after the other in this process, or loaded when already finished."""
+    done: dict[Run, Records] = {}
+    for run in runs:
+        strategy, budget, repeat = run
+        bar.set_postfix_str(f"{strategy} {budget:g} #{repeat}")
+        records = store.load(*run)
+        if records is None:
+            picks = baseline_picks(run, done)
+            records = replay_and_keep(replayer, store, run, picks, tick=lambda: bar.update(1))
+        else:
+            bar.update(len(replayer.batches))
+        done[run] = records
+    return done
+
+
+def _run(config: BenchmarkConfig) -> BenchmarkResult:
+    schema, frame = load_stream(config)
+    seed_train, fixed, batches = split_stream(frame, config)
+    runs = _runs(config)
     from tqdm import tqdm
 
     bar = tqdm(
@@ -470,7 +565,7 @@ def _run(config: BenchmarkConfig) -> BenchmarkResult:
         disable=not config.progress,
     )
     alarms = DriftAlarms(schema, config.drift_check, config.settings.drift)
-    records: list[dict[str, Any]] = []
+    replayer = Replayer(schema, seed_train, fixed, batches, config, alarms)
     store = ReplayStore(config)
     finished = store.finished(runs)
     if finished:
@@ -479,30 +574,15 @@ def _run(config: BenchmarkConfig) -> BenchmarkResult:
             f"{store.folder} are loaded, not replayed (--fresh replays them all)",
             file=sys.stderr,
         )
-    for strategy, budget, repeat in runs:
-        bar.set_postfix_str(f"{strategy} {budget:g} #{repeat}")
-        run = store.load(strategy, budget, repeat)
-        if run is None:
-            run = replay(
-                strategy,
-                budget,
-                repeat,
-                schema=schema,
-                seed_train=seed_train,
-                fixed_holdout=fixed,
-                batches=batches,
-                config=config,
-                alarms=alarms,
-                picks_per_batch=spent.get((budget, repeat)) if strategy in CHOOSERS else None,
-                tick=lambda: bar.update(1),
-            )
-            store.save(strategy, budget, repeat, run)
-        else:
-            bar.update(len(batches))
-        if strategy == "default":
-            spent[(budget, repeat)] = [r["labels"] for r in run]
-        records += run
+    if config.jobs == 1:
+        done = _replay_in_turn(runs, replayer, store, bar)
+    else:
+        from hitl_pipeline.benchmark.parallel import replay_in_pool
+
+        done = replay_in_pool(runs, replayer, store, bar)
     bar.close()
+    # in the order of ``runs`` whatever order they finished in: the same frames for any --jobs
+    records = [record for run in runs for record in done[run]]
     per_batch = pd.DataFrame.from_records(pair_with_none(records, config.settings.gate))
     summary = summarise(per_batch, config.budgets)
     gain_table = labels_for_gain(summary)
