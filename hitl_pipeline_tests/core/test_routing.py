@@ -294,7 +294,9 @@ def test_disagreement_counts_only_from_its_share_of_the_batch():
     policy = triggers_only(review_capacity=1, audit_rate=0.0, disagreement_min_share=0.03)
 
     small = route_predictions(frame, policy)  # 1 of 50 rows: 2%, below the share
-    always = route_predictions(frame, triggers_only(review_capacity=1, audit_rate=0.0))
+    always = route_predictions(
+        frame, triggers_only(review_capacity=1, audit_rate=0.0, disagreement_min_share=0.0)
+    )
     doubled = route_predictions(frame, policy, drift=True)  # 2 of 50: 4%
 
     assert small["route"].tolist()[:2] == ["auto_accept", "review"]
